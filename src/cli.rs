@@ -1,0 +1,110 @@
+//! Command-line definitions (clap derive). Shared argument groups are flattened into the
+//! subcommands so every command spells common flags the same way.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stateward",
+    version,
+    about = "Admission webhook and policy enforcer for Kubernetes StatefulSets",
+    long_about = "stateward checks StatefulSets, their headless Services and their Pods \
+                  against a policy, adds safe defaults, and finds storage left behind by \
+                  scale-downs and deletions."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate manifests offline (files, directories or `-` for stdin).
+    #[command(after_help = "Examples:\n  stateward check -f examples/web.yaml\n  \
+        helm template my-release ./chart | stateward check -f - -o json\n  \
+        stateward check -f manifests/ --policy policies/strict.yaml\n\n\
+        Exit status: 0 no enforce violation, 1 at least one enforce violation, \
+        2 usage error, unreadable input, invalid document or invalid policy.")]
+    Check(CheckArgs),
+    /// Print manifests with the policy's defaults applied.
+    #[command(after_help = "Examples:\n  stateward mutate -f examples/web.yaml\n  \
+        kubectl get sts web -o yaml | stateward mutate -f -\n\n\
+        Exit status: 0 success, 2 unreadable input, invalid document or invalid policy.")]
+    Mutate(MutateArgs),
+    /// List the rules: id, kinds, operations, default mode and summary.
+    #[command(after_help = "Examples:\n  stateward rules\n  \
+        stateward rules --policy policies/strict.yaml -o json")]
+    Rules(RulesArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log level or filter directive (overrides RUST_LOG), e.g. `info` or `stateward=debug`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Policy file; without it the built-in `baseline` policy is used.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// A file, a directory (read recursively: *.yaml, *.yml, *.json) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Colour in text output: auto (only on a terminal), always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MutateArgs {
+    /// A file, a directory (read recursively: *.yaml, *.yml, *.json) or `-` for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RulesArgs {
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}

@@ -1,0 +1,27 @@
+//! stateward: admission webhook and policy enforcer for StatefulSets, their headless
+//! Services and their Pods. The decision engine lives in [`policy`] and does no I/O; the
+//! offline commands ([`check`]) and the webhook call the same [`policy::evaluate`].
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod cli;
+pub mod policy;
+pub mod rules_cmd;
+pub mod telemetry;
+
+/// Process exit statuses shared by every subcommand (see `interface.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success, or nothing at enforce level.
+    Ok = 0,
+    /// At least one `enforce` violation (check) or one failed deletion (gc).
+    Failure = 1,
+    /// Usage error, unreadable input, invalid policy or connection error.
+    Usage = 2,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit as u8)
+    }
+}

@@ -1,0 +1,180 @@
+//! The decision engine: pure and synchronous. The webhook, the offline commands and the
+//! tests all call [`evaluate`].
+//!
+//! Order, as the API server admits an object: mutations first (CREATE only), then every
+//! validation rule on the mutated object.
+pub mod config;
+pub mod context;
+pub mod decision;
+pub mod labels;
+pub mod names;
+pub mod review;
+pub mod rules;
+
+pub use config::{Policy, PolicyError};
+pub use context::{Context, NoContext, StaticContext};
+pub use decision::{Decision, Finding, Level};
+pub use review::{Kind, Operation, Resource, Review};
+pub use rules::{Mode, RuleId};
+
+use rules::{Action, Check, Input, Mutation, RULES, Sink};
+
+/// Annotation that lists rule ids to skip for one object (only rules the policy marks
+/// skippable are honoured).
+pub const SKIP_ANNOTATION: &str = "stateward.io/skip";
+
+/// Evaluates one review against a policy and the related objects in `context`.
+pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Decision {
+    let mut decision = Decision::default();
+    if policy.is_excluded(&review.namespace) {
+        decision.excluded = true;
+        return decision;
+    }
+    let Some(subject) = review.subject() else {
+        return decision;
+    };
+    decision.skipped = skipped_rules(policy, subject);
+    let applies = |id: RuleId, kind: Kind| {
+        let info = id.info();
+        info.kind == kind
+            && info.operations.contains(&review.operation)
+            && !decision.skipped.contains(&id)
+    };
+
+    // Mutations (CREATE only), on a typed clone; the patch is the diff of typed values.
+    let mut mutated: Option<Resource> = None;
+    if review.operation == Operation::Create
+        && let Some(object) = review.object.as_ref()
+    {
+        let mut working = object.clone();
+        let mut changed = false;
+        for info in RULES {
+            let Action::Mutate { mutate, .. } = info.action else {
+                continue;
+            };
+            if !policy.enabled(info.id) || !applies(info.id, working.kind()) {
+                continue;
+            }
+            let added = match (mutate, &mut working) {
+                (Mutation::StatefulSet(f), Resource::StatefulSet(sts)) => f(policy, sts),
+                (Mutation::Pod(f), Resource::Pod(pod)) => f(policy, pod),
+                _ => None,
+            };
+            if let Some(added) = added {
+                changed = true;
+                decision.findings.push(Finding {
+                    rule: info.id,
+                    mode: Level::Mutate,
+                    field: added.field,
+                    message: added.message,
+                });
+            }
+        }
+        if changed {
+            let patch = json_patch::diff(&object.to_value(), &working.to_value());
+            if !patch.0.is_empty() {
+                decision.patch = Some(patch);
+            }
+            mutated = Some(working);
+        }
+    }
+
+    // Validation, on the mutated object where there is one.
+    let object = mutated.as_ref().unwrap_or(subject);
+    let old = match review.operation {
+        Operation::Update => review.old_object.as_ref(),
+        _ => None,
+    };
+    for info in RULES {
+        let Action::Validate { check, .. } = info.action else {
+            continue;
+        };
+        let mode = policy.mode(info.id);
+        if mode == Mode::Off || !applies(info.id, object.kind()) {
+            continue;
+        }
+        let mut sink = Sink::default();
+        match (check, object, old) {
+            (Check::StatefulSet(f), Resource::StatefulSet(sts), old) => f(
+                &Input {
+                    policy,
+                    review,
+                    context,
+                    object: sts,
+                    old: match old {
+                        Some(Resource::StatefulSet(o)) => Some(o),
+                        _ => None,
+                    },
+                },
+                &mut sink,
+            ),
+            (Check::Service(f), Resource::Service(svc), old) => f(
+                &Input {
+                    policy,
+                    review,
+                    context,
+                    object: svc,
+                    old: match old {
+                        Some(Resource::Service(o)) => Some(o),
+                        _ => None,
+                    },
+                },
+                &mut sink,
+            ),
+            (Check::Pod(f), Resource::Pod(pod), old) => f(
+                &Input {
+                    policy,
+                    review,
+                    context,
+                    object: pod,
+                    old: match old {
+                        Some(Resource::Pod(o)) => Some(o),
+                        _ => None,
+                    },
+                },
+                &mut sink,
+            ),
+            _ => {}
+        }
+        for violation in sink.violations {
+            let effective = if violation.advisory {
+                mode.min(Mode::Warn)
+            } else {
+                mode
+            };
+            let level = match effective {
+                Mode::Enforce => Level::Enforce,
+                Mode::Warn => Level::Warn,
+                Mode::Audit => Level::Audit,
+                Mode::Off => continue,
+            };
+            decision.findings.push(Finding {
+                rule: info.id,
+                mode: level,
+                field: violation.field,
+                message: violation.message,
+            });
+        }
+    }
+    decision
+}
+
+/// The rules named in the object's skip annotation that the policy lets it skip.
+fn skipped_rules(policy: &Policy, object: &Resource) -> Vec<RuleId> {
+    let Some(list) = object
+        .metadata()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SKIP_ANNOTATION))
+    else {
+        return Vec::new();
+    };
+    let mut skipped: Vec<RuleId> = list
+        .split(',')
+        .filter_map(|id| id.trim().parse::<RuleId>().ok())
+        .filter(|id| policy.skippable(*id))
+        .collect();
+    skipped.sort();
+    skipped.dedup();
+    skipped
+}

@@ -1,0 +1,488 @@
+//! The rule table: every rule and mutation stateward knows, in one place. Read this first.
+//!
+//! A validation rule is a plain function over a typed object that reports violations into
+//! a [`Sink`]; the engine turns them into findings at the mode the policy gives the rule.
+//! A mutation is a function that changes a typed clone and says what it added.
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod, core::v1::Service};
+use serde::{Deserialize, Serialize};
+
+use super::config::Policy;
+use super::context::Context;
+use super::review::{Kind, Operation, Review};
+
+pub mod defaults;
+pub mod pod;
+pub mod service;
+pub mod statefulset;
+
+/// A rule's mode in a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Off,
+    Audit,
+    Warn,
+    Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Audit => "audit",
+            Mode::Warn => "warn",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+macro_rules! rule_ids {
+    ($($variant:ident => $id:literal,)*) => {
+        /// Stable rule and mutation ids, as used in policy files, metrics, reports and messages.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum RuleId { $($variant,)* }
+
+        impl RuleId {
+            pub const ALL: &'static [RuleId] = &[$(RuleId::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(RuleId::$variant => $id,)* }
+            }
+        }
+
+        impl FromStr for RuleId {
+            type Err = UnknownRule;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s { $($id => Ok(RuleId::$variant),)* _ => Err(UnknownRule(s.to_owned())) }
+            }
+        }
+    };
+}
+
+rule_ids! {
+    StatefulSetNameLength => "statefulset.name-length",
+    StatefulSetServiceName => "statefulset.service-name",
+    StatefulSetHeadlessService => "statefulset.headless-service",
+    StatefulSetSelectorMatchesTemplate => "statefulset.selector-matches-template",
+    StatefulSetClaimTemplatesMounted => "statefulset.claim-templates-mounted",
+    StatefulSetClaimTemplateStorage => "statefulset.claim-template-storage",
+    StatefulSetClaimTemplateAccessMode => "statefulset.claim-template-access-mode",
+    StatefulSetTerminationGracePeriod => "statefulset.termination-grace-period",
+    StatefulSetReadinessProbe => "statefulset.readiness-probe",
+    StatefulSetResources => "statefulset.resources",
+    StatefulSetAntiAffinity => "statefulset.anti-affinity",
+    StatefulSetAntiAffinitySelectsSelf => "statefulset.anti-affinity-selects-self",
+    StatefulSetUpdateStrategy => "statefulset.update-strategy",
+    StatefulSetSecurityContext => "statefulset.security-context",
+    StatefulSetRolloutStuck => "statefulset.rollout-stuck",
+    StatefulSetScaleDownRetainsClaims => "statefulset.scale-down-retains-claims",
+    StatefulSetApiVersion => "statefulset.api-version",
+    StatefulSetPodDisruptionBudget => "statefulset.pod-disruption-budget",
+    ServiceHeadlessInUse => "service.headless-in-use",
+    ServiceHeadlessShape => "service.headless-shape",
+    ServicePodNameSelector => "service.pod-name-selector",
+    PodForceDelete => "pod.force-delete",
+    StatefulSetDefaultPodManagementPolicy => "statefulset.default-pod-management-policy",
+    StatefulSetDefaultUpdateStrategy => "statefulset.default-update-strategy",
+    StatefulSetDefaultAntiAffinity => "statefulset.default-anti-affinity",
+    StatefulSetDefaultClaimRetention => "statefulset.default-claim-retention",
+    PodIdentityLabels => "pod.identity-labels",
+}
+
+impl RuleId {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn info(self) -> &'static RuleInfo {
+        // RULES lists every id in declaration order (checked by a test).
+        &RULES[self.index()]
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for RuleId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown rule id `{0}`")]
+pub struct UnknownRule(pub String);
+
+/// A violation reported by a rule, before the policy gives it a mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub message: String,
+    /// A case where the object may still be fine or information is missing: reported at
+    /// most as a warning, never denied.
+    pub advisory: bool,
+}
+
+/// Collects the violations of one rule.
+#[derive(Debug, Default)]
+pub struct Sink {
+    pub violations: Vec<Violation>,
+}
+
+impl Sink {
+    /// A violation at the rule's mode.
+    pub fn violation(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.violations.push(Violation {
+            field: field.into(),
+            message: message.into(),
+            advisory: false,
+        });
+    }
+
+    /// A violation that is at most a warning (missing information, a possible smell).
+    pub fn advisory(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.violations.push(Violation {
+            field: field.into(),
+            message: message.into(),
+            advisory: true,
+        });
+    }
+}
+
+/// What a validation rule sees.
+pub struct Input<'a, T> {
+    pub policy: &'a Policy,
+    pub review: &'a Review,
+    pub context: &'a dyn Context,
+    /// The object under review: the (mutated) new object, or the old one on DELETE.
+    pub object: &'a T,
+    /// The previous state on UPDATE.
+    pub old: Option<&'a T>,
+}
+
+impl<T> Input<'_, T> {
+    pub fn namespace(&self) -> &str {
+        &self.review.namespace
+    }
+}
+
+/// A validation rule's function, by kind.
+#[derive(Clone, Copy)]
+pub enum Check {
+    StatefulSet(fn(&Input<'_, StatefulSet>, &mut Sink)),
+    Service(fn(&Input<'_, Service>, &mut Sink)),
+    Pod(fn(&Input<'_, Pod>, &mut Sink)),
+    /// Evaluated by the offline checker on documents the engine cannot decode.
+    Offline,
+}
+
+/// What a mutation added: the field and a sentence for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    pub field: String,
+    pub message: String,
+}
+
+/// A mutation's function, by kind. Returns what it added, or `None` when it changed nothing.
+#[derive(Clone, Copy)]
+pub enum Mutation {
+    StatefulSet(fn(&Policy, &mut StatefulSet) -> Option<Added>),
+    Pod(fn(&Policy, &mut Pod) -> Option<Added>),
+}
+
+/// What a rule does.
+#[derive(Clone, Copy)]
+pub enum Action {
+    Validate { default: Mode, check: Check },
+    Mutate { default_on: bool, mutate: Mutation },
+}
+
+/// One row of the table.
+pub struct RuleInfo {
+    pub id: RuleId,
+    pub kind: Kind,
+    pub operations: &'static [Operation],
+    pub action: Action,
+    /// Whether `stateward.io/skip` may switch the rule off for one object by default.
+    pub skippable: bool,
+    pub summary: &'static str,
+}
+
+impl RuleInfo {
+    pub fn is_mutation(&self) -> bool {
+        matches!(self.action, Action::Mutate { .. })
+    }
+
+    /// The default mode as `rules` prints it: a validation mode, or `on`/`off`.
+    pub fn default_label(&self) -> &'static str {
+        match self.action {
+            Action::Validate { default, .. } => default.as_str(),
+            Action::Mutate { default_on: true, .. } => "on",
+            Action::Mutate { default_on: false, .. } => "off",
+        }
+    }
+}
+
+use Operation::{Create, Delete, Update};
+
+const CU: &[Operation] = &[Create, Update];
+
+const fn validate(default: Mode, check: Check) -> Action {
+    Action::Validate { default, check }
+}
+
+const fn mutate(default_on: bool, mutate: Mutation) -> Action {
+    Action::Mutate { default_on, mutate }
+}
+
+use defaults as d;
+use statefulset as s;
+
+/// Every rule, in [`RuleId`] order.
+pub static RULES: &[RuleInfo] = &[
+    RuleInfo {
+        id: RuleId::StatefulSetNameLength,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Enforce, Check::StatefulSet(s::name_length)),
+        skippable: false,
+        summary: "name at most 52 characters and <name>-<highest ordinal> at most 63, or pods are never created",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetServiceName,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Enforce, Check::StatefulSet(s::service_name)),
+        skippable: false,
+        summary: "spec.serviceName is a DNS-1123 label (warns when absent): it is every pod's DNS subdomain",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetHeadlessService,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::headless_service)),
+        skippable: true,
+        summary: "the Service named by serviceName exists, is headless and selects the set's pods",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetSelectorMatchesTemplate,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Enforce, Check::StatefulSet(s::selector_matches_template)),
+        skippable: false,
+        summary: "spec.selector selects the pod template's labels",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetClaimTemplatesMounted,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Enforce, Check::StatefulSet(s::claim_templates_mounted)),
+        skippable: false,
+        summary: "every claim template is mounted and every volumeMount resolves to a volume or claim template",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetClaimTemplateStorage,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Enforce, Check::StatefulSet(s::claim_template_storage)),
+        skippable: false,
+        summary: "claim templates request storage and accessModes; storageClassName set (and allowed)",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetClaimTemplateAccessMode,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::claim_template_access_mode)),
+        skippable: true,
+        summary: "per-pod storage uses ReadWriteOnce or ReadWriteOncePod, not ReadWriteMany/ReadOnlyMany",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetTerminationGracePeriod,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Enforce, Check::StatefulSet(s::termination_grace_period)),
+        skippable: false,
+        summary: "terminationGracePeriodSeconds is not 0 (and within minSeconds/maxSeconds)",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetReadinessProbe,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::readiness_probe)),
+        skippable: true,
+        summary: "every container has a readinessProbe, different from its livenessProbe",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetResources,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::resources)),
+        skippable: true,
+        summary: "every container requests cpu and memory (limits when the policy requires them)",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetAntiAffinity,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::anti_affinity)),
+        skippable: true,
+        summary: "with 2+ replicas, pod anti-affinity or topology spread on the hostname key",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetAntiAffinitySelectsSelf,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::anti_affinity_selects_self)),
+        skippable: true,
+        summary: "every pod anti-affinity term selects the set's own pods",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetUpdateStrategy,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::update_strategy)),
+        skippable: true,
+        summary: "no partition above replicas, no OnDelete, no maxUnavailable with OrderedReady",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetSecurityContext,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Warn, Check::StatefulSet(s::security_context)),
+        skippable: true,
+        summary: "runAsNonRoot: true and allowPrivilegeEscalation: false",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetRolloutStuck,
+        kind: Kind::StatefulSet,
+        operations: &[Update],
+        action: validate(Mode::Warn, Check::StatefulSet(s::rollout_stuck)),
+        skippable: true,
+        summary: "template changed while pods are not ready under OrderedReady: stuck pods need deleting",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetScaleDownRetainsClaims,
+        kind: Kind::StatefulSet,
+        operations: &[Update],
+        action: validate(Mode::Warn, Check::StatefulSet(s::scale_down_retains_claims)),
+        skippable: true,
+        summary: "scale-down keeps the removed pods' PVCs: names them and how to collect them",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetApiVersion,
+        kind: Kind::StatefulSet,
+        operations: &[Create],
+        action: validate(Mode::Enforce, Check::Offline),
+        skippable: false,
+        summary: "offline only: apps/v1beta1 and apps/v1beta2 StatefulSets are not served since 1.16",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetPodDisruptionBudget,
+        kind: Kind::StatefulSet,
+        operations: CU,
+        action: validate(Mode::Audit, Check::StatefulSet(s::pod_disruption_budget)),
+        skippable: true,
+        summary: "with 2+ replicas, a PodDisruptionBudget selects the pods",
+    },
+    RuleInfo {
+        id: RuleId::ServiceHeadlessInUse,
+        kind: Kind::Service,
+        operations: &[Update, Delete],
+        action: validate(Mode::Enforce, Check::Service(service::headless_in_use)),
+        skippable: false,
+        summary: "no deleting (or warn on re-selecting) a Service a running StatefulSet names in serviceName",
+    },
+    RuleInfo {
+        id: RuleId::ServiceHeadlessShape,
+        kind: Kind::Service,
+        operations: CU,
+        action: validate(Mode::Warn, Check::Service(service::headless_shape)),
+        skippable: true,
+        summary: "a headless Service of a StatefulSet has a selector and named ports",
+    },
+    RuleInfo {
+        id: RuleId::ServicePodNameSelector,
+        kind: Kind::Service,
+        operations: CU,
+        action: validate(Mode::Warn, Check::Service(service::pod_name_selector)),
+        skippable: true,
+        summary: "a per-pod Service selects a pod-name whose ordinal exists",
+    },
+    RuleInfo {
+        id: RuleId::PodForceDelete,
+        kind: Kind::Pod,
+        operations: &[Delete],
+        action: validate(Mode::Enforce, Check::Pod(pod::force_delete)),
+        skippable: false,
+        summary: "no force delete (grace period 0) of StatefulSet pods, except exempt users or the override annotation",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetDefaultPodManagementPolicy,
+        kind: Kind::StatefulSet,
+        operations: &[Create],
+        action: mutate(true, Mutation::StatefulSet(d::pod_management_policy)),
+        skippable: true,
+        summary: "adds spec.podManagementPolicy (policy value, OrderedReady unless set)",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetDefaultUpdateStrategy,
+        kind: Kind::StatefulSet,
+        operations: &[Create],
+        action: mutate(true, Mutation::StatefulSet(d::update_strategy)),
+        skippable: true,
+        summary: "adds spec.updateStrategy RollingUpdate with partition 0",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetDefaultAntiAffinity,
+        kind: Kind::StatefulSet,
+        operations: &[Create],
+        action: mutate(true, Mutation::StatefulSet(d::anti_affinity)),
+        skippable: true,
+        summary: "adds preferred pod anti-affinity on kubernetes.io/hostname when none exists",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetDefaultClaimRetention,
+        kind: Kind::StatefulSet,
+        operations: &[Create],
+        action: mutate(false, Mutation::StatefulSet(d::claim_retention)),
+        skippable: true,
+        summary: "adds spec.persistentVolumeClaimRetentionPolicy from the policy",
+    },
+    RuleInfo {
+        id: RuleId::PodIdentityLabels,
+        kind: Kind::Pod,
+        operations: &[Create],
+        action: mutate(true, Mutation::Pod(d::identity_labels)),
+        skippable: true,
+        summary: "adds pod-name, pod-index and alias labels to StatefulSet pods",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lists_every_id_in_order() {
+        assert_eq!(RULES.len(), RuleId::COUNT);
+        for (index, info) in RULES.iter().enumerate() {
+            assert_eq!(info.id.index(), index, "{} is out of order", info.id);
+            assert_eq!(info.id.as_str().parse::<RuleId>(), Ok(info.id));
+        }
+    }
+
+    #[test]
+    fn unknown_ids_are_rejected() {
+        assert_eq!(
+            "statefulset.nope".parse::<RuleId>(),
+            Err(UnknownRule("statefulset.nope".into()))
+        );
+    }
+}

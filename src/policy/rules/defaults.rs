@@ -1,0 +1,238 @@
+//! Mutations: safe defaults, added only where absent (CREATE only, idempotent).
+//!
+//! In a cluster kube-apiserver defaults podManagementPolicy, updateStrategy and the claim
+//! retention policy before any webhook runs, so "absent" never happens there. A default
+//! that differs from Kubernetes' own is then applied only where the user demonstrably did
+//! not choose the value: the field is missing from the server-side-apply entry of
+//! `metadata.managedFields`, or from kubectl's last-applied-configuration annotation.
+//! With neither signal the field is left alone.
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Pod, PodAffinityTerm, PodAntiAffinity, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde_json::Value;
+
+use super::Added;
+use super::pod::controlling_statefulset;
+use super::statefulset::spreads_on;
+use crate::policy::config::Policy;
+use crate::policy::labels::selector_is_empty;
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Whether the user set a field, as far as the object tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    Chosen,
+    NotChosen,
+    Unknown,
+}
+
+/// Looks `path` (e.g. `["spec", "podManagementPolicy"]`) up in the server-side-apply
+/// managed fields, then in the last-applied annotation.
+pub fn user_choice(meta: &ObjectMeta, path: &[&str]) -> Choice {
+    let applied: Vec<&Value> = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| e.operation.as_deref() == Some("Apply"))
+        .filter_map(|e| e.fields_v1.as_ref().map(|f| &f.0))
+        .collect();
+    if !applied.is_empty() {
+        let chosen = applied.iter().any(|fields| {
+            path.iter()
+                .try_fold(*fields, |node, key| node.get(format!("f:{key}")))
+                .is_some()
+        });
+        return if chosen { Choice::Chosen } else { Choice::NotChosen };
+    }
+    let last = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(|text| serde_json::from_str::<Value>(text).ok());
+    match last {
+        Some(doc) => {
+            if path.iter().try_fold(&doc, |node, key| node.get(*key)).is_some() {
+                Choice::Chosen
+            } else {
+                Choice::NotChosen
+            }
+        }
+        None => Choice::Unknown,
+    }
+}
+
+/// Whether a present value may be replaced by the policy's: it is Kubernetes' default and
+/// the user did not choose it.
+fn may_replace_default(meta: &ObjectMeta, current: &str, k8s_default: &str, path: &[&str]) -> bool {
+    current == k8s_default && user_choice(meta, path) == Choice::NotChosen
+}
+
+pub fn pod_management_policy(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
+    let value = &policy.params.pod_management_policy;
+    let meta = &sts.metadata;
+    let spec = &mut sts.spec;
+    let apply = match spec.pod_management_policy.as_deref() {
+        None => true,
+        Some(current) if current == value => false,
+        Some(current) => may_replace_default(
+            meta,
+            current,
+            "OrderedReady",
+            &["spec", "podManagementPolicy"],
+        ),
+    };
+    if !apply {
+        return None;
+    }
+    spec.pod_management_policy = Some(value.clone());
+    Some(Added {
+        field: "spec.podManagementPolicy".into(),
+        message: format!("set podManagementPolicy: {value}"),
+    })
+}
+
+pub fn update_strategy(_policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
+    let spec = &mut sts.spec;
+    if spec.update_strategy.is_some() {
+        return None;
+    }
+    spec.update_strategy = Some(StatefulSetUpdateStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateStatefulSetStrategy {
+            partition: Some(0),
+            max_unavailable: None,
+        }),
+    });
+    Some(Added {
+        field: "spec.updateStrategy".into(),
+        message: "set updateStrategy: RollingUpdate with partition 0".into(),
+    })
+}
+
+pub fn anti_affinity(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
+    let params = &policy.params;
+    let spec = &mut sts.spec;
+    if selector_is_empty(&spec.selector) {
+        return None;
+    }
+    let selector = LabelSelector {
+        match_labels: spec.selector.match_labels.clone(),
+        match_expressions: spec.selector.match_expressions.clone(),
+    };
+    let pod = spec.template.spec.as_mut()?;
+    let has_anti = pod
+        .affinity
+        .as_ref()
+        .is_some_and(|a| a.pod_anti_affinity.is_some());
+    if has_anti || spreads_on(pod, &params.default_anti_affinity_topology_key) {
+        return None;
+    }
+    let affinity = pod.affinity.get_or_insert_with(Affinity::default);
+    affinity.pod_anti_affinity = Some(PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Some(vec![
+            WeightedPodAffinityTerm {
+                weight: params.default_anti_affinity_weight,
+                pod_affinity_term: PodAffinityTerm {
+                    label_selector: Some(selector),
+                    topology_key: params.default_anti_affinity_topology_key.clone(),
+                    ..PodAffinityTerm::default()
+                },
+            },
+        ]),
+        required_during_scheduling_ignored_during_execution: None,
+    });
+    Some(Added {
+        field: "spec.template.spec.affinity.podAntiAffinity".into(),
+        message: format!(
+            "added preferred pod anti-affinity (weight {}) on {}",
+            params.default_anti_affinity_weight, params.default_anti_affinity_topology_key
+        ),
+    })
+}
+
+pub fn claim_retention(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
+    let params = &policy.params;
+    let meta = &sts.metadata;
+    let spec = &mut sts.spec;
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .get_or_insert_with(StatefulSetPersistentVolumeClaimRetentionPolicy::default);
+    let mut changed = Vec::new();
+    for (slot, wanted, key) in [
+        (
+            &mut retention.when_deleted,
+            &params.claim_retention_when_deleted,
+            "whenDeleted",
+        ),
+        (
+            &mut retention.when_scaled,
+            &params.claim_retention_when_scaled,
+            "whenScaled",
+        ),
+    ] {
+        let apply = match slot.as_deref() {
+            None => true,
+            Some(current) if current == wanted => false,
+            Some(current) => may_replace_default(
+                meta,
+                current,
+                "Retain",
+                &["spec", "persistentVolumeClaimRetentionPolicy", key],
+            ),
+        };
+        if apply {
+            *slot = Some(wanted.clone());
+            changed.push(format!("{key}: {wanted}"));
+        }
+    }
+    if changed.is_empty() {
+        return None;
+    }
+    Some(Added {
+        field: "spec.persistentVolumeClaimRetentionPolicy".into(),
+        message: format!(
+            "set persistentVolumeClaimRetentionPolicy {}",
+            changed.join(", ")
+        ),
+    })
+}
+
+const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+
+pub fn identity_labels(policy: &Policy, pod: &mut Pod) -> Option<Added> {
+    let set = controlling_statefulset(pod)?.to_owned();
+    let name = pod.metadata.name.clone()?;
+    let ordinal = name
+        .strip_prefix(&set)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .filter(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit()));
+    let mut wanted: Vec<(&str, String)> = vec![(POD_NAME_LABEL, name.clone())];
+    if let Some(ordinal) = ordinal {
+        wanted.push((POD_INDEX_LABEL, ordinal.to_owned()));
+    }
+    for alias in &policy.params.alias_labels {
+        wanted.push((alias.as_str(), name.clone()));
+    }
+    let existing = pod.metadata.labels.as_ref();
+    wanted.retain(|(key, _)| !existing.is_some_and(|l| l.contains_key(*key)));
+    if wanted.is_empty() {
+        return None;
+    }
+    let labels = pod.metadata.labels.get_or_insert_with(Default::default);
+    let mut added = Vec::new();
+    for (key, value) in wanted {
+        added.push(format!("{key}={value}"));
+        labels.insert(key.to_owned(), value);
+    }
+    Some(Added {
+        field: "metadata.labels".into(),
+        message: format!("added labels {}", added.join(", ")),
+    })
+}

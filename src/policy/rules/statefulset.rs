@@ -1,0 +1,737 @@
+//! StatefulSet validation rules (CREATE, UPDATE). See `rules.md` for each rule's source.
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, PodAffinityTerm, PodSpec, Probe,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::{Input, Sink};
+use crate::policy::context::ContextKind;
+use crate::policy::labels::{Labels, map_selector_matches, selector_is_empty, selector_matches};
+use crate::policy::names::is_dns1123_label;
+
+/// The longest StatefulSet name: pods carry `controller-revision-hash=<name>-<10-char hash>`
+/// and a label value is limited to 63 characters.
+pub const MAX_NAME_LEN: usize = 52;
+
+pub(crate) fn spec(sts: &StatefulSet) -> Option<&StatefulSetSpec> {
+    Some(&sts.spec)
+}
+
+pub(crate) fn pod_spec(sts: &StatefulSet) -> Option<&PodSpec> {
+    spec(sts).and_then(|s| s.template.spec.as_ref())
+}
+
+pub(crate) fn replicas(sts: &StatefulSet) -> i32 {
+    spec(sts).and_then(|s| s.replicas).unwrap_or(1)
+}
+
+pub(crate) fn ordinals_start(sts: &StatefulSet) -> i32 {
+    spec(sts)
+        .and_then(|s| s.ordinals.as_ref())
+        .and_then(|o| o.start)
+        .unwrap_or(0)
+}
+
+pub(crate) fn template_labels(sts: &StatefulSet) -> Option<&Labels> {
+    spec(sts)
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+}
+
+fn claim_templates(sts: &StatefulSet) -> &[PersistentVolumeClaim] {
+    spec(sts)
+        .and_then(|s| s.volume_claim_templates.as_deref())
+        .unwrap_or_default()
+}
+
+fn claim_name(claim: &PersistentVolumeClaim) -> &str {
+    claim.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// App containers with their field path.
+fn containers(pod: &PodSpec) -> impl Iterator<Item = (String, &Container)> {
+    pod.containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.template.spec.containers[{i}]"), c))
+}
+
+/// Init and app containers with their field path.
+fn all_containers(pod: &PodSpec) -> impl Iterator<Item = (String, &Container)> {
+    pod.init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (format!("spec.template.spec.initContainers[{i}]"), c))
+        .chain(containers(pod))
+}
+
+fn display_name(c: &Container) -> &str {
+    if c.name.is_empty() { "<unnamed>" } else { &c.name }
+}
+
+pub fn name_length(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(name) = input.object.metadata.name.as_deref() else {
+        return;
+    };
+    let len = name.chars().count();
+    if len > MAX_NAME_LEN {
+        out.violation(
+            "metadata.name",
+            format!(
+                "metadata.name \"{name}\" is {len} characters; StatefulSet names must be at most \
+                 {MAX_NAME_LEN} characters because pods carry controller-revision-hash=<name>-<10-char hash> \
+                 (a label value is limited to 63); shorten the name"
+            ),
+        );
+        return;
+    }
+    let replicas = replicas(input.object);
+    if replicas <= 0 {
+        return;
+    }
+    let highest = i64::from(ordinals_start(input.object)) + i64::from(replicas) - 1;
+    let pod = format!("{name}-{highest}");
+    if pod.len() > 63 {
+        out.violation(
+            "metadata.name",
+            format!(
+                "the highest pod name \"{pod}\" is {} characters; pod names become the \
+                 statefulset.kubernetes.io/pod-name label (at most 63): shorten the name or lower \
+                 spec.ordinals.start/replicas",
+                pod.len()
+            ),
+        );
+    }
+}
+
+pub fn service_name(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let field = "spec.serviceName";
+    match spec(input.object).and_then(|s| s.service_name.as_deref()) {
+        None | Some("") => out.advisory(
+            field,
+            "spec.serviceName is not set: pods get no stable DNS name \
+             (<pod>.<service>.<namespace>.svc); name a headless Service",
+        ),
+        Some(name) if !is_dns1123_label(name) => out.violation(
+            field,
+            format!(
+                "spec.serviceName \"{name}\" is not a DNS-1123 label (lower-case letters, digits \
+                 and '-', at most 63): it becomes each pod's spec.subdomain; rename it"
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+pub fn headless_service(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(name) = spec(input.object)
+        .and_then(|s| s.service_name.as_deref())
+        .filter(|n| is_dns1123_label(n))
+    else {
+        return;
+    };
+    let field = "spec.serviceName";
+    let ns = input.namespace();
+    if !input.context.available(ContextKind::Services) {
+        out.advisory(
+            field,
+            format!("cannot check Service \"{name}\": cluster context is unavailable"),
+        );
+        return;
+    }
+    let Some(svc) = input.context.service(ns, name) else {
+        out.advisory(
+            field,
+            format!(
+                "Service \"{name}\" does not exist in namespace \"{ns}\" (yet): create a headless \
+                 Service (clusterIP: None) with that name"
+            ),
+        );
+        return;
+    };
+    if !svc.headless {
+        out.violation(
+            field,
+            format!(
+                "Service \"{name}\" is not headless: set clusterIP: None so each pod gets its own \
+                 DNS record"
+            ),
+        );
+    }
+    let Some(labels) = template_labels(input.object) else {
+        return;
+    };
+    match &svc.selector {
+        None => out.advisory(
+            field,
+            format!(
+                "Service \"{name}\" has no selector: pod DNS records exist only if its Endpoints \
+                 are managed by hand"
+            ),
+        ),
+        Some(selector) if !map_selector_matches(selector, labels) => out.violation(
+            field,
+            format!(
+                "Service \"{name}\" selects {} which does not match the pod template labels: \
+                 make its selector select the set's pods",
+                render_map(selector)
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
+fn render_map(map: &Labels) -> String {
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+pub fn selector_matches_template(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(spec) = spec(input.object) else {
+        return;
+    };
+    let field = "spec.selector";
+    if selector_is_empty(&spec.selector) {
+        out.violation(
+            field,
+            "spec.selector is empty: the API rejects it; select the pod template's labels \
+             (matchLabels)",
+        );
+        return;
+    }
+    let empty = Labels::new();
+    let labels = template_labels(input.object).unwrap_or(&empty);
+    if !selector_matches(&spec.selector, labels) {
+        out.violation(
+            field,
+            format!(
+                "spec.selector does not select the pod template labels {}: the set would never \
+                 own its pods; make spec.template.metadata.labels match the selector",
+                render_map(labels)
+            ),
+        );
+    }
+}
+
+pub fn claim_templates_mounted(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(pod) = pod_spec(input.object) else {
+        return;
+    };
+    let claims = claim_templates(input.object);
+    let mounted = |name: &str| {
+        all_containers(pod).any(|(_, c)| c.volume_mounts.iter().flatten().any(|m| m.name == name))
+    };
+    for (i, claim) in claims.iter().enumerate() {
+        let name = claim_name(claim);
+        if !name.is_empty() && !mounted(name) {
+            out.violation(
+                format!("spec.volumeClaimTemplates[{i}].metadata.name"),
+                format!(
+                    "claim template \"{name}\" is mounted by no container: add a volumeMount \
+                     named \"{name}\" or remove the template"
+                ),
+            );
+        }
+    }
+    let volumes = pod.volumes.as_deref().unwrap_or_default();
+    for (path, container) in all_containers(pod) {
+        for (j, mount) in container.volume_mounts.iter().flatten().enumerate() {
+            let known = volumes.iter().any(|v| v.name == mount.name)
+                || claims.iter().any(|c| claim_name(c) == mount.name);
+            if !known {
+                out.violation(
+                    format!("{path}.volumeMounts[{j}].name"),
+                    format!(
+                        "container \"{}\" mounts \"{}\", which is neither a pod volume nor a claim \
+                         template: add the volume or fix the name",
+                        display_name(container),
+                        mount.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+const CLASS_ANNOTATION: &str = "volume.beta.kubernetes.io/storage-class";
+
+fn storage_class(claim: &PersistentVolumeClaim) -> Option<&str> {
+    claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.storage_class_name.as_deref())
+        .or_else(|| {
+            claim
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(CLASS_ANNOTATION))
+                .map(String::as_str)
+        })
+}
+
+pub fn claim_template_storage(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let allowed = &input.policy.params.allowed_storage_classes;
+    for (i, claim) in claim_templates(input.object).iter().enumerate() {
+        let name = claim_name(claim);
+        let path = format!("spec.volumeClaimTemplates[{i}].spec");
+        let spec = claim.spec.as_ref();
+        let has_size = spec
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .is_some_and(|r| r.contains_key("storage"));
+        if !has_size {
+            out.violation(
+                format!("{path}.resources.requests.storage"),
+                format!("claim template \"{name}\" requests no storage size: set resources.requests.storage (e.g. 10Gi)"),
+            );
+        }
+        if spec
+            .and_then(|s| s.access_modes.as_ref())
+            .is_none_or(Vec::is_empty)
+        {
+            out.violation(
+                format!("{path}.accessModes"),
+                format!("claim template \"{name}\" has no accessModes: set [ReadWriteOnce] or [ReadWriteOncePod]"),
+            );
+        }
+        match storage_class(claim) {
+            None => out.advisory(
+                format!("{path}.storageClassName"),
+                format!(
+                    "claim template \"{name}\" sets no storageClassName: the cluster default class \
+                     (or a pre-provisioned PV) is used; name the class"
+                ),
+            ),
+            Some(class) if !allowed.is_empty() && !allowed.iter().any(|a| a == class) => out
+                .violation(
+                    format!("{path}.storageClassName"),
+                    format!(
+                        "claim template \"{name}\" uses storage class \"{class}\", which the policy \
+                         does not allow; use one of: {}",
+                        allowed.join(", ")
+                    ),
+                ),
+            Some(_) => {}
+        }
+    }
+}
+
+pub fn claim_template_access_mode(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    for (i, claim) in claim_templates(input.object).iter().enumerate() {
+        let modes = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.access_modes.as_deref())
+            .unwrap_or_default();
+        for (j, mode) in modes.iter().enumerate() {
+            if mode == "ReadWriteMany" || mode == "ReadOnlyMany" {
+                out.violation(
+                    format!("spec.volumeClaimTemplates[{i}].spec.accessModes[{j}]"),
+                    format!(
+                        "claim template \"{}\" asks for {mode}, but each pod gets its own claim: \
+                         use ReadWriteOnce or ReadWriteOncePod",
+                        claim_name(claim)
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Kubernetes' default when the field is unset.
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+pub fn termination_grace_period(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(pod) = pod_spec(input.object) else {
+        return;
+    };
+    let field = "spec.template.spec.terminationGracePeriodSeconds";
+    let set = pod.termination_grace_period_seconds;
+    let value = set.unwrap_or(DEFAULT_GRACE_SECONDS);
+    let shown = match set {
+        Some(v) => v.to_string(),
+        None => format!("unset (defaults to {DEFAULT_GRACE_SECONDS})"),
+    };
+    if value == 0 {
+        out.violation(
+            field,
+            "terminationGracePeriodSeconds is 0: pods are killed without a graceful shutdown, \
+             which is unsafe for stateful workloads; set it to the time the app needs to stop",
+        );
+        return;
+    }
+    let params = &input.policy.params;
+    if let Some(min) = params.grace_min_seconds
+        && value < min
+    {
+        out.violation(
+            field,
+            format!("terminationGracePeriodSeconds is {shown}; the policy requires at least {min}"),
+        );
+    }
+    if let Some(max) = params.grace_max_seconds
+        && value > max
+    {
+        out.violation(
+            field,
+            format!("terminationGracePeriodSeconds is {shown}; the policy allows at most {max}"),
+        );
+    }
+}
+
+fn same_probe(a: &Probe, b: &Probe) -> bool {
+    a == b
+}
+
+pub fn readiness_probe(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(pod) = pod_spec(input.object) else {
+        return;
+    };
+    for (path, c) in containers(pod) {
+        match (&c.readiness_probe, &c.liveness_probe) {
+            (None, _) => out.violation(
+                format!("{path}.readinessProbe"),
+                format!(
+                    "container \"{}\" has no readinessProbe: ordered start and rolling updates \
+                     wait for Ready, so add one",
+                    display_name(c)
+                ),
+            ),
+            (Some(ready), Some(live)) if same_probe(ready, live) => out.violation(
+                format!("{path}.livenessProbe"),
+                format!(
+                    "container \"{}\" uses the same probe for readiness and liveness: a slow \
+                     replica gets restarted instead of taken out of service; make them differ",
+                    display_name(c)
+                ),
+            ),
+            _ => {}
+        }
+    }
+}
+
+pub fn resources(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(pod) = pod_spec(input.object) else {
+        return;
+    };
+    let required_limits = &input.policy.params.required_limits;
+    for (path, c) in all_containers(pod) {
+        let res = c.resources.as_ref();
+        let requests = res.and_then(|r| r.requests.as_ref());
+        let missing: Vec<&str> = ["cpu", "memory"]
+            .into_iter()
+            .filter(|k| !requests.is_some_and(|r| r.contains_key(*k)))
+            .collect();
+        if !missing.is_empty() {
+            out.violation(
+                format!("{path}.resources.requests"),
+                format!(
+                    "container \"{}\" requests no {}: set resources.requests so the scheduler \
+                     reserves capacity",
+                    display_name(c),
+                    missing.join(" or ")
+                ),
+            );
+        }
+        let limits = res.and_then(|r| r.limits.as_ref());
+        let missing: Vec<&str> = required_limits
+            .iter()
+            .map(String::as_str)
+            .filter(|k| !limits.is_some_and(|l| l.contains_key(*k)))
+            .collect();
+        if !missing.is_empty() {
+            out.violation(
+                format!("{path}.resources.limits"),
+                format!(
+                    "container \"{}\" sets no {} limit: the policy requires resources.limits for {}",
+                    display_name(c),
+                    missing.join(" or "),
+                    required_limits.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Every pod anti-affinity term, required and preferred, with its field path.
+fn anti_affinity_terms(pod: &PodSpec) -> Vec<(String, &PodAffinityTerm)> {
+    let Some(anti) = pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref()) else {
+        return Vec::new();
+    };
+    let base = "spec.template.spec.affinity.podAntiAffinity";
+    let required = anti
+        .required_during_scheduling_ignored_during_execution
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                format!("{base}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"),
+                t,
+            )
+        });
+    let preferred = anti
+        .preferred_during_scheduling_ignored_during_execution
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, w)| {
+            (
+                format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"),
+                &w.pod_affinity_term,
+            )
+        });
+    required.chain(preferred).collect()
+}
+
+/// Whether pods are spread on `key` by anti-affinity or topology spread.
+pub(crate) fn spreads_on(pod: &PodSpec, key: &str) -> bool {
+    anti_affinity_terms(pod).iter().any(|(_, t)| t.topology_key == key)
+        || pod
+            .topology_spread_constraints
+            .iter()
+            .flatten()
+            .any(|t| t.topology_key == key)
+}
+
+pub fn anti_affinity(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let replicas = replicas(input.object);
+    if replicas < 2 {
+        return;
+    }
+    let Some(pod) = pod_spec(input.object) else {
+        return;
+    };
+    let key = &input.policy.params.anti_affinity_topology_key;
+    if !spreads_on(pod, key) {
+        out.violation(
+            "spec.template.spec.affinity.podAntiAffinity",
+            format!(
+                "{replicas} replicas may land on one node: add pod anti-affinity or a topology \
+                 spread constraint on {key}"
+            ),
+        );
+    }
+}
+
+fn term_selects(term: &PodAffinityTerm, namespace: &str, labels: &Labels) -> Option<bool> {
+    // A term about other namespaces says nothing about this set's own pods.
+    if term.namespace_selector.is_some()
+        || term
+            .namespaces
+            .as_ref()
+            .is_some_and(|ns| !ns.is_empty() && !ns.iter().any(|n| n == namespace))
+    {
+        return None;
+    }
+    Some(
+        term.label_selector
+            .as_ref()
+            .is_some_and(|s: &LabelSelector| selector_matches(s, labels)),
+    )
+}
+
+pub fn anti_affinity_selects_self(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(pod) = pod_spec(input.object) else {
+        return;
+    };
+    let empty = Labels::new();
+    let labels = template_labels(input.object).unwrap_or(&empty);
+    for (path, term) in anti_affinity_terms(pod) {
+        if term_selects(term, input.namespace(), labels) == Some(false) {
+            out.violation(
+                format!("{path}.labelSelector"),
+                format!(
+                    "this anti-affinity term does not select the set's own pods (labels {}), so \
+                     replicas are never kept apart: select the pod template's labels",
+                    render_map(labels)
+                ),
+            );
+        }
+    }
+}
+
+pub fn update_strategy(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(spec) = spec(input.object) else {
+        return;
+    };
+    let Some(strategy) = spec.update_strategy.as_ref() else {
+        return;
+    };
+    if strategy.type_.as_deref() == Some("OnDelete") {
+        out.violation(
+            "spec.updateStrategy.type",
+            "updateStrategy OnDelete: template changes reach a pod only when it is deleted by \
+             hand; use RollingUpdate (with a partition for canaries)",
+        );
+        return;
+    }
+    let Some(rolling) = strategy.rolling_update.as_ref() else {
+        return;
+    };
+    let replicas = replicas(input.object);
+    if let Some(partition) = rolling.partition
+        && partition > replicas
+    {
+        out.violation(
+            "spec.updateStrategy.rollingUpdate.partition",
+            format!(
+                "partition {partition} is above replicas {replicas}: template changes never roll \
+                 out; lower the partition to release the update"
+            ),
+        );
+    }
+    let policy = spec.pod_management_policy.as_deref().unwrap_or("OrderedReady");
+    if rolling.max_unavailable.is_some() && policy == "OrderedReady" {
+        out.violation(
+            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+            "maxUnavailable is set but podManagementPolicy is OrderedReady, which still updates \
+             one pod at a time: use Parallel or drop maxUnavailable",
+        );
+    }
+}
+
+pub fn security_context(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(pod) = pod_spec(input.object) else {
+        return;
+    };
+    let pod_non_root = pod
+        .security_context
+        .as_ref()
+        .and_then(|s| s.run_as_non_root)
+        == Some(true);
+    for (path, c) in all_containers(pod) {
+        let sc = c.security_context.as_ref();
+        let non_root = match sc.and_then(|s| s.run_as_non_root) {
+            Some(v) => v,
+            None => pod_non_root,
+        };
+        if !non_root {
+            out.violation(
+                format!("{path}.securityContext.runAsNonRoot"),
+                format!(
+                    "container \"{}\" may run as root: set runAsNonRoot: true (pod or container)",
+                    display_name(c)
+                ),
+            );
+        }
+        if sc.and_then(|s| s.allow_privilege_escalation) != Some(false) {
+            out.violation(
+                format!("{path}.securityContext.allowPrivilegeEscalation"),
+                format!(
+                    "container \"{}\" allows privilege escalation: set allowPrivilegeEscalation: false",
+                    display_name(c)
+                ),
+            );
+        }
+    }
+}
+
+pub fn rollout_stuck(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let (Some(old), Some(new_spec)) = (input.old, spec(input.object)) else {
+        return;
+    };
+    let Some(old_spec) = spec(old) else {
+        return;
+    };
+    if old_spec.template == new_spec.template {
+        return;
+    }
+    let ordered = new_spec.pod_management_policy.as_deref().unwrap_or("OrderedReady") == "OrderedReady";
+    let rolling = new_spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    let Some(status) = old.status.as_ref() else {
+        return;
+    };
+    let wanted = replicas(old);
+    let ready = status.ready_replicas.unwrap_or(0);
+    if ordered && rolling && ready < wanted {
+        let name = input.object.metadata.name.as_deref().unwrap_or("<name>");
+        out.violation(
+            "spec.template",
+            format!(
+                "template changed while only {ready} of {wanted} pods are ready: a rollout stuck on \
+                 a broken pod never proceeds; after fixing the template, delete the stuck pods \
+                 (kubectl delete pod -l <selector> of \"{name}\") to force the rollback"
+            ),
+        );
+    }
+}
+
+pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(old) = input.old else {
+        return;
+    };
+    let (before, after) = (replicas(old), replicas(input.object));
+    if after >= before {
+        return;
+    }
+    let deletes = spec(input.object)
+        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+        .and_then(|p| p.when_scaled.as_deref())
+        == Some("Delete");
+    if deletes {
+        return;
+    }
+    let name = input.object.metadata.name.as_deref().unwrap_or_default();
+    let start = i64::from(ordinals_start(input.object));
+    let mut claims = Vec::new();
+    for template in claim_templates(input.object) {
+        for ordinal in (start + i64::from(after.max(0)))..(start + i64::from(before)) {
+            claims.push(format!("{}-{name}-{ordinal}", claim_name(template)));
+        }
+    }
+    if claims.is_empty() {
+        return;
+    }
+    const SHOWN: usize = 4;
+    let mut list = claims.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    if claims.len() > SHOWN {
+        list.push_str(&format!(" and {} more", claims.len() - SHOWN));
+    }
+    out.violation(
+        "spec.replicas",
+        format!(
+            "scaling {before}->{after} keeps PVCs {list}; delete them when unneeded \
+             (stateward gc) or set persistentVolumeClaimRetentionPolicy.whenScaled: Delete"
+        ),
+    );
+}
+
+pub fn pod_disruption_budget(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let replicas = replicas(input.object);
+    if replicas < 2 {
+        return;
+    }
+    let field = "spec.template.metadata.labels";
+    if !input.context.available(ContextKind::PodDisruptionBudgets) {
+        out.advisory(
+            field,
+            "cannot check for a PodDisruptionBudget: cluster context is unavailable",
+        );
+        return;
+    }
+    let empty = Labels::new();
+    let labels = template_labels(input.object).unwrap_or(&empty);
+    let covered = input
+        .context
+        .pod_disruption_budgets(input.namespace())
+        .iter()
+        .any(|pdb| pdb.selector.as_ref().is_some_and(|s| selector_matches(s, labels)));
+    if !covered {
+        out.violation(
+            field,
+            format!(
+                "no PodDisruptionBudget selects these {replicas} replicas: a node drain may evict \
+                 several at once; add a PDB (e.g. maxUnavailable: 1)"
+            ),
+        );
+    }
+}
