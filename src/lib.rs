@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod manifest;
 pub mod policy;
 pub mod rules_cmd;
 pub mod telemetry;

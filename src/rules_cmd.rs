@@ -29,7 +29,11 @@ fn rows(policy: &Policy) -> Vec<RuleRow> {
             id: info.id.as_str(),
             kind: info.kind.as_str(),
             operations: info.operations.iter().map(|o| o.as_str()).collect(),
-            type_: if info.is_mutation() { "mutation" } else { "validation" },
+            type_: if info.is_mutation() {
+                "mutation"
+            } else {
+                "validation"
+            },
             default: info.default_label(),
             mode: match info.action {
                 Action::Validate { .. } => policy.mode(info.id).as_str(),

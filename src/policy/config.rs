@@ -450,15 +450,30 @@ impl PolicyFile {
             (R::StatefulSetNameLength, &r.name_length),
             (R::StatefulSetServiceName, &r.service_name),
             (R::StatefulSetHeadlessService, &r.headless_service),
-            (R::StatefulSetSelectorMatchesTemplate, &r.selector_matches_template),
-            (R::StatefulSetClaimTemplatesMounted, &r.claim_templates_mounted),
-            (R::StatefulSetClaimTemplateAccessMode, &r.claim_template_access_mode),
+            (
+                R::StatefulSetSelectorMatchesTemplate,
+                &r.selector_matches_template,
+            ),
+            (
+                R::StatefulSetClaimTemplatesMounted,
+                &r.claim_templates_mounted,
+            ),
+            (
+                R::StatefulSetClaimTemplateAccessMode,
+                &r.claim_template_access_mode,
+            ),
             (R::StatefulSetReadinessProbe, &r.readiness_probe),
-            (R::StatefulSetAntiAffinitySelectsSelf, &r.anti_affinity_selects_self),
+            (
+                R::StatefulSetAntiAffinitySelectsSelf,
+                &r.anti_affinity_selects_self,
+            ),
             (R::StatefulSetUpdateStrategy, &r.update_strategy),
             (R::StatefulSetSecurityContext, &r.security_context),
             (R::StatefulSetRolloutStuck, &r.rollout_stuck),
-            (R::StatefulSetScaleDownRetainsClaims, &r.scale_down_retains_claims),
+            (
+                R::StatefulSetScaleDownRetainsClaims,
+                &r.scale_down_retains_claims,
+            ),
             (R::StatefulSetApiVersion, &r.api_version),
             (R::StatefulSetPodDisruptionBudget, &r.pod_disruption_budget),
             (R::ServiceHeadlessInUse, &r.headless_in_use),
@@ -477,13 +492,21 @@ impl PolicyFile {
             r.termination_grace_period.mode,
             r.termination_grace_period.skippable,
         );
-        set(R::StatefulSetResources, r.resources.mode, r.resources.skippable);
+        set(
+            R::StatefulSetResources,
+            r.resources.mode,
+            r.resources.skippable,
+        );
         set(
             R::StatefulSetAntiAffinity,
             r.anti_affinity.mode,
             r.anti_affinity.skippable,
         );
-        set(R::PodForceDelete, r.force_delete.mode, r.force_delete.skippable);
+        set(
+            R::PodForceDelete,
+            r.force_delete.mode,
+            r.force_delete.skippable,
+        );
 
         let m = self.spec.mutations;
         let mut toggle = |id: RuleId, enabled: Option<bool>, skippable: Option<bool>| {
@@ -650,13 +673,20 @@ mod tests {
         }
     }
 
-    const HEAD: &str = "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata:\n  name: t\nspec:\n";
+    const HEAD: &str =
+        "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata:\n  name: t\nspec:\n";
 
     #[test]
     fn unknown_rule_id_names_file_line_and_field() {
-        let err = error_of(&format!("{HEAD}  rules:\n    statefulset.readiness-prob: {{mode: warn}}\n"));
+        let err = error_of(&format!(
+            "{HEAD}  rules:\n    statefulset.readiness-prob: {{mode: warn}}\n"
+        ));
         assert_eq!(err.line, Some(7));
-        assert!(err.message.contains("unknown field `statefulset.readiness-prob`"), "{err}");
+        assert!(
+            err.message
+                .contains("unknown field `statefulset.readiness-prob`"),
+            "{err}"
+        );
         let text = err.to_string();
         assert!(text.contains("p.yaml line 7"), "{text}");
     }
@@ -680,7 +710,9 @@ mod tests {
             "{HEAD}  rules:\n    statefulset.termination-grace-period: {{minSeconds: three}}\n"
         ));
         assert_eq!(err.line, Some(7));
-        let err = error_of(&format!("{HEAD}  rules:\n    statefulset.resources: {{mode: deny}}\n"));
+        let err = error_of(&format!(
+            "{HEAD}  rules:\n    statefulset.resources: {{mode: deny}}\n"
+        ));
         assert_eq!(err.line, Some(7));
         assert!(err.to_string().contains("deny"), "{err}");
     }
@@ -714,7 +746,10 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(policy.excluded_namespaces, vec!["infra".to_string()]);
-        assert_eq!(policy.params.allowed_storage_classes, vec!["fast".to_string()]);
+        assert_eq!(
+            policy.params.allowed_storage_classes,
+            vec!["fast".to_string()]
+        );
         assert_eq!(policy.params.alias_labels, vec!["instance".to_string()]);
         assert_eq!(policy.params.pod_management_policy, "Parallel");
         assert!(policy.is_excluded("infra"));

@@ -54,7 +54,9 @@ impl ServiceInfo {
                 .unwrap_or_else(|| default_namespace.into()),
             name: svc.metadata.name.clone().unwrap_or_default(),
             headless: spec.and_then(|s| s.cluster_ip.as_deref()) == Some("None"),
-            selector: spec.and_then(|s| s.selector.clone()).filter(|s| !s.is_empty()),
+            selector: spec
+                .and_then(|s| s.selector.clone())
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -183,7 +185,10 @@ impl Context for StaticContext {
             .cloned()
     }
     fn statefulsets(&self, namespace: &str) -> Vec<Arc<StatefulSetInfo>> {
-        self.statefulsets.get(namespace).cloned().unwrap_or_default()
+        self.statefulsets
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default()
     }
     fn pod_disruption_budgets(&self, namespace: &str) -> Vec<Arc<PdbInfo>> {
         self.pdbs.get(namespace).cloned().unwrap_or_default()

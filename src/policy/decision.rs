@@ -41,7 +41,10 @@ impl Finding {
     /// The admission warning text: rule id and message, at most 120 characters
     /// (kubectl prints each warning on its own line).
     pub fn warning_text(&self) -> String {
-        truncate_chars(&format!("{}: {}", self.rule, self.message), MAX_WARNING_CHARS)
+        truncate_chars(
+            &format!("{}: {}", self.rule, self.message),
+            MAX_WARNING_CHARS,
+        )
     }
 }
 

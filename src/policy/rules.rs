@@ -224,8 +224,12 @@ impl RuleInfo {
     pub fn default_label(&self) -> &'static str {
         match self.action {
             Action::Validate { default, .. } => default.as_str(),
-            Action::Mutate { default_on: true, .. } => "on",
-            Action::Mutate { default_on: false, .. } => "off",
+            Action::Mutate {
+                default_on: true, ..
+            } => "on",
+            Action::Mutate {
+                default_on: false, ..
+            } => "off",
         }
     }
 }
@@ -275,7 +279,10 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetSelectorMatchesTemplate,
         kind: Kind::StatefulSet,
         operations: CU,
-        action: validate(Mode::Enforce, Check::StatefulSet(s::selector_matches_template)),
+        action: validate(
+            Mode::Enforce,
+            Check::StatefulSet(s::selector_matches_template),
+        ),
         skippable: false,
         summary: "spec.selector selects the pod template's labels",
     },
@@ -283,7 +290,10 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetClaimTemplatesMounted,
         kind: Kind::StatefulSet,
         operations: CU,
-        action: validate(Mode::Enforce, Check::StatefulSet(s::claim_templates_mounted)),
+        action: validate(
+            Mode::Enforce,
+            Check::StatefulSet(s::claim_templates_mounted),
+        ),
         skippable: false,
         summary: "every claim template is mounted and every volumeMount resolves to a volume or claim template",
     },
@@ -299,7 +309,10 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetClaimTemplateAccessMode,
         kind: Kind::StatefulSet,
         operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::claim_template_access_mode)),
+        action: validate(
+            Mode::Warn,
+            Check::StatefulSet(s::claim_template_access_mode),
+        ),
         skippable: true,
         summary: "per-pod storage uses ReadWriteOnce or ReadWriteOncePod, not ReadWriteMany/ReadOnlyMany",
     },
@@ -307,7 +320,10 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetTerminationGracePeriod,
         kind: Kind::StatefulSet,
         operations: CU,
-        action: validate(Mode::Enforce, Check::StatefulSet(s::termination_grace_period)),
+        action: validate(
+            Mode::Enforce,
+            Check::StatefulSet(s::termination_grace_period),
+        ),
         skippable: false,
         summary: "terminationGracePeriodSeconds is not 0 (and within minSeconds/maxSeconds)",
     },
@@ -339,7 +355,10 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetAntiAffinitySelectsSelf,
         kind: Kind::StatefulSet,
         operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::anti_affinity_selects_self)),
+        action: validate(
+            Mode::Warn,
+            Check::StatefulSet(s::anti_affinity_selects_self),
+        ),
         skippable: true,
         summary: "every pod anti-affinity term selects the set's own pods",
     },

@@ -48,7 +48,11 @@ pub fn user_choice(meta: &ObjectMeta, path: &[&str]) -> Choice {
                 .try_fold(*fields, |node, key| node.get(format!("f:{key}")))
                 .is_some()
         });
-        return if chosen { Choice::Chosen } else { Choice::NotChosen };
+        return if chosen {
+            Choice::Chosen
+        } else {
+            Choice::NotChosen
+        };
     }
     let last = meta
         .annotations
@@ -57,7 +61,11 @@ pub fn user_choice(meta: &ObjectMeta, path: &[&str]) -> Choice {
         .and_then(|text| serde_json::from_str::<Value>(text).ok());
     match last {
         Some(doc) => {
-            if path.iter().try_fold(&doc, |node, key| node.get(*key)).is_some() {
+            if path
+                .iter()
+                .try_fold(&doc, |node, key| node.get(*key))
+                .is_some()
+            {
                 Choice::Chosen
             } else {
                 Choice::NotChosen
@@ -135,16 +143,14 @@ pub fn anti_affinity(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
     }
     let affinity = pod.affinity.get_or_insert_with(Affinity::default);
     affinity.pod_anti_affinity = Some(PodAntiAffinity {
-        preferred_during_scheduling_ignored_during_execution: Some(vec![
-            WeightedPodAffinityTerm {
-                weight: params.default_anti_affinity_weight,
-                pod_affinity_term: PodAffinityTerm {
-                    label_selector: Some(selector),
-                    topology_key: params.default_anti_affinity_topology_key.clone(),
-                    ..PodAffinityTerm::default()
-                },
+        preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+            weight: params.default_anti_affinity_weight,
+            pod_affinity_term: PodAffinityTerm {
+                label_selector: Some(selector),
+                topology_key: params.default_anti_affinity_topology_key.clone(),
+                ..PodAffinityTerm::default()
             },
-        ]),
+        }]),
         required_during_scheduling_ignored_during_execution: None,
     });
     Some(Added {

@@ -9,7 +9,9 @@ pub(crate) fn controlling_statefulset(pod: &Pod) -> Option<&str> {
         .owner_references
         .iter()
         .flatten()
-        .find(|r| r.controller == Some(true) && r.kind == "StatefulSet" && r.api_version == "apps/v1")
+        .find(|r| {
+            r.controller == Some(true) && r.kind == "StatefulSet" && r.api_version == "apps/v1"
+        })
         .map(|r| r.name.as_str())
 }
 
@@ -30,8 +32,7 @@ pub fn force_delete(input: &Input<'_, Pod>, out: &mut Sink) {
         .is_some_and(|v| v == "true");
     let exempt = params
         .force_delete_exempt_users
-        .iter()
-        .any(|u| *u == input.review.user.username);
+        .contains(&input.review.user.username);
     if overridden || exempt {
         return;
     }

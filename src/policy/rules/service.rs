@@ -24,7 +24,11 @@ pub fn headless_in_use(input: &Input<'_, Service>, out: &mut Sink) {
         }
     }
     let name = input.review.name.as_str();
-    let field = if deleting { "metadata.name" } else { "spec.selector" };
+    let field = if deleting {
+        "metadata.name"
+    } else {
+        "spec.selector"
+    };
     if !input.context.available(ContextKind::StatefulSets) {
         out.advisory(
             field,
@@ -130,7 +134,9 @@ pub fn pod_name_selector(input: &Input<'_, Service>, out: &mut Sink) {
     let Some((set_name, ordinal)) = split_ordinal(pod_name) else {
         out.violation(
             field,
-            format!("selects pod-name \"{pod_name}\", which is not of the form <statefulset>-<ordinal>"),
+            format!(
+                "selects pod-name \"{pod_name}\", which is not of the form <statefulset>-<ordinal>"
+            ),
         );
         return;
     };

@@ -68,7 +68,11 @@ fn all_containers(pod: &PodSpec) -> impl Iterator<Item = (String, &Container)> {
 }
 
 fn display_name(c: &Container) -> &str {
-    if c.name.is_empty() { "<unnamed>" } else { &c.name }
+    if c.name.is_empty() {
+        "<unnamed>"
+    } else {
+        &c.name
+    }
 }
 
 pub fn name_length(input: &Input<'_, StatefulSet>, out: &mut Sink) {
@@ -458,7 +462,11 @@ pub fn resources(input: &Input<'_, StatefulSet>, out: &mut Sink) {
 
 /// Every pod anti-affinity term, required and preferred, with its field path.
 fn anti_affinity_terms(pod: &PodSpec) -> Vec<(String, &PodAffinityTerm)> {
-    let Some(anti) = pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref()) else {
+    let Some(anti) = pod
+        .affinity
+        .as_ref()
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+    else {
         return Vec::new();
     };
     let base = "spec.template.spec.affinity.podAntiAffinity";
@@ -480,7 +488,9 @@ fn anti_affinity_terms(pod: &PodSpec) -> Vec<(String, &PodAffinityTerm)> {
         .enumerate()
         .map(|(i, w)| {
             (
-                format!("{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"),
+                format!(
+                    "{base}.preferredDuringSchedulingIgnoredDuringExecution[{i}].podAffinityTerm"
+                ),
                 &w.pod_affinity_term,
             )
         });
@@ -489,7 +499,9 @@ fn anti_affinity_terms(pod: &PodSpec) -> Vec<(String, &PodAffinityTerm)> {
 
 /// Whether pods are spread on `key` by anti-affinity or topology spread.
 pub(crate) fn spreads_on(pod: &PodSpec, key: &str) -> bool {
-    anti_affinity_terms(pod).iter().any(|(_, t)| t.topology_key == key)
+    anti_affinity_terms(pod)
+        .iter()
+        .any(|(_, t)| t.topology_key == key)
         || pod
             .topology_spread_constraints
             .iter()
@@ -534,14 +546,25 @@ fn term_selects(term: &PodAffinityTerm, namespace: &str, labels: &Labels) -> Opt
     )
 }
 
+/// Flags anti-affinity terms that miss the set's own pods, when no term selects them: a
+/// term that keeps the pods away from *other* workloads is fine beside one that keeps
+/// replicas apart.
 pub fn anti_affinity_selects_self(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
         return;
     };
     let empty = Labels::new();
     let labels = template_labels(input.object).unwrap_or(&empty);
-    for (path, term) in anti_affinity_terms(pod) {
-        if term_selects(term, input.namespace(), labels) == Some(false) {
+    let terms = anti_affinity_terms(pod);
+    let verdicts: Vec<Option<bool>> = terms
+        .iter()
+        .map(|(_, term)| term_selects(term, input.namespace(), labels))
+        .collect();
+    if verdicts.contains(&Some(true)) {
+        return;
+    }
+    for ((path, _), verdict) in terms.iter().zip(verdicts) {
+        if verdict == Some(false) {
             out.violation(
                 format!("{path}.labelSelector"),
                 format!(
@@ -584,7 +607,10 @@ pub fn update_strategy(input: &Input<'_, StatefulSet>, out: &mut Sink) {
             ),
         );
     }
-    let policy = spec.pod_management_policy.as_deref().unwrap_or("OrderedReady");
+    let policy = spec
+        .pod_management_policy
+        .as_deref()
+        .unwrap_or("OrderedReady");
     if rolling.max_unavailable.is_some() && policy == "OrderedReady" {
         out.violation(
             "spec.updateStrategy.rollingUpdate.maxUnavailable",
@@ -640,7 +666,11 @@ pub fn rollout_stuck(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     if old_spec.template == new_spec.template {
         return;
     }
-    let ordered = new_spec.pod_management_policy.as_deref().unwrap_or("OrderedReady") == "OrderedReady";
+    let ordered = new_spec
+        .pod_management_policy
+        .as_deref()
+        .unwrap_or("OrderedReady")
+        == "OrderedReady";
     let rolling = new_spec
         .update_strategy
         .as_ref()
@@ -692,7 +722,12 @@ pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink)
         return;
     }
     const SHOWN: usize = 4;
-    let mut list = claims.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut list = claims
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if claims.len() > SHOWN {
         list.push_str(&format!(" and {} more", claims.len() - SHOWN));
     }
@@ -724,7 +759,11 @@ pub fn pod_disruption_budget(input: &Input<'_, StatefulSet>, out: &mut Sink) {
         .context
         .pod_disruption_budgets(input.namespace())
         .iter()
-        .any(|pdb| pdb.selector.as_ref().is_some_and(|s| selector_matches(s, labels)));
+        .any(|pdb| {
+            pdb.selector
+                .as_ref()
+                .is_some_and(|s| selector_matches(s, labels))
+        });
     if !covered {
         out.violation(
             field,
