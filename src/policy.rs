@@ -10,6 +10,8 @@ pub mod labels;
 pub mod names;
 pub mod review;
 pub mod rules;
+#[cfg(test)]
+pub mod testkit;
 
 pub use config::{Policy, PolicyError};
 pub use context::{Context, NoContext, StaticContext};
@@ -177,4 +179,72 @@ fn skipped_rules(policy: &Policy, object: &Resource) -> Vec<RuleId> {
     skipped.sort();
     skipped.dedup();
     skipped
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::testkit::{create, full_context, of, sts};
+    use super::*;
+
+    #[test]
+    fn skip_annotation_is_honoured_only_for_skippable_rules() {
+        let obj = sts("web")
+            .without_probe()
+            .set("/spec/template/spec/terminationGracePeriodSeconds", json!(0))
+            .set(
+                "/metadata/annotations",
+                json!({SKIP_ANNOTATION: "statefulset.readiness-probe, statefulset.termination-grace-period, nonsense"}),
+            );
+        let d = create(&obj);
+        assert_eq!(d.skipped, vec![RuleId::StatefulSetReadinessProbe]);
+        assert!(of(&d, RuleId::StatefulSetReadinessProbe).is_empty());
+        assert_eq!(of(&d, RuleId::StatefulSetTerminationGracePeriod).len(), 1);
+        assert!(!d.allowed());
+    }
+
+    #[test]
+    fn excluded_namespaces_are_not_evaluated() {
+        let obj = sts("web")
+            .set("/metadata/namespace", json!("kube-system"))
+            .set(
+                "/spec/template/spec/terminationGracePeriodSeconds",
+                json!(0),
+            );
+        let mut review = Review::create(obj.resource());
+        review.namespace = "kube-system".into();
+        let d = evaluate(&Policy::default(), &review, &full_context());
+        assert!(d.excluded && d.allowed() && d.findings.is_empty() && d.patch.is_none());
+    }
+
+    #[test]
+    fn only_core_groups_are_evaluated() {
+        assert_eq!(
+            Kind::from_gvk("apps", "v1", "StatefulSet"),
+            Some(Kind::StatefulSet)
+        );
+        assert_eq!(
+            Kind::from_gvk("apps.kruise.io", "v1beta1", "StatefulSet"),
+            None
+        );
+        assert_eq!(Kind::from_gvk("apps", "v1beta2", "StatefulSet"), None);
+        assert_eq!(Kind::from_gvk("", "v1", "Service"), Some(Kind::Service));
+        assert_eq!(Kind::from_gvk("serving.knative.dev", "v1", "Service"), None);
+    }
+
+    #[test]
+    fn validation_sees_the_mutated_object() {
+        let bare = sts("web").remove("/spec/template/spec/affinity");
+        let d = create(&bare);
+        assert!(of(&d, RuleId::StatefulSetAntiAffinity).is_empty());
+        assert_eq!(of(&d, RuleId::StatefulSetDefaultAntiAffinity).len(), 1);
+    }
+
+    #[test]
+    fn wrong_types_are_decode_errors_naming_the_field() {
+        let obj = sts("web").set("/spec/replicas", json!("three"));
+        let err = Resource::decode(Kind::StatefulSet, obj.value()).expect_err("must fail");
+        assert!(err.to_string().contains("spec.replicas"), "{err}");
+    }
 }

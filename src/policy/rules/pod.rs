@@ -46,3 +46,56 @@ pub fn force_delete(input: &Input<'_, Pod>, out: &mut Sink) {
         ),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::policy::decision::Level::Enforce;
+    use crate::policy::rules::RuleId as R;
+    use crate::policy::testkit::{full_context, of, pod};
+    use crate::policy::{Policy, Review, evaluate};
+
+    fn delete(
+        p: &crate::policy::testkit::Obj,
+        grace: Option<i64>,
+        user: &str,
+    ) -> crate::policy::Decision {
+        evaluate(
+            &Policy::default(),
+            &Review::delete(p.resource(), grace, user),
+            &full_context(),
+        )
+    }
+
+    #[test]
+    fn force_delete_of_a_statefulset_pod_is_denied() {
+        let d = delete(&pod("web", 0), Some(0), "alice");
+        assert_eq!(
+            of(&d, R::PodForceDelete),
+            vec![(Enforce, "options.gracePeriodSeconds".into())]
+        );
+        assert!(d.denial_message().unwrap_or_default().contains("web-0"));
+    }
+
+    #[test]
+    fn normal_deletes_exempt_users_and_the_override_pass() {
+        assert!(delete(&pod("web", 0), None, "alice").allowed());
+        assert!(delete(&pod("web", 0), Some(30), "alice").allowed());
+        assert!(
+            delete(
+                &pod("web", 0),
+                Some(0),
+                "system:serviceaccount:kube-system:pod-garbage-collector"
+            )
+            .allowed()
+        );
+        let annotated = pod("web", 0).set(
+            "/metadata/annotations",
+            json!({"stateward.io/allow-force-delete": "true"}),
+        );
+        assert!(delete(&annotated, Some(0), "alice").allowed());
+        let unowned = pod("web", 0).remove("/metadata/ownerReferences");
+        assert!(delete(&unowned, Some(0), "alice").allowed());
+    }
+}

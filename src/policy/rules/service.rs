@@ -177,3 +177,145 @@ pub fn pod_name_selector(input: &Input<'_, Service>, out: &mut Sink) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::policy::decision::Level::{Enforce, Warn};
+    use crate::policy::rules::RuleId as R;
+    use crate::policy::testkit::{full_context, messages, of, sts, svc, with_set};
+    use crate::policy::{NoContext, Policy, Review, StaticContext, evaluate};
+
+    #[test]
+    fn deleting_a_service_in_use_is_denied() {
+        let ctx = with_set(full_context(), &sts("web"));
+        let review = Review::delete(svc("web-headless").resource(), None, "alice");
+        let d = evaluate(&Policy::default(), &review, &ctx);
+        assert_eq!(
+            of(&d, R::ServiceHeadlessInUse),
+            vec![(Enforce, "metadata.name".into())]
+        );
+        assert!(!d.allowed());
+        assert!(messages(&d, R::ServiceHeadlessInUse)[0].contains("running StatefulSet(s) web"));
+        // Scaled to zero: allowed.
+        let ctx = with_set(full_context(), &sts("web").replicas(0));
+        assert!(evaluate(&Policy::default(), &review, &ctx).allowed());
+        // Another Service: allowed.
+        let other = Review::delete(svc("other").resource(), None, "alice");
+        let ctx = with_set(full_context(), &sts("web"));
+        assert!(
+            of(
+                &evaluate(&Policy::default(), &other, &ctx),
+                R::ServiceHeadlessInUse
+            )
+            .is_empty()
+        );
+        // No context: a warning, never a denial.
+        let d = evaluate(&Policy::default(), &review, &NoContext);
+        assert_eq!(
+            of(&d, R::ServiceHeadlessInUse),
+            vec![(Warn, "metadata.name".into())]
+        );
+        assert!(d.allowed());
+    }
+
+    #[test]
+    fn changing_the_selector_of_a_service_in_use_warns() {
+        let ctx = with_set(full_context(), &sts("web"));
+        let old = svc("web-headless");
+        let new = svc("web-headless").set("/spec/selector", json!({"app": "other"}));
+        let d = evaluate(
+            &Policy::default(),
+            &Review::update(old.resource(), new.resource()),
+            &ctx,
+        );
+        assert_eq!(
+            of(&d, R::ServiceHeadlessInUse),
+            vec![(Warn, "spec.selector".into())]
+        );
+        let same = Review::update(old.resource(), old.resource());
+        assert!(
+            of(
+                &evaluate(&Policy::default(), &same, &ctx),
+                R::ServiceHeadlessInUse
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn headless_shape() {
+        let ctx = with_set(StaticContext::default(), &sts("web"));
+        let bad = svc("web-headless")
+            .remove("/spec/selector")
+            .set("/spec/ports/0", json!({"port": 80}));
+        let d = evaluate(&Policy::default(), &Review::create(bad.resource()), &ctx);
+        assert_eq!(
+            of(&d, R::ServiceHeadlessShape),
+            vec![
+                (Warn, "spec.selector".into()),
+                (Warn, "spec.ports[0].name".into())
+            ]
+        );
+        // Not named by any StatefulSet: out of scope.
+        let unused = bad.clone().set("/metadata/name", json!("unused"));
+        let review = Review::create(unused.resource());
+        assert!(
+            of(
+                &evaluate(&Policy::default(), &review, &ctx),
+                R::ServiceHeadlessShape
+            )
+            .is_empty()
+        );
+        // A ClusterIP Service is out of scope.
+        let cluster_ip = bad.set("/spec/clusterIP", json!("10.0.0.3"));
+        assert!(
+            of(
+                &evaluate(
+                    &Policy::default(),
+                    &Review::create(cluster_ip.resource()),
+                    &ctx
+                ),
+                R::ServiceHeadlessShape
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn pod_name_selector() {
+        let ctx = with_set(StaticContext::default(), &sts("web"));
+        let per_pod = |n: &str| {
+            svc("web-x").set("/spec/clusterIP", json!("10.0.0.9")).set(
+                "/spec/selector",
+                json!({"statefulset.kubernetes.io/pod-name": n}),
+            )
+        };
+        let run = |n: &str, ctx: &dyn crate::policy::Context| {
+            let d = evaluate(
+                &Policy::default(),
+                &Review::create(per_pod(n).resource()),
+                ctx,
+            );
+            (
+                of(&d, R::ServicePodNameSelector),
+                messages(&d, R::ServicePodNameSelector),
+            )
+        };
+        assert!(run("web-2", &ctx).0.is_empty());
+        let (found, text) = run("web-3", &ctx);
+        assert_eq!(
+            found,
+            vec![(
+                Warn,
+                "spec.selector[statefulset.kubernetes.io/pod-name]".into()
+            )]
+        );
+        assert!(text[0].contains("web-0 to web-2"), "{}", text[0]);
+        let (found, text) = run("db-0", &ctx);
+        assert_eq!(found.len(), 1);
+        assert!(text[0].contains("does not exist"));
+        assert!(run("web-0", &NoContext).1[0].contains("context is unavailable"));
+    }
+}
