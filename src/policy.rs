@@ -8,6 +8,7 @@ pub mod context;
 pub mod decision;
 pub mod labels;
 pub mod names;
+pub mod patch;
 pub mod review;
 pub mod rules;
 #[cfg(test)]
@@ -49,9 +50,9 @@ pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Deci
         && let Some(object) = review.object.as_ref()
     {
         let mut working = object.clone();
-        let mut changed = false;
+        let mut changed = Vec::new();
         for info in RULES {
-            let Action::Mutate { mutate, .. } = info.action else {
+            let Action::Mutate { mutate, target, .. } = info.action else {
                 continue;
             };
             if !policy.enabled(info.id) || !applies(info.id, working.kind()) {
@@ -63,7 +64,7 @@ pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Deci
                 _ => None,
             };
             if let Some(added) = added {
-                changed = true;
+                changed.push(target);
                 decision.findings.push(Finding {
                     rule: info.id,
                     mode: Level::Mutate,
@@ -72,8 +73,8 @@ pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Deci
                 });
             }
         }
-        if changed {
-            let patch = json_patch::diff(&object.to_value(), &working.to_value());
+        if !changed.is_empty() {
+            let patch = patch::diff_targets(object, &working, &changed);
             if !patch.0.is_empty() {
                 decision.patch = Some(patch);
             }

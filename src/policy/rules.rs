@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Policy;
 use super::context::Context;
-use super::review::{Kind, Operation, Review};
+use super::review::{Kind, Operation, Resource, Review};
 
 pub mod defaults;
 pub mod pod;
@@ -197,11 +197,27 @@ pub enum Mutation {
     Pod(fn(&Policy, &mut Pod) -> Option<Added>),
 }
 
+/// The part of an object a mutation may change: where it sits (a JSON pointer) and how to
+/// read it from a typed object. The patch is the diff of this part before and after, so
+/// adding a default never costs serialising the whole object.
+#[derive(Clone, Copy)]
+pub struct Target {
+    pub pointer: &'static str,
+    pub extract: fn(&Resource) -> Option<serde_json::Value>,
+}
+
 /// What a rule does.
 #[derive(Clone, Copy)]
 pub enum Action {
-    Validate { default: Mode, check: Check },
-    Mutate { default_on: bool, mutate: Mutation },
+    Validate {
+        default: Mode,
+        check: Check,
+    },
+    Mutate {
+        default_on: bool,
+        mutate: Mutation,
+        target: Target,
+    },
 }
 
 /// One row of the table.
@@ -242,8 +258,12 @@ const fn validate(default: Mode, check: Check) -> Action {
     Action::Validate { default, check }
 }
 
-const fn mutate(default_on: bool, mutate: Mutation) -> Action {
-    Action::Mutate { default_on, mutate }
+const fn mutate(default_on: bool, mutate: Mutation, target: Target) -> Action {
+    Action::Mutate {
+        default_on,
+        mutate,
+        target,
+    }
 }
 
 use defaults as d;
@@ -446,7 +466,11 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetDefaultPodManagementPolicy,
         kind: Kind::StatefulSet,
         operations: &[Create],
-        action: mutate(true, Mutation::StatefulSet(d::pod_management_policy)),
+        action: mutate(
+            true,
+            Mutation::StatefulSet(d::pod_management_policy),
+            d::POD_MANAGEMENT_POLICY,
+        ),
         skippable: true,
         summary: "adds spec.podManagementPolicy (policy value, OrderedReady unless set)",
     },
@@ -454,7 +478,11 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetDefaultUpdateStrategy,
         kind: Kind::StatefulSet,
         operations: &[Create],
-        action: mutate(true, Mutation::StatefulSet(d::update_strategy)),
+        action: mutate(
+            true,
+            Mutation::StatefulSet(d::update_strategy),
+            d::UPDATE_STRATEGY,
+        ),
         skippable: true,
         summary: "adds spec.updateStrategy RollingUpdate with partition 0",
     },
@@ -462,7 +490,7 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetDefaultAntiAffinity,
         kind: Kind::StatefulSet,
         operations: &[Create],
-        action: mutate(true, Mutation::StatefulSet(d::anti_affinity)),
+        action: mutate(true, Mutation::StatefulSet(d::anti_affinity), d::AFFINITY),
         skippable: true,
         summary: "adds preferred pod anti-affinity on kubernetes.io/hostname when none exists",
     },
@@ -470,7 +498,11 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::StatefulSetDefaultClaimRetention,
         kind: Kind::StatefulSet,
         operations: &[Create],
-        action: mutate(false, Mutation::StatefulSet(d::claim_retention)),
+        action: mutate(
+            false,
+            Mutation::StatefulSet(d::claim_retention),
+            d::CLAIM_RETENTION,
+        ),
         skippable: true,
         summary: "adds spec.persistentVolumeClaimRetentionPolicy from the policy",
     },
@@ -478,7 +510,7 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::PodIdentityLabels,
         kind: Kind::Pod,
         operations: &[Create],
-        action: mutate(true, Mutation::Pod(d::identity_labels)),
+        action: mutate(true, Mutation::Pod(d::identity_labels), d::POD_LABELS),
         skippable: true,
         summary: "adds pod-name, pod-index and alias labels to StatefulSet pods",
     },

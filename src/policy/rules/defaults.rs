@@ -16,11 +16,65 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::Value;
 
-use super::Added;
 use super::pod::controlling_statefulset;
 use super::statefulset::spreads_on;
+use super::{Added, Target};
 use crate::policy::config::Policy;
 use crate::policy::labels::selector_is_empty;
+use crate::policy::review::Resource;
+
+fn typed<T: serde::Serialize>(value: Option<&T>) -> Option<Value> {
+    value.and_then(|v| serde_json::to_value(v).ok())
+}
+
+fn sts_part(r: &Resource, part: fn(&StatefulSet) -> Option<Value>) -> Option<Value> {
+    match r {
+        Resource::StatefulSet(sts) => part(sts),
+        _ => None,
+    }
+}
+
+pub const POD_MANAGEMENT_POLICY: Target = Target {
+    pointer: "/spec/podManagementPolicy",
+    extract: |r| sts_part(r, |s| typed(s.spec.pod_management_policy.as_ref())),
+};
+
+pub const UPDATE_STRATEGY: Target = Target {
+    pointer: "/spec/updateStrategy",
+    extract: |r| sts_part(r, |s| typed(s.spec.update_strategy.as_ref())),
+};
+
+pub const AFFINITY: Target = Target {
+    pointer: "/spec/template/spec/affinity",
+    extract: |r| {
+        sts_part(r, |s| {
+            typed(
+                s.spec
+                    .template
+                    .spec
+                    .as_ref()
+                    .and_then(|p| p.affinity.as_ref()),
+            )
+        })
+    },
+};
+
+pub const CLAIM_RETENTION: Target = Target {
+    pointer: "/spec/persistentVolumeClaimRetentionPolicy",
+    extract: |r| {
+        sts_part(r, |s| {
+            typed(s.spec.persistent_volume_claim_retention_policy.as_ref())
+        })
+    },
+};
+
+pub const POD_LABELS: Target = Target {
+    pointer: "/metadata/labels",
+    extract: |r| match r {
+        Resource::Pod(pod) => typed(pod.metadata.labels.as_ref()),
+        _ => None,
+    },
+};
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 

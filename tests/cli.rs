@@ -1,0 +1,335 @@
+//! The `stateward` binary as users and scripts call it: exit statuses, reports, output.
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stateward"))
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("binary runs")
+}
+
+fn run_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = bin()
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("binary exits")
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exit code")
+}
+
+#[test]
+fn example_is_denied_with_a_json_report() {
+    let out = run(&["check", "-f", "examples/web.yaml", "-o", "json"]);
+    assert_eq!(code(&out), 1);
+    let report = json(&out);
+    let finding = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["rule"] == "statefulset.termination-grace-period")
+        .expect("grace period finding");
+    assert_eq!(finding["source"], "examples/web.yaml");
+    assert_eq!(finding["document"], 1);
+    assert_eq!(finding["apiVersion"], "apps/v1");
+    assert_eq!(finding["kind"], "StatefulSet");
+    assert_eq!(finding["namespace"], "default");
+    assert_eq!(finding["name"], "web");
+    assert_eq!(finding["mode"], "enforce");
+    assert_eq!(
+        finding["field"],
+        "spec.template.spec.terminationGracePeriodSeconds"
+    );
+    assert!(
+        finding["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is 0"))
+    );
+    assert_eq!(report["summary"]["documents"], 2);
+    assert_eq!(report["summary"]["evaluated"], 2);
+    assert_eq!(report["summary"]["enforce"], 1);
+    assert_eq!(report["errors"], serde_json::json!([]));
+}
+
+#[test]
+fn text_report_is_grouped_and_plain_when_piped() {
+    let out = run(&["check", "-f", "examples/web.yaml"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("examples/web.yaml #1  StatefulSet default/web"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ENFORCE  statefulset.termination-grace-period"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "no colour when not a terminal");
+    assert!(
+        text.contains("2 documents, 2 evaluated: 1 enforce"),
+        "{text}"
+    );
+    let coloured = run(&["check", "-f", "examples/web.yaml", "--color", "always"]);
+    assert!(String::from_utf8_lossy(&coloured.stdout).contains("\x1b[1;31m"));
+}
+
+#[test]
+fn clean_input_exits_zero_and_directories_are_read() {
+    let out = run(&["check", "-f", "tests/fixtures/allow", "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stdout));
+    let report = json(&out);
+    assert!(report["summary"]["documents"].as_u64().unwrap_or(0) >= 8);
+    assert_eq!(report["summary"]["enforce"], 0);
+}
+
+#[test]
+fn stdin_is_read_with_dash() {
+    let out = run_stdin(
+        &["check", "-f", "-", "-o", "json"],
+        &std::fs::read_to_string(root().join("examples/web.yaml")).expect("example"),
+    );
+    assert_eq!(code(&out), 1);
+    assert_eq!(json(&out)["findings"][0]["source"], "<stdin>");
+}
+
+#[test]
+fn broken_documents_are_reported_and_the_rest_still_evaluated() {
+    let input = "\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: bad-types}
+spec:
+  replicas: three
+  selector: {matchLabels: {app: x}}
+  template: {metadata: {labels: {app: x}}}
+---
+kind: [unclosed
+---
+metadata: {name: no-kind}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: zero}
+spec:
+  serviceName: zero
+  selector: {matchLabels: {app: z}}
+  template:
+    metadata: {labels: {app: z}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers: [{name: z, image: z}]
+";
+    let out = run_stdin(&["check", "-f", "-", "-o", "json"], input);
+    assert_eq!(code(&out), 2);
+    let report = json(&out);
+    let errors = report["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(errors[0]["document"], 0);
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.replicas")),
+        "{errors:?}"
+    );
+    assert_eq!(errors[1]["document"], 1);
+    assert!(
+        errors[1]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("line")),
+        "{errors:?}"
+    );
+    assert_eq!(errors[2]["document"], 2);
+    assert!(
+        errors[2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no apiVersion or kind"))
+    );
+    // The fourth document is still evaluated.
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["name"] == "zero" && f["mode"] == "enforce" && f["document"] == 3)
+    );
+}
+
+#[test]
+fn unreadable_paths_and_oversized_files_exit_two() {
+    let out = run(&[
+        "check",
+        "-f",
+        "does/not/exist.yaml",
+        "-f",
+        "examples/web.yaml",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&out), 2);
+    let report = json(&out);
+    assert_eq!(report["errors"][0]["source"], "does/not/exist.yaml");
+    assert_eq!(
+        report["summary"]["evaluated"], 2,
+        "the readable file is still checked"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.yaml");
+    let file = std::fs::File::create(&big).expect("create");
+    file.set_len(65 * 1024 * 1024).expect("size");
+    let out = run(&["check", "-f", big.to_str().expect("path"), "-o", "json"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        json(&out)["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("larger than 64 MiB"))
+    );
+}
+
+#[test]
+fn invalid_policy_names_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  rules:\n    statefulset.readiness-probe: {mode: strict}\n",
+    )
+    .expect("write");
+    let out = run(&[
+        "check",
+        "-f",
+        "examples/web.yaml",
+        "--policy",
+        policy.to_str().expect("path"),
+    ]);
+    assert_eq!(code(&out), 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("policy.yaml line 6"), "{err}");
+    assert!(err.contains("strict"), "{err}");
+}
+
+#[test]
+fn strict_policy_denies_what_baseline_warns() {
+    let out = run(&[
+        "check",
+        "-f",
+        "examples/web.yaml",
+        "--policy",
+        "policies/strict.yaml",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code(&out), 1);
+    let report = json(&out);
+    let denied: Vec<&str> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["mode"] == "enforce")
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    assert!(
+        denied.contains(&"statefulset.readiness-probe"),
+        "{denied:?}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    assert_eq!(code(&run(&["check"])), 2);
+    assert_eq!(code(&run(&["check", "-f", "x", "--bogus"])), 2);
+}
+
+#[test]
+fn mutate_prints_every_document_with_defaults() {
+    let out = run(&["mutate", "-f", "examples/web.yaml"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("---\n").count(), 2);
+    assert!(text.contains("podManagementPolicy: OrderedReady"), "{text}");
+    assert!(
+        text.contains("topologyKey: kubernetes.io/hostname"),
+        "{text}"
+    );
+    // The user's key order is kept.
+    let service = text.find("kind: Service").expect("service");
+    let set = text.find("kind: StatefulSet").expect("set");
+    assert!(service < set);
+    // A second pass changes nothing.
+    let again = run_stdin(&["mutate", "-f", "-"], &text);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), text);
+}
+
+#[test]
+fn mutate_keeps_unparseable_documents_and_exits_two() {
+    let out = run_stdin(
+        &["mutate", "-f", "-"],
+        "a: [1,\n---\nkind: ConfigMap\napiVersion: v1\n",
+    );
+    assert_eq!(code(&out), 2);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("a: [1,"), "{text}");
+    assert!(text.contains("kind: ConfigMap"), "{text}");
+}
+
+#[test]
+fn rules_lists_every_rule() {
+    let out = run(&["rules", "-o", "json"]);
+    assert_eq!(code(&out), 0);
+    let doc = json(&out);
+    let rules = doc["rules"].as_array().expect("rules");
+    assert_eq!(rules.len(), 27);
+    let grace = rules
+        .iter()
+        .find(|r| r["id"] == "statefulset.termination-grace-period")
+        .expect("rule");
+    assert_eq!(grace["default"], "enforce");
+    assert_eq!(grace["kind"], "StatefulSet");
+    assert_eq!(grace["operations"], serde_json::json!(["CREATE", "UPDATE"]));
+    let text = run(&["rules"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("pod.force-delete"));
+}
+
+#[test]
+fn help_has_examples() {
+    for sub in ["check", "mutate", "rules"] {
+        let out = run(&[sub, "--help"]);
+        assert_eq!(code(&out), 0);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Examples:"),
+            "{sub}"
+        );
+    }
+}
