@@ -12,6 +12,7 @@ use crate::Exit;
 use crate::cli::{CheckArgs, ColorChoice, MutateArgs, OutputFormat};
 use crate::manifest::{self, Document, ReadError, Source};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
+use crate::policy::review::unknown_fields;
 use crate::policy::{
     Decision, Finding, Kind, Level, Mode, Policy, PolicyError, Resource, Review, RuleId,
     StaticContext, evaluate,
@@ -48,6 +49,8 @@ pub struct Checked {
     pub namespace: String,
     pub name: String,
     pub outcome: Outcome,
+    /// Something wrong that does not stop evaluation (unknown fields).
+    pub notice: Option<String>,
     /// The parsed document (for `mutate`), when it parsed.
     pub value: Option<Value>,
     pub text: String,
@@ -62,6 +65,7 @@ struct Prepared {
     namespace: String,
     name: String,
     state: PrepState,
+    notice: Option<String>,
 }
 
 enum PrepState {
@@ -81,6 +85,7 @@ fn prepare(source: &Source, doc: Document, policy: &Policy) -> Prepared {
         namespace: "default".into(),
         name: String::new(),
         state: PrepState::Skip,
+        notice: None,
         doc,
     };
     let value = match &prepared.doc.value {
@@ -131,7 +136,18 @@ fn prepare(source: &Source, doc: Document, policy: &Policy) -> Prepared {
     }
     if let Some(kind) = Kind::from_gvk(&group, &version, &prepared.kind) {
         prepared.state = match Resource::decode(kind, value) {
-            Ok(resource) => PrepState::Resource(resource),
+            Ok(resource) => {
+                let unknown = unknown_fields(value, &resource);
+                if !unknown.is_empty() {
+                    prepared.notice = Some(format!(
+                        "{} has unknown field(s) {}: the API server drops or rejects them; fix \
+                         the spelling or the apiVersion",
+                        prepared.kind,
+                        unknown.join(", ")
+                    ));
+                }
+                PrepState::Resource(resource)
+            }
             Err(err) => PrepState::Invalid(err.to_string()),
         };
     }
@@ -227,6 +243,7 @@ pub fn check_sources(policy: &Policy, sources: &[Source]) -> Vec<Checked> {
                 namespace: p.namespace,
                 name: p.name,
                 outcome,
+                notice: p.notice,
                 value: p.doc.value.ok(),
                 text: p.doc.text,
                 list_parent: p.doc.list_parent,
@@ -273,6 +290,9 @@ pub struct Summary {
 pub struct Report<'a> {
     pub findings: Vec<ReportFinding<'a>>,
     pub errors: Vec<ReportError>,
+    /// Problems that do not change the exit status (unknown fields, unless
+    /// `--strict-fields` makes them errors).
+    pub notices: Vec<ReportError>,
     pub summary: Summary,
 }
 
@@ -286,7 +306,11 @@ impl Checked {
     }
 }
 
-pub fn build_report<'a>(checked: &'a [Checked], read_errors: &[ReadError]) -> Report<'a> {
+pub fn build_report<'a>(
+    checked: &'a [Checked],
+    read_errors: &[ReadError],
+    strict_fields: bool,
+) -> Report<'a> {
     let mut summary = Summary {
         documents: checked.len(),
         ..Summary::default()
@@ -300,7 +324,20 @@ pub fn build_report<'a>(checked: &'a [Checked], read_errors: &[ReadError]) -> Re
             message: e.message.clone(),
         })
         .collect();
+    let mut notices = Vec::new();
     for c in checked {
+        if let Some(notice) = &c.notice {
+            let entry = ReportError {
+                source: c.source.clone(),
+                document: Some(c.document),
+                message: notice.clone(),
+            };
+            if strict_fields {
+                errors.push(entry);
+            } else {
+                notices.push(entry);
+            }
+        }
         match &c.outcome {
             Outcome::Evaluated(_) | Outcome::RemovedApi(_) => summary.evaluated += 1,
             Outcome::Invalid(message) => errors.push(ReportError {
@@ -334,6 +371,7 @@ pub fn build_report<'a>(checked: &'a [Checked], read_errors: &[ReadError]) -> Re
     Report {
         findings,
         errors,
+        notices,
         summary,
     }
 }
@@ -410,6 +448,14 @@ pub fn render_text(checked: &[Checked], report: &Report<'_>, color: bool) -> Str
         }
         out.push('\n');
     }
+    for n in &report.notices {
+        let at = format!("{} #{}", n.source, n.document.unwrap_or_default());
+        out.push_str(&format!(
+            "{}  {at}: {}\n",
+            palette.paint(Level::Warn, "NOTICE "),
+            n.message
+        ));
+    }
     for e in &report.errors {
         let at = match e.document {
             Some(d) => format!("{} #{d}", e.source),
@@ -464,7 +510,7 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<Exit> {
     };
     let (sources, read_errors) = manifest::read_paths(&args.paths);
     let checked = check_sources(&policy, &sources);
-    let report = build_report(&checked, &read_errors);
+    let report = build_report(&checked, &read_errors, args.strict_fields);
     let text = match args.output {
         OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => render_text(&checked, &report, use_color(args.color)),

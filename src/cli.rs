@@ -79,6 +79,10 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Treat unknown fields in StatefulSets, Services and Pods as errors (exit 2), as
+    /// `kubectl apply --validate=strict` would; without it they are notices.
+    #[arg(long)]
+    pub strict_fields: bool,
     /// Colour in text output: auto (only on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,

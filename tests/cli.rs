@@ -333,3 +333,37 @@ fn help_has_examples() {
         );
     }
 }
+
+#[test]
+fn unknown_fields_are_notices_or_errors_with_strict_fields() {
+    let input = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web, creationTimestamp: null}
+spec:
+  clusterIP: None
+  selectr: {app: web}
+";
+    let out = run_stdin(&["check", "-f", "-", "-o", "json"], input);
+    assert_eq!(code(&out), 0);
+    let report = json(&out);
+    let notice = report["notices"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(notice.contains("spec.selectr"), "{notice}");
+    assert!(
+        !notice.contains("creationTimestamp"),
+        "null values are not unknown fields"
+    );
+    let strict = run_stdin(
+        &["check", "-f", "-", "-o", "json", "--strict-fields"],
+        input,
+    );
+    assert_eq!(code(&strict), 2);
+    assert!(
+        json(&strict)["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("spec.selectr"))
+    );
+}

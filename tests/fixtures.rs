@@ -41,7 +41,7 @@ fn expected(text: &str, key: &str) -> BTreeSet<String> {
 fn rules_at(path: &Path, level: Level) -> (BTreeSet<String>, usize) {
     let src = source(path);
     let checked = check_sources(&Policy::baseline(), std::slice::from_ref(&src));
-    let report = build_report(&checked, &[]);
+    let report = build_report(&checked, &[], false);
     assert!(
         report.errors.is_empty(),
         "{}: {:?}",

@@ -185,3 +185,44 @@ impl Review {
         self.object.as_ref().or(self.old_object.as_ref())
     }
 }
+
+/// Fields of `input` that the typed form of its kind does not know (misspelt or from
+/// another API version), as dotted paths. `null` values are ignored, as the API server
+/// does. Used by the offline checker; in a cluster the API server validates fields.
+pub fn unknown_fields(input: &Value, resource: &Resource) -> Vec<String> {
+    let typed = resource.to_value();
+    let mut out = Vec::new();
+    walk_unknown(input, &typed, &mut String::new(), &mut out);
+    out
+}
+
+fn walk_unknown(input: &Value, typed: &Value, path: &mut String, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(given), Value::Object(known)) => {
+            for (key, value) in given {
+                if value.is_null() {
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                match known.get(key) {
+                    Some(inner) => walk_unknown(value, inner, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(given), Value::Array(known)) if given.len() == known.len() => {
+            for (i, (g, k)) in given.iter().zip(known).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk_unknown(g, k, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
