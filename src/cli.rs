@@ -38,6 +38,16 @@ pub enum Command {
     #[command(after_help = "Examples:\n  stateward rules\n  \
         stateward rules --policy policies/strict.yaml -o json")]
     Rules(RulesArgs),
+    /// Run the admission webhook (HTTPS) and its admin port.
+    #[command(after_help = "Examples:\n  stateward serve --dev\n  \
+        stateward serve --tls-cert /tls/tls.crt --tls-key /tls/tls.key --policy /policy/policy.yaml\n\n\
+        Exit status: 0 after a graceful shutdown (SIGTERM/SIGINT), 2 on a start-up error \
+        (bad certificate, bad policy, port in use).")]
+    Serve(ServeArgs),
+    /// Generate a CA and a serving certificate for the webhook Service.
+    #[command(after_help = "Examples:\n  stateward certs --service stateward --namespace stateward-system\n  \
+        stateward certs --service stateward --namespace ops --out /tmp/certs --days 365 --force")]
+    Certs(CertsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -111,4 +121,69 @@ pub struct RulesArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTPS address for /validate and /mutate.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Plain HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub admin_listen: std::net::SocketAddr,
+    /// Serving certificate (PEM; re-read when it changes).
+    #[arg(long, value_name = "FILE", required_unless_present = "dev", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, value_name = "FILE", required_unless_present = "dev", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate certs/dev/ for localhost and print how to call the webhook.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub dev: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Cluster context for rules that need other objects: auto, required or off.
+    #[arg(long, value_enum, default_value_t = ClusterMode::Auto)]
+    pub cluster: ClusterMode,
+    /// Kubeconfig file (otherwise in-cluster config, KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most connections served at once on the HTTPS port.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// How often certificate and policy files are checked for changes, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub reload_interval: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterMode {
+    /// Use in-cluster config or a kubeconfig when one is found, else run without context.
+    Auto,
+    /// Not ready until the caches are synced.
+    Required,
+    /// Never contact a cluster.
+    Off,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// The webhook's Service name.
+    #[arg(long)]
+    pub service: String,
+    /// The webhook's namespace.
+    #[arg(long)]
+    pub namespace: String,
+    /// Output directory.
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: i64,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
 }

@@ -3,12 +3,19 @@
 //! offline commands ([`check`]) and the webhook call the same [`policy::evaluate`].
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod manifest;
+pub mod metrics;
 pub mod policy;
+pub mod reload;
 pub mod rules_cmd;
+pub mod serve;
+pub mod server;
 pub mod telemetry;
+pub mod tls;
 
 /// Process exit statuses shared by every subcommand (see `interface.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,8 @@ fn main() -> ExitCode {
         Command::Check(args) => stateward::check::run_check(args),
         Command::Mutate(args) => stateward::check::run_mutate(args),
         Command::Rules(args) => stateward::rules_cmd::run(args),
+        Command::Serve(args) => stateward::serve::run(args),
+        Command::Certs(args) => stateward::certs::run(args),
     };
     match result {
         Ok(code) => code.into(),

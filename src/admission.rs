@@ -1,0 +1,342 @@
+//! AdmissionReview in, AdmissionReview out: decode (kube's admission types), dispatch on
+//! the kind, [`evaluate`], encode. A denial is data (HTTP 200, `allowed: false`); only a
+//! body that is not a readable AdmissionReview is an error (HTTP 400).
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod, core::v1::Service};
+use kube::core::DynamicObject;
+use kube::core::admission::{self, AdmissionRequest, AdmissionResponse, AdmissionReview};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::metrics::{EndpointLabels, Metrics, RequestLabels, RuleLabels, ViolationLabels};
+use crate::policy::review::UserInfo;
+use crate::policy::{Context, Decision, Kind, Level, Operation, Policy, Resource, Review, evaluate};
+
+/// Which webhook endpoint a review came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Denials and warnings; never a patch.
+    Validate,
+    /// The patch; never a denial (the validating webhook denies, once).
+    Mutate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Validate => "validate",
+            Endpoint::Mutate => "mutate",
+        }
+    }
+}
+
+/// A body that cannot be answered as an AdmissionReview (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("not an AdmissionReview: {0}")]
+    NotAReview(String),
+    #[error("unsupported AdmissionReview apiVersion `{0}`; expected admission.k8s.io/v1")]
+    Version(String),
+    #[error("the AdmissionReview has no request")]
+    NoRequest,
+    #[error("request.object is not a valid {kind}: {message}")]
+    Object { kind: &'static str, message: String },
+    #[error("cannot encode the response: {0}")]
+    Encode(String),
+}
+
+/// What the handlers share: the current policy (swapped on reload), related objects and
+/// metrics.
+pub struct Admission {
+    pub policy: ArcSwap<Policy>,
+    pub context: Arc<dyn Context>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Peek {
+    api_version: Option<String>,
+    request: Option<PeekRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeekRequest {
+    kind: PeekKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    operation: String,
+}
+
+#[derive(Deserialize)]
+struct PeekKind {
+    #[serde(default)]
+    group: String,
+    version: String,
+    kind: String,
+}
+
+/// The answer and what to log about it.
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub summary: Summary,
+}
+
+/// Bounded facts about one review, for logs and metrics.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub uid: String,
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub decision: &'static str,
+}
+
+fn operation(op: &admission::Operation) -> Operation {
+    match op {
+        admission::Operation::Create => Operation::Create,
+        admission::Operation::Update => Operation::Update,
+        admission::Operation::Delete => Operation::Delete,
+        admission::Operation::Connect => Operation::Connect,
+    }
+}
+
+fn operation_label(op: &str) -> &'static str {
+    match op {
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
+}
+
+impl Admission {
+    pub fn new(policy: Policy, context: Arc<dyn Context>, metrics: Arc<Metrics>) -> Admission {
+        Admission {
+            policy: ArcSwap::from_pointee(policy),
+            context,
+            metrics,
+        }
+    }
+
+    /// Answers one AdmissionReview body, recording metrics.
+    pub fn handle(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, AdmissionError> {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let result = self.answer(endpoint, body);
+        self.metrics.in_flight.dec();
+        let (kind, op, decision) = match &result {
+            Ok(answer) => (
+                answer.summary.kind,
+                answer.summary.operation,
+                answer.summary.decision,
+            ),
+            Err(_) => ("unknown", "other", "error"),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.as_str(),
+                kind,
+                operation: op,
+                decision,
+            })
+            .inc();
+        self.metrics
+            .duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn answer(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, AdmissionError> {
+        let peek: Peek =
+            serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
+        let version = peek.api_version.unwrap_or_default();
+        if version != "admission.k8s.io/v1" {
+            return Err(AdmissionError::Version(version));
+        }
+        let request = peek.request.ok_or(AdmissionError::NoRequest)?;
+        let op = operation_label(&request.operation);
+        let kind = match request.sub_resource.as_deref() {
+            Some(sub) if !sub.is_empty() => None,
+            _ => Kind::from_gvk(&request.kind.group, &request.kind.version, &request.kind.kind),
+        };
+        match kind {
+            Some(Kind::StatefulSet) => self.typed::<StatefulSet>(endpoint, body, Kind::StatefulSet, |o| {
+                Resource::StatefulSet(Box::new(o))
+            }),
+            Some(Kind::Service) => {
+                self.typed::<Service>(endpoint, body, Kind::Service, |o| Resource::Service(Box::new(o)))
+            }
+            Some(Kind::Pod) => self.typed::<Pod>(endpoint, body, Kind::Pod, |o| Resource::Pod(Box::new(o))),
+            None => pass_through(body, op),
+        }
+    }
+
+    fn typed<K>(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        kind: Kind,
+        wrap: fn(K) -> Resource,
+    ) -> Result<Answer, AdmissionError>
+    where
+        K: kube::Resource + DeserializeOwned,
+    {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let review: AdmissionReview<K> =
+            serde_path_to_error::deserialize(&mut de).map_err(|err| AdmissionError::Object {
+                kind: kind.as_str(),
+                message: format!("{}: {}", err.path(), err.inner()),
+            })?;
+        let mut request: AdmissionRequest<K> =
+            review.try_into().map_err(|_| AdmissionError::NoRequest)?;
+        let policy = self.policy.load();
+        let object = request.object.take().map(wrap);
+        let old_object = request.old_object.take().map(wrap);
+        let namespace = request
+            .namespace
+            .clone()
+            .or_else(|| {
+                object
+                    .as_ref()
+                    .or(old_object.as_ref())
+                    .and_then(|o| o.metadata().namespace.clone())
+            })
+            .unwrap_or_default();
+        let review = Review {
+            operation: operation(&request.operation),
+            kind,
+            namespace,
+            name: request.name.clone(),
+            object,
+            old_object,
+            user: UserInfo {
+                username: request.user_info.username.clone().unwrap_or_default(),
+                groups: request.user_info.groups.clone().unwrap_or_default(),
+            },
+            delete_grace_period_seconds: request
+                .options
+                .as_ref()
+                .and_then(|o| o.0.get("gracePeriodSeconds"))
+                .and_then(serde_json::Value::as_i64),
+            dry_run: request.dry_run,
+        };
+        let decision = if review.subject().is_some() {
+            evaluate(&policy, &review, self.context.as_ref())
+        } else {
+            Decision::default()
+        };
+        self.record(endpoint, &decision);
+        let mut response = AdmissionResponse::from(&request);
+        let verdict = match endpoint {
+            Endpoint::Validate => {
+                if let Some(message) = decision.denial_message() {
+                    response = response.deny(message);
+                    response.result.code = 403;
+                    response.result.reason = "Forbidden".into();
+                }
+                let warnings = decision.warnings();
+                if !warnings.is_empty() {
+                    response.warnings = Some(warnings);
+                }
+                if decision.allowed() { "allowed" } else { "denied" }
+            }
+            Endpoint::Mutate => match decision.patch.clone() {
+                Some(patch) => {
+                    response = response
+                        .with_patch(patch)
+                        .map_err(|e| AdmissionError::Encode(e.to_string()))?;
+                    "patched"
+                }
+                None => "allowed",
+            },
+        };
+        let body = encode(response)?;
+        Ok(Answer {
+            body,
+            summary: Summary {
+                uid: request.uid,
+                kind: kind.as_str(),
+                operation: review.operation.as_str(),
+                namespace: review.namespace,
+                name: review.name,
+                decision: verdict,
+            },
+        })
+    }
+
+    fn record(&self, endpoint: Endpoint, decision: &Decision) {
+        for finding in &decision.findings {
+            // Mutations are counted on /mutate, violations on /validate, so a review that
+            // passes both webhooks is counted once.
+            let counts = match endpoint {
+                Endpoint::Mutate => finding.mode == Level::Mutate,
+                Endpoint::Validate => finding.mode != Level::Mutate,
+            };
+            if counts {
+                self.metrics
+                    .violations
+                    .get_or_create(&ViolationLabels {
+                        rule: finding.rule.as_str(),
+                        mode: finding.mode.as_str(),
+                    })
+                    .inc();
+            }
+        }
+        if endpoint == Endpoint::Validate {
+            for rule in &decision.skipped {
+                tracing::info!(rule = rule.as_str(), "rule skipped by annotation");
+                self.metrics
+                    .skips
+                    .get_or_create(&RuleLabels {
+                        rule: rule.as_str(),
+                    })
+                    .inc();
+            }
+        }
+    }
+}
+
+/// Encodes the response review, with the patch as base64 text as the API documents it
+/// (kube serialises the bytes as a number array, which Go also accepts but which is
+/// larger and surprising to read).
+fn encode(response: AdmissionResponse) -> Result<Vec<u8>, AdmissionError> {
+    use base64::Engine;
+    let patch = response.patch.clone();
+    let mut value = serde_json::to_value(response.into_review())
+        .map_err(|e| AdmissionError::Encode(e.to_string()))?;
+    if let (Some(patch), Some(slot)) = (patch, value.pointer_mut("/response/patch")) {
+        *slot = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    serde_json::to_vec(&value).map_err(|e| AdmissionError::Encode(e.to_string()))
+}
+
+/// Kinds, groups and subresources the engine does not evaluate are allowed untouched.
+fn pass_through(body: &[u8], op: &'static str) -> Result<Answer, AdmissionError> {
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
+    let request: AdmissionRequest<DynamicObject> =
+        review.try_into().map_err(|_| AdmissionError::NoRequest)?;
+    let body = encode(AdmissionResponse::from(&request))?;
+    Ok(Answer {
+        body,
+        summary: Summary {
+            uid: request.uid,
+            kind: "other",
+            operation: op,
+            namespace: request.namespace.unwrap_or_default(),
+            name: request.name,
+            decision: "allowed",
+        },
+    })
+}

@@ -1,0 +1,139 @@
+//! Prometheus metrics. Every label has a small, fixed set of values (rule ids, kinds,
+//! operations, decisions): never object names.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub kind: &'static str,
+    pub operation: &'static str,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    pub rule: &'static str,
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub resource: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Latency buckets, most of them below one millisecond.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    pub violations: Family<ViolationLabels, Counter>,
+    pub skips: Family<RuleLabels, Counter>,
+    pub reloads: Family<ReloadLabels, Counter>,
+    pub in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("stateward");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by endpoint, kind, operation and decision",
+            requests.clone(),
+        );
+        let duration = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission review (read, decide, encode)",
+            duration.clone(),
+        );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "violations",
+            "Rule findings by rule id and mode (enforce, warn, audit, mutate)",
+            violations.clone(),
+        );
+        let skips = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "skips",
+            "Rules switched off for an object by the stateward.io/skip annotation",
+            skips.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Certificate and policy reloads by outcome (success, failure)",
+            reloads.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Admission reviews being answered",
+            in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            violations,
+            skips,
+            reloads,
+            in_flight,
+        }
+    }
+
+    /// For other components (cluster caches) to register their metrics before serving.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn reload(&self, resource: &'static str, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                resource,
+                outcome: if ok { "success" } else { "failure" },
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,303 @@
+//! `stateward serve`: wiring of the webhook. Start-up problems (bad certificate, bad
+//! policy, port in use) fail the process; later problems (a bad reloaded file) keep the
+//! last good state.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Exit;
+use crate::admission::Admission;
+use crate::cli::{ClusterMode, ServeArgs};
+use crate::metrics::Metrics;
+use crate::policy::{Context, NoContext, Policy};
+use crate::server::{ReadyCheck, admin_router, webhook_router};
+use crate::tls::{ConnectionLimits, SwappableCert, load_certified_key, server_config, serve_tls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Certs(#[from] crate::certs::CertsError),
+}
+
+/// Everything `start` needs (tests build it directly).
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// `None`: the built-in baseline.
+    pub policy: Option<PathBuf>,
+    /// The namespace the webhook runs in (excluded from evaluation).
+    pub own_namespace: Option<String>,
+    pub reload_interval: Duration,
+    pub max_body_bytes: usize,
+    pub limits: ConnectionLimits,
+    pub context: Arc<dyn Context>,
+    /// Extra readiness conditions (cluster caches).
+    pub ready_checks: Vec<ReadyCheck>,
+    pub metrics: Metrics,
+}
+
+/// A running server.
+pub struct Running {
+    pub tls_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admission: Arc<Admission>,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (bounded), and waits for the end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+fn load_policy(path: Option<&Path>, own_namespace: Option<&str>) -> Result<Policy, crate::policy::PolicyError> {
+    let mut policy = crate::check::load_policy(path)?;
+    if let Some(ns) = own_namespace
+        && !policy.is_excluded(ns)
+    {
+        policy.excluded_namespaces.push(ns.to_owned());
+    }
+    Ok(policy)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Loads certificates and policy (failing on bad ones), binds both ports and starts
+/// serving, reloading and answering health checks.
+pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
+    let policy = load_policy(config.policy.as_deref(), config.own_namespace.as_deref())?;
+    let resolver = SwappableCert::new(load_certified_key(&config.tls_cert, &config.tls_key)?);
+    let tls_config = server_config(resolver.clone())?;
+    let metrics = Arc::new(config.metrics);
+    let admission = Arc::new(Admission::new(policy, config.context, metrics.clone()));
+    let tls_listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin_listen).await?;
+    let tls_addr = tls_listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.admin_listen,
+        source,
+    })?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Certificate reload.
+    {
+        let (cert, key) = (config.tls_cert.clone(), config.tls_key.clone());
+        let resolver = resolver.clone();
+        let metrics = metrics.clone();
+        tasks.push(tokio::spawn(crate::reload::watch_files(
+            vec![cert.clone(), key.clone()],
+            config.reload_interval,
+            move || {
+                let loaded = load_certified_key(&cert, &key).map_err(|e| e.to_string())?;
+                resolver.swap(loaded);
+                Ok(())
+            },
+            move |result| match result {
+                Ok(()) => {
+                    tracing::info!("serving certificate reloaded");
+                    metrics.reload("certificate", true);
+                }
+                Err(message) => {
+                    tracing::error!(error = message, "new certificate rejected; keeping the last good one");
+                    metrics.reload("certificate", false);
+                }
+            },
+            shutdown_rx.clone(),
+        )));
+    }
+    // Policy reload.
+    if let Some(path) = config.policy.clone() {
+        let admission = admission.clone();
+        let metrics = metrics.clone();
+        let own = config.own_namespace.clone();
+        tasks.push(tokio::spawn(crate::reload::watch_files(
+            vec![path.clone()],
+            config.reload_interval,
+            move || {
+                let policy = load_policy(Some(&path), own.as_deref()).map_err(|e| e.to_string())?;
+                admission.policy.store(Arc::new(policy));
+                Ok(())
+            },
+            move |result| match result {
+                Ok(()) => {
+                    tracing::info!("policy reloaded");
+                    metrics.reload("policy", true);
+                }
+                Err(message) => {
+                    tracing::error!(error = message, "new policy rejected; keeping the last good one");
+                    metrics.reload("policy", false);
+                }
+            },
+            shutdown_rx.clone(),
+        )));
+    }
+    // Admin port.
+    let serving = Arc::new(AtomicBool::new(true));
+    let mut checks = vec![ReadyCheck {
+        name: "webhook",
+        ready: {
+            let serving = serving.clone();
+            Box::new(move || serving.load(Ordering::Relaxed))
+        },
+    }];
+    checks.extend(config.ready_checks);
+    let admin = admin_router(metrics.clone(), checks);
+    {
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+            if let Err(err) = result {
+                tracing::error!(error = %err, "admin server failed");
+            }
+        }));
+    }
+    // Webhook port.
+    {
+        let router = webhook_router(admission.clone(), config.max_body_bytes);
+        let limits = config.limits.clone();
+        let rx = shutdown_rx.clone();
+        let mut not_ready = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
+                let _ = not_ready.changed().await;
+                serving.store(false, Ordering::Relaxed);
+            });
+            serve_tls(tls_listener, tls_config, router, limits, rx).await;
+        }));
+    }
+    tracing::info!(%tls_addr, %admin_addr, "stateward webhook serving");
+    Ok(Running {
+        tls_addr,
+        admin_addr,
+        admission,
+        metrics,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Cluster context per `--cluster`. This build has no cluster caches: `auto` and `off`
+/// run without context (context rules warn and never deny), `required` refuses to
+/// start rather than pretend.
+fn cluster_context(mode: ClusterMode) -> Result<(Arc<dyn Context>, Vec<ReadyCheck>), String> {
+    match mode {
+        ClusterMode::Off | ClusterMode::Auto => Ok((Arc::new(NoContext), Vec::new())),
+        ClusterMode::Required => Err("--cluster required needs the cluster caches".into()),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
+    let (tls_cert, tls_key) = if args.dev {
+        let dir = crate::certs::generate_dev(Path::new("certs/dev"))?;
+        (dir.join("tls.crt"), dir.join("tls.key"))
+    } else {
+        match (args.tls_cert.clone(), args.tls_key.clone()) {
+            (Some(cert), Some(key)) => (cert, key),
+            _ => anyhow::bail!("--tls-cert and --tls-key are required (or --dev)"),
+        }
+    };
+    let (context, ready_checks) = cluster_context(args.cluster).map_err(anyhow::Error::msg)?;
+    let config = ServeConfig {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls_cert,
+        tls_key,
+        policy: args.policy.policy.clone(),
+        own_namespace: std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()),
+        reload_interval: Duration::from_secs_f64(args.reload_interval.clamp(0.1, 3600.0)),
+        max_body_bytes: args.max_body_bytes,
+        limits: ConnectionLimits {
+            max_connections: args.max_connections,
+            ..ConnectionLimits::default()
+        },
+        context,
+        ready_checks,
+        metrics: Metrics::new(),
+    };
+    let running = start(config).await?;
+    if args.dev {
+        print_dev_help(running.tls_addr, running.admin_addr);
+    }
+    wait_for_signal().await;
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(Exit::Ok)
+}
+
+fn print_dev_help(addr: SocketAddr, admin: SocketAddr) {
+    let port = addr.port();
+    let admin_port = admin.port();
+    println!(
+        "stateward is serving with a development certificate for localhost and 127.0.0.1.\n\
+         Try it (a StatefulSet with terminationGracePeriodSeconds: 0 is denied):\n\n  \
+         curl --cacert certs/dev/ca.crt -H 'Content-Type: application/json' \\\n    \
+         --data @examples/review-statefulset-create.json https://localhost:{port}/validate\n\n\
+         The defaults it would add: the same request to https://localhost:{port}/mutate\n\
+         Health and metrics: http://localhost:{admin_port}/readyz and http://localhost:{admin_port}/metrics\n\
+         Stop with Ctrl-C."
+    );
+}
