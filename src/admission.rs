@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, RuleLabels, ViolationLabels};
 use crate::policy::review::UserInfo;
-use crate::policy::{Context, Decision, Kind, Level, Operation, Policy, Resource, Review, evaluate};
+use crate::policy::{
+    Context, Decision, Kind, Level, Operation, Policy, Resource, Review, evaluate,
+};
 
 /// Which webhook endpoint a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,16 +170,24 @@ impl Admission {
         let op = operation_label(&request.operation);
         let kind = match request.sub_resource.as_deref() {
             Some(sub) if !sub.is_empty() => None,
-            _ => Kind::from_gvk(&request.kind.group, &request.kind.version, &request.kind.kind),
+            _ => Kind::from_gvk(
+                &request.kind.group,
+                &request.kind.version,
+                &request.kind.kind,
+            ),
         };
         match kind {
-            Some(Kind::StatefulSet) => self.typed::<StatefulSet>(endpoint, body, Kind::StatefulSet, |o| {
-                Resource::StatefulSet(Box::new(o))
-            }),
-            Some(Kind::Service) => {
-                self.typed::<Service>(endpoint, body, Kind::Service, |o| Resource::Service(Box::new(o)))
+            Some(Kind::StatefulSet) => {
+                self.typed::<StatefulSet>(endpoint, body, Kind::StatefulSet, |o| {
+                    Resource::StatefulSet(Box::new(o))
+                })
             }
-            Some(Kind::Pod) => self.typed::<Pod>(endpoint, body, Kind::Pod, |o| Resource::Pod(Box::new(o))),
+            Some(Kind::Service) => self.typed::<Service>(endpoint, body, Kind::Service, |o| {
+                Resource::Service(Box::new(o))
+            }),
+            Some(Kind::Pod) => {
+                self.typed::<Pod>(endpoint, body, Kind::Pod, |o| Resource::Pod(Box::new(o)))
+            }
             None => pass_through(body, op),
         }
     }
@@ -249,7 +259,11 @@ impl Admission {
                 if !warnings.is_empty() {
                     response.warnings = Some(warnings);
                 }
-                if decision.allowed() { "allowed" } else { "denied" }
+                if decision.allowed() {
+                    "allowed"
+                } else {
+                    "denied"
+                }
             }
             Endpoint::Mutate => match decision.patch.clone() {
                 Some(patch) => {

@@ -42,7 +42,8 @@ pub struct Bundle {
 pub fn generate(names: &[String], days: i64) -> Result<Bundle, CertsError> {
     let now = OffsetDateTime::now_utc();
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(DnType::CommonName, "stateward webhook CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "stateward webhook CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = now - Duration::minutes(5);
@@ -61,7 +62,10 @@ pub fn generate(names: &[String], days: i64) -> Result<Bundle, CertsError> {
             Err(_) => SanType::DnsName(name.clone().try_into()?),
         });
     }
-    leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = now - Duration::minutes(5);
     leaf.not_after = now + Duration::days(days);

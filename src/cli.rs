@@ -45,8 +45,10 @@ pub enum Command {
         (bad certificate, bad policy, port in use).")]
     Serve(ServeArgs),
     /// Generate a CA and a serving certificate for the webhook Service.
-    #[command(after_help = "Examples:\n  stateward certs --service stateward --namespace stateward-system\n  \
-        stateward certs --service stateward --namespace ops --out /tmp/certs --days 365 --force")]
+    #[command(
+        after_help = "Examples:\n  stateward certs --service stateward --namespace stateward-system\n  \
+        stateward certs --service stateward --namespace ops --out /tmp/certs --days 365 --force"
+    )]
     Certs(CertsArgs),
 }
 
@@ -132,10 +134,20 @@ pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub admin_listen: std::net::SocketAddr,
     /// Serving certificate (PEM; re-read when it changes).
-    #[arg(long, value_name = "FILE", required_unless_present = "dev", requires = "tls_key")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "dev",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Private key of the serving certificate (PEM).
-    #[arg(long, value_name = "FILE", required_unless_present = "dev", requires = "tls_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "dev",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Generate certs/dev/ for localhost and print how to call the webhook.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]

@@ -17,7 +17,7 @@ use crate::cli::{ClusterMode, ServeArgs};
 use crate::metrics::Metrics;
 use crate::policy::{Context, NoContext, Policy};
 use crate::server::{ReadyCheck, admin_router, webhook_router};
-use crate::tls::{ConnectionLimits, SwappableCert, load_certified_key, server_config, serve_tls};
+use crate::tls::{ConnectionLimits, SwappableCert, load_certified_key, serve_tls, server_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -73,7 +73,10 @@ impl Running {
     }
 }
 
-fn load_policy(path: Option<&Path>, own_namespace: Option<&str>) -> Result<Policy, crate::policy::PolicyError> {
+fn load_policy(
+    path: Option<&Path>,
+    own_namespace: Option<&str>,
+) -> Result<Policy, crate::policy::PolicyError> {
     let mut policy = crate::check::load_policy(path)?;
     if let Some(ns) = own_namespace
         && !policy.is_excluded(ns)
@@ -99,14 +102,18 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let admission = Arc::new(Admission::new(policy, config.context, metrics.clone()));
     let tls_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
-    let tls_addr = tls_listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.admin_listen,
-        source,
-    })?;
+    let tls_addr = tls_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.admin_listen,
+            source,
+        })?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -129,7 +136,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                     metrics.reload("certificate", true);
                 }
                 Err(message) => {
-                    tracing::error!(error = message, "new certificate rejected; keeping the last good one");
+                    tracing::error!(
+                        error = message,
+                        "new certificate rejected; keeping the last good one"
+                    );
                     metrics.reload("certificate", false);
                 }
             },
@@ -155,7 +165,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                     metrics.reload("policy", true);
                 }
                 Err(message) => {
-                    tracing::error!(error = message, "new policy rejected; keeping the last good one");
+                    tracing::error!(
+                        error = message,
+                        "new policy rejected; keeping the last good one"
+                    );
                     metrics.reload("policy", false);
                 }
             },
@@ -267,7 +280,9 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
         tls_cert,
         tls_key,
         policy: args.policy.policy.clone(),
-        own_namespace: std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()),
+        own_namespace: std::env::var("POD_NAMESPACE")
+            .ok()
+            .filter(|s| !s.is_empty()),
         reload_interval: Duration::from_secs_f64(args.reload_interval.clamp(0.1, 3600.0)),
         max_body_bytes: args.max_body_bytes,
         limits: ConnectionLimits {

@@ -44,7 +44,10 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use POST")
+    json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed; use POST",
+    )
 }
 
 /// The webhook router: `POST /validate`, `POST /mutate`.
@@ -89,7 +92,14 @@ async fn validate(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    review(state, Endpoint::Validate, timeout_param(&uri), headers, body).await
+    review(
+        state,
+        Endpoint::Validate,
+        timeout_param(&uri),
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn mutate(
@@ -117,22 +127,28 @@ async fn review(
         return too_large(state.max_body);
     }
     let deadline = timeout.unwrap_or(DEFAULT_TIMEOUT);
-    let bytes = match tokio::time::timeout(deadline, Limited::new(body, state.max_body).collect()).await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(err)) => {
-            if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return too_large(state.max_body);
+    let bytes =
+        match tokio::time::timeout(deadline, Limited::new(body, state.max_body).collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(err)) => {
+                if err
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return too_large(state.max_body);
+                }
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {err}"),
+                );
             }
-            return json_error(StatusCode::BAD_REQUEST, format!("cannot read the body: {err}"));
-        }
-        Err(_) => {
-            return json_error(
-                StatusCode::REQUEST_TIMEOUT,
-                "the body did not arrive within the request timeout",
-            );
-        }
-    };
+            Err(_) => {
+                return json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive within the request timeout",
+                );
+            }
+        };
     match state.admission.handle(endpoint, &bytes) {
         Ok(answer) => {
             let s = &answer.summary;
@@ -189,7 +205,10 @@ struct AdminState {
 /// The admin router: `GET /healthz`, `GET /readyz`, `GET /metrics`. Read-only.
 pub fn admin_router(metrics: Arc<Metrics>, checks: Vec<ReadyCheck>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }).fallback(method_not_allowed))
+        .route(
+            "/healthz",
+            get(|| async { "ok\n" }).fallback(method_not_allowed),
+        )
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/metrics", get(metrics_text).fallback(method_not_allowed))
         .fallback(not_found)

@@ -190,7 +190,9 @@ pub async fn serve_tls(
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
+                .await
+            {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
                     tracing::debug!(%peer, error = %err, "TLS handshake failed");
