@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod, core::v1::Service};
-use kube::core::DynamicObject;
 use kube::core::admission::{self, AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::{DynamicObject, TypeMeta};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -56,6 +56,14 @@ pub struct Admission {
     pub policy: ArcSwap<Policy>,
     pub context: Arc<dyn Context>,
     pub metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", bound(deserialize = "K: DeserializeOwned"))]
+struct Envelope<K: kube::Resource> {
+    api_version: String,
+    kind: String,
+    request: Option<AdmissionRequest<K>>,
 }
 
 #[derive(Deserialize)]
@@ -202,14 +210,28 @@ impl Admission {
     where
         K: kube::Resource + DeserializeOwned,
     {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let review: AdmissionReview<K> =
-            serde_path_to_error::deserialize(&mut de).map_err(|err| AdmissionError::Object {
-                kind: kind.as_str(),
-                message: format!("{}: {}", err.path(), err.inner()),
-            })?;
-        let mut request: AdmissionRequest<K> =
-            review.try_into().map_err(|_| AdmissionError::NoRequest)?;
+        // kube's AdmissionReview flattens its TypeMeta, which makes serde buffer the whole
+        // document first; this envelope reads the same fields in one pass.
+        let envelope: Envelope<K> = match serde_json::from_slice(body) {
+            Ok(envelope) => envelope,
+            Err(_) => {
+                // Slow path, only for bad input: name the field that is wrong.
+                let mut de = serde_json::Deserializer::from_slice(body);
+                let message = match serde_path_to_error::deserialize::<_, Envelope<K>>(&mut de) {
+                    Err(err) => format!("{}: {}", err.path(), err.inner()),
+                    Ok(_) => "unreadable".into(),
+                };
+                return Err(AdmissionError::Object {
+                    kind: kind.as_str(),
+                    message,
+                });
+            }
+        };
+        let mut request = envelope.request.ok_or(AdmissionError::NoRequest)?;
+        request.types = TypeMeta {
+            api_version: envelope.api_version,
+            kind: envelope.kind,
+        };
         let policy = self.policy.load();
         let object = request.object.take().map(wrap);
         let old_object = request.old_object.take().map(wrap);
@@ -326,10 +348,13 @@ impl Admission {
 /// larger and surprising to read).
 fn encode(response: AdmissionResponse) -> Result<Vec<u8>, AdmissionError> {
     use base64::Engine;
-    let patch = response.patch.clone();
+    let Some(patch) = response.patch.clone() else {
+        return serde_json::to_vec(&response.into_review())
+            .map_err(|e| AdmissionError::Encode(e.to_string()));
+    };
     let mut value = serde_json::to_value(response.into_review())
         .map_err(|e| AdmissionError::Encode(e.to_string()))?;
-    if let (Some(patch), Some(slot)) = (patch, value.pointer_mut("/response/patch")) {
+    if let Some(slot) = value.pointer_mut("/response/patch") {
         *slot = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
     }
     serde_json::to_vec(&value).map_err(|e| AdmissionError::Encode(e.to_string()))
