@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::Exit;
 use crate::admission::Admission;
 use crate::cli::{ClusterMode, ServeArgs};
+use crate::cluster::ClusterContext;
 use crate::metrics::Metrics;
 use crate::policy::{Context, NoContext, Policy};
 use crate::server::{ReadyCheck, admin_router, webhook_router};
@@ -224,14 +225,27 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     })
 }
 
-/// Cluster context per `--cluster`. This build has no cluster caches: `auto` and `off`
-/// run without context (context rules warn and never deny), `required` refuses to
-/// start rather than pretend.
-fn cluster_context(mode: ClusterMode) -> Result<(Arc<dyn Context>, Vec<ReadyCheck>), String> {
-    match mode {
-        ClusterMode::Off | ClusterMode::Auto => Ok((Arc::new(NoContext), Vec::new())),
-        ClusterMode::Required => Err("--cluster required needs the cluster caches".into()),
+/// Cluster context per `--cluster`: watch-fed caches when a cluster is configured (under
+/// `required`, readiness waits for them), otherwise none (context rules warn, never deny).
+async fn cluster_context(
+    mode: ClusterMode,
+    kubeconfig: Option<&Path>,
+    metrics: &mut Metrics,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Arc<dyn Context>, Vec<ReadyCheck>), crate::cluster::ClusterError> {
+    let Some(client) = crate::cluster::client(mode, kubeconfig).await? else {
+        return Ok((Arc::new(NoContext), Vec::new()));
+    };
+    let context = ClusterContext::spawn(client, metrics.registry_mut(), shutdown);
+    let mut checks = Vec::new();
+    if mode == ClusterMode::Required {
+        let caches = context.clone();
+        checks.push(ReadyCheck {
+            name: "cluster caches",
+            ready: Box::new(move || caches.is_synced()),
+        });
     }
+    Ok((Arc::new(context), checks))
 }
 
 async fn wait_for_signal() {
@@ -273,7 +287,15 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
             _ => anyhow::bail!("--tls-cert and --tls-key are required (or --dev)"),
         }
     };
-    let (context, ready_checks) = cluster_context(args.cluster).map_err(anyhow::Error::msg)?;
+    let mut metrics = Metrics::new();
+    let (stop_watches, watches_stopped) = watch::channel(false);
+    let (context, ready_checks) = cluster_context(
+        args.cluster,
+        args.kubeconfig.as_deref(),
+        &mut metrics,
+        watches_stopped,
+    )
+    .await?;
     let config = ServeConfig {
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -291,7 +313,7 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
         },
         context,
         ready_checks,
-        metrics: Metrics::new(),
+        metrics,
     };
     let running = start(config).await?;
     if args.dev {
@@ -299,6 +321,7 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
     }
     wait_for_signal().await;
     running.shutdown().await;
+    let _ = stop_watches.send(true);
     tracing::info!("stopped");
     Ok(Exit::Ok)
 }

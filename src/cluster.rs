@@ -1,0 +1,396 @@
+//! Cluster context for the webhook: watch-fed caches of Services, StatefulSets and
+//! PodDisruptionBudgets (all namespaces) that implement the engine's [`Context`]. The
+//! caches keep only the projections the rules read (`ServiceInfo`, `StatefulSetInfo`,
+//! `PdbInfo`), indexed by namespace; the request path never calls the API.
+//!
+//! A cache is *available* once its first list completed, and not while its watch is
+//! failing: after a watch error it is unavailable until an event arrives or no further
+//! error has been seen for [`ERROR_WINDOW`] (the watcher retries with a backoff of at most
+//! 30 s, so a continuing outage keeps reporting errors). Unavailable context makes the
+//! rules warn instead of deciding on stale data.
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service, policy::v1::PodDisruptionBudget};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
+use tokio::sync::watch as signal;
+
+use crate::cli::ClusterMode;
+use crate::policy::Context;
+use crate::policy::context::{ContextKind, PdbInfo, ServiceInfo, StatefulSetInfo};
+
+/// How long after the last watch error a cache counts as unavailable.
+pub const ERROR_WINDOW: Duration = Duration::from_secs(35);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot read kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("no cluster configuration found (in-cluster, KUBECONFIG or ~/.kube/config): {0}")]
+    NoConfig(String),
+    #[error("cannot create a Kubernetes client: {0}")]
+    Client(String),
+}
+
+/// A client per `--cluster` and `--kubeconfig`: `None` when running without a cluster.
+pub async fn client(
+    mode: ClusterMode,
+    kubeconfig: Option<&Path>,
+) -> Result<Option<Client>, ClusterError> {
+    if mode == ClusterMode::Off {
+        return Ok(None);
+    }
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                ClusterError::Kubeconfig {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| ClusterError::Kubeconfig {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+        }
+        None => match kube::Config::infer().await {
+            Ok(config) => config,
+            Err(err) if mode == ClusterMode::Auto => {
+                tracing::info!(reason = %err, "no cluster configuration found; running without cluster context");
+                return Ok(None);
+            }
+            Err(err) => return Err(ClusterError::NoConfig(err.to_string())),
+        },
+    };
+    Client::try_from(config)
+        .map(Some)
+        .map_err(|e| ClusterError::Client(e.to_string()))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: &'static str,
+}
+
+/// Metrics of the caches, registered once.
+#[derive(Clone, Default)]
+struct CacheMetrics {
+    objects: Family<CacheLabels, Gauge>,
+    synced: Family<CacheLabels, Gauge>,
+    errors: Family<CacheLabels, Counter>,
+    relists: Family<CacheLabels, Counter>,
+}
+
+impl CacheMetrics {
+    fn register(registry: &mut Registry) -> CacheMetrics {
+        let metrics = CacheMetrics::default();
+        registry.register(
+            "cache_objects",
+            "Objects held by each cluster cache",
+            metrics.objects.clone(),
+        );
+        registry.register(
+            "cache_synced",
+            "1 when a cluster cache is available to the rules",
+            metrics.synced.clone(),
+        );
+        registry.register(
+            "cache_watch_errors",
+            "Watch errors of each cluster cache",
+            metrics.errors.clone(),
+        );
+        registry.register(
+            "cache_watch_restarts",
+            "Full re-lists of each cluster cache after its first list",
+            metrics.relists.clone(),
+        );
+        metrics
+    }
+}
+
+type Index<T> = HashMap<String, HashMap<String, Arc<T>>>;
+
+/// One watch-fed cache of projections, keyed by namespace then name.
+pub struct Cache<T> {
+    name: &'static str,
+    items: RwLock<Index<T>>,
+    listed: AtomicBool,
+    last_error: Mutex<Option<Instant>>,
+    error_window: Duration,
+    metrics: CacheMetrics,
+}
+
+impl<T> Cache<T> {
+    fn new(name: &'static str, metrics: CacheMetrics, error_window: Duration) -> Cache<T> {
+        Cache {
+            name,
+            items: RwLock::new(HashMap::new()),
+            listed: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            error_window,
+            metrics,
+        }
+    }
+
+    fn labels(&self) -> CacheLabels {
+        CacheLabels { cache: self.name }
+    }
+
+    /// Listed once and no recent watch error.
+    pub fn available(&self) -> bool {
+        self.listed.load(Ordering::Acquire)
+            && self
+                .last_error
+                .lock()
+                .map(|e| e.is_none_or(|at| at.elapsed() >= self.error_window))
+                .unwrap_or(false)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items
+            .read()
+            .map(|i| i.values().map(HashMap::len).sum())
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
+        self.items.read().ok()?.get(namespace)?.get(name).cloned()
+    }
+
+    fn in_namespace(&self, namespace: &str) -> Vec<Arc<T>> {
+        self.items
+            .read()
+            .ok()
+            .and_then(|i| i.get(namespace).map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    fn publish(&self) {
+        self.metrics
+            .objects
+            .get_or_create(&self.labels())
+            .set(self.len() as i64);
+        self.metrics
+            .synced
+            .get_or_create(&self.labels())
+            .set(i64::from(self.available()));
+    }
+
+    fn put(&self, namespace: String, name: String, item: T) {
+        if let Ok(mut items) = self.items.write() {
+            items
+                .entry(namespace)
+                .or_default()
+                .insert(name, Arc::new(item));
+        }
+    }
+
+    fn remove(&self, namespace: &str, name: &str) {
+        if let Ok(mut items) = self.items.write()
+            && let Some(ns) = items.get_mut(namespace)
+        {
+            ns.remove(name);
+            if ns.is_empty() {
+                items.remove(namespace);
+            }
+        }
+    }
+
+    fn replace(&self, fresh: Index<T>) {
+        if let Ok(mut items) = self.items.write() {
+            *items = fresh;
+        }
+        if self.listed.swap(true, Ordering::AcqRel) {
+            self.metrics.relists.get_or_create(&self.labels()).inc();
+        }
+    }
+
+    fn error(&self) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(Instant::now());
+        }
+        self.metrics.errors.get_or_create(&self.labels()).inc();
+    }
+
+    fn healthy(&self) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = None;
+        }
+    }
+}
+
+/// Turns a watched object into its projection with its (namespace, name) key.
+trait Project<K>: Sized {
+    fn project(object: &K) -> (String, String, Self);
+}
+
+impl Project<Service> for ServiceInfo {
+    fn project(object: &Service) -> (String, String, Self) {
+        let info = ServiceInfo::from_service(object, "default");
+        (info.namespace.clone(), info.name.clone(), info)
+    }
+}
+
+impl Project<StatefulSet> for StatefulSetInfo {
+    fn project(object: &StatefulSet) -> (String, String, Self) {
+        let info = StatefulSetInfo::from_statefulset(object, "default");
+        (info.namespace.clone(), info.name.clone(), info)
+    }
+}
+
+impl Project<PodDisruptionBudget> for PdbInfo {
+    fn project(object: &PodDisruptionBudget) -> (String, String, Self) {
+        let info = PdbInfo::from_pdb(object, "default");
+        (info.namespace.clone(), info.name.clone(), info)
+    }
+}
+
+/// Feeds `cache` from a watch of every `K` until the stream ends or `shutdown`.
+async fn feed<K, T>(api: Api<K>, cache: Arc<Cache<T>>, mut shutdown: signal::Receiver<bool>)
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    T: Project<K> + Send + Sync + 'static,
+{
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    futures::pin_mut!(stream);
+    let mut buffer: Option<Index<T>> = None;
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = shutdown.changed() => return,
+        };
+        let Some(event) = next else { return };
+        match event {
+            Ok(event) => {
+                cache.healthy();
+                match event {
+                    Event::Init => buffer = Some(HashMap::new()),
+                    Event::InitApply(object) => {
+                        let (ns, name, item) = T::project(&object);
+                        buffer
+                            .get_or_insert_with(HashMap::new)
+                            .entry(ns)
+                            .or_default()
+                            .insert(name, Arc::new(item));
+                    }
+                    Event::InitDone => {
+                        cache.replace(buffer.take().unwrap_or_default());
+                        tracing::info!(
+                            cache = cache.name,
+                            objects = cache.len(),
+                            "cluster cache synced"
+                        );
+                    }
+                    Event::Apply(object) => {
+                        let (ns, name, item) = T::project(&object);
+                        cache.put(ns, name, item);
+                    }
+                    Event::Delete(object) => {
+                        let (ns, name, _) = T::project(&object);
+                        cache.remove(&ns, &name);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(cache = cache.name, error = %err, "watch failed; context rules warn until it recovers");
+                cache.error();
+            }
+        }
+        cache.publish();
+    }
+}
+
+/// The webhook's view of the cluster.
+#[derive(Clone)]
+pub struct ClusterContext {
+    pub services: Arc<Cache<ServiceInfo>>,
+    pub statefulsets: Arc<Cache<StatefulSetInfo>>,
+    pub pdbs: Arc<Cache<PdbInfo>>,
+}
+
+impl ClusterContext {
+    /// Starts the three watches on the current runtime; they stop when `shutdown` fires.
+    pub fn spawn(
+        client: Client,
+        registry: &mut Registry,
+        shutdown: signal::Receiver<bool>,
+    ) -> ClusterContext {
+        ClusterContext::spawn_with(client, registry, shutdown, ERROR_WINDOW)
+    }
+
+    pub fn spawn_with(
+        client: Client,
+        registry: &mut Registry,
+        shutdown: signal::Receiver<bool>,
+        error_window: Duration,
+    ) -> ClusterContext {
+        let metrics = CacheMetrics::register(registry);
+        let context = ClusterContext {
+            services: Arc::new(Cache::new("services", metrics.clone(), error_window)),
+            statefulsets: Arc::new(Cache::new("statefulsets", metrics.clone(), error_window)),
+            pdbs: Arc::new(Cache::new("poddisruptionbudgets", metrics, error_window)),
+        };
+        tokio::spawn(feed(
+            Api::<Service>::all(client.clone()),
+            context.services.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(feed(
+            Api::<StatefulSet>::all(client.clone()),
+            context.statefulsets.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(feed(
+            Api::<PodDisruptionBudget>::all(client),
+            context.pdbs.clone(),
+            shutdown,
+        ));
+        context
+    }
+
+    /// Every cache is available (for `/readyz` under `--cluster required`).
+    pub fn is_synced(&self) -> bool {
+        self.services.available() && self.statefulsets.available() && self.pdbs.available()
+    }
+}
+
+impl Context for ClusterContext {
+    fn available(&self, kind: ContextKind) -> bool {
+        match kind {
+            ContextKind::Services => self.services.available(),
+            ContextKind::StatefulSets => self.statefulsets.available(),
+            ContextKind::PodDisruptionBudgets => self.pdbs.available(),
+        }
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<ServiceInfo>> {
+        self.services.get(namespace, name)
+    }
+
+    fn statefulsets(&self, namespace: &str) -> Vec<Arc<StatefulSetInfo>> {
+        self.statefulsets.in_namespace(namespace)
+    }
+
+    fn pod_disruption_budgets(&self, namespace: &str) -> Vec<Arc<PdbInfo>> {
+        self.pdbs.in_namespace(namespace)
+    }
+}
