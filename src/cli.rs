@@ -50,6 +50,14 @@ pub enum Command {
         stateward certs --service stateward --namespace ops --out /tmp/certs --days 365 --force"
     )]
     Certs(CertsArgs),
+    /// Find, and on request delete, PersistentVolumeClaims orphaned by StatefulSets.
+    #[command(after_help = "Examples:\n  stateward gc --all-namespaces\n  \
+        stateward gc --namespace shop --min-age 7d -o json\n  \
+        stateward gc --namespace shop --delete\n  \
+        stateward gc --watch --all-namespaces --grace 1h\n\n\
+        Without --delete nothing is changed. Exit status: 0 success (also nothing to do), \
+        1 at least one deletion failed, 2 usage or connection error.")]
+    Gc(GcArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -198,4 +206,45 @@ pub struct CertsArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GcArgs {
+    /// Only this namespace.
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Every namespace (the default when no --namespace is given).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Only claims with these labels (e.g. `app=db,tier!=cache`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Only claims older than this (`90s`, `30m`, `12h`, `7d`).
+    #[arg(long)]
+    pub min_age: Option<String>,
+    /// Delete the planned claims (verified ones; see --include-unverified).
+    #[arg(long)]
+    pub delete: bool,
+    /// With --delete, also delete claims known only by name pattern and labels.
+    #[arg(long, requires = "delete")]
+    pub include_unverified: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Kubeconfig file (otherwise in-cluster, KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Run the reconcile loop: provenance annotations, orphan metrics and events, and
+    /// deletion of opted-in orphans after --grace.
+    #[arg(long, conflicts_with_all = ["delete", "include_unverified"])]
+    pub watch: bool,
+    /// With --watch: how long a claim must stay an orphan before it is deleted.
+    #[arg(long, default_value = "1h")]
+    pub grace: String,
+    /// With --watch: plain HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub admin_listen: std::net::SocketAddr,
+    /// With --watch: seconds between reconciles.
+    #[arg(long, default_value_t = 30)]
+    pub interval: u64,
 }

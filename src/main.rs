@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Rules(args) => stateward::rules_cmd::run(args),
         Command::Serve(args) => stateward::serve::run(args),
         Command::Certs(args) => stateward::certs::run(args),
+        Command::Gc(args) => stateward::gc::run(args),
     };
     match result {
         Ok(code) => code.into(),

@@ -1,0 +1,437 @@
+//! `stateward gc`: list claims, sets and pods, print the plan, and on `--delete` remove
+//! the planned claims with uid and resourceVersion preconditions, so a claim re-created
+//! or changed since the plan is never removed.
+use std::io::Write;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, ListParams, Preconditions};
+use kube::{Api, Client};
+use serde::Serialize;
+
+use super::classify::{ClaimView, Orphan, PodView, SetView, classify};
+use crate::Exit;
+use crate::cli::{GcArgs, OutputFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("cannot list {what}: {message}")]
+    List { what: &'static str, message: String },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("invalid --min-age `{0}`: use a number with s, m, h or d (e.g. 30m, 7d)")]
+    Duration(String),
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d` into seconds.
+pub fn parse_age(text: &str) -> Option<i64> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = number.parse().ok()?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// Parses a Kubernetes quantity (`10Gi`, `500M`, `1e3`, `1.5Ti`) into bytes.
+pub fn quantity_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "m" => 1e-3,
+        _ => return None,
+    };
+    let bytes = value * factor;
+    (bytes.is_finite() && bytes >= 0.0).then(|| bytes.ceil() as u64)
+}
+
+pub fn claim_view(pvc: &PersistentVolumeClaim) -> ClaimView {
+    let meta = &pvc.metadata;
+    ClaimView {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        resource_version: meta.resource_version.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default(),
+        annotations: meta.annotations.clone().unwrap_or_default(),
+        created: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+        requested_bytes: pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| quantity_bytes(&q.0)),
+        deleting: meta.deletion_timestamp.is_some(),
+        owners: meta
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| (o.kind.clone(), o.uid.clone()))
+            .collect(),
+    }
+}
+
+pub fn set_view(sts: &StatefulSet) -> SetView {
+    let spec = &sts.spec;
+    SetView {
+        namespace: sts.metadata.namespace.clone().unwrap_or_default(),
+        name: sts.metadata.name.clone().unwrap_or_default(),
+        uid: sts.metadata.uid.clone().unwrap_or_default(),
+        replicas: spec.replicas.unwrap_or(1),
+        ordinals_start: spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0),
+        templates: spec
+            .volume_claim_templates
+            .iter()
+            .flatten()
+            .filter_map(|t| t.metadata.name.clone())
+            .collect(),
+        selector: spec.selector.clone(),
+        when_scaled_delete: spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .and_then(|p| p.when_scaled.as_deref())
+            == Some("Delete"),
+        annotations: sts.metadata.annotations.clone().unwrap_or_default(),
+    }
+}
+
+pub fn pod_view(pod: &Pod) -> PodView {
+    PodView {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        phase: pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default(),
+        claims: pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| {
+                v.persistent_volume_claim
+                    .as_ref()
+                    .map(|c| c.claim_name.clone())
+            })
+            .collect(),
+    }
+}
+
+/// Everything the classifier needs, listed from the API.
+pub struct Snapshot {
+    pub claims: Vec<ClaimView>,
+    pub sets: Vec<SetView>,
+    pub pods: Vec<PodView>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+pub async fn snapshot(
+    client: &Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> Result<Snapshot, GcError> {
+    let err = |what: &'static str| {
+        move |e: kube::Error| GcError::List {
+            what,
+            message: e.to_string(),
+        }
+    };
+    let mut claim_params = ListParams::default();
+    if let Some(selector) = selector {
+        claim_params = claim_params.labels(selector);
+    }
+    let claims = api::<PersistentVolumeClaim>(client, namespace)
+        .list(&claim_params)
+        .await
+        .map_err(err("persistentvolumeclaims"))?;
+    let sets = api::<StatefulSet>(client, namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(err("statefulsets"))?;
+    let pods = api::<Pod>(client, namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(err("pods"))?;
+    Ok(Snapshot {
+        claims: claims.items.iter().map(claim_view).collect(),
+        sets: sets.items.iter().map(set_view).collect(),
+        pods: pods.items.iter().map(pod_view).collect(),
+    })
+}
+
+/// The plan: orphans old enough, in a stable order.
+pub fn plan(snapshot: &Snapshot, now: i64, min_age_seconds: i64) -> Vec<Orphan> {
+    let mut orphans: Vec<Orphan> = classify(&snapshot.claims, &snapshot.sets, &snapshot.pods)
+        .into_iter()
+        .filter(|o| o.created.is_none_or(|c| now - c >= min_age_seconds))
+        .collect();
+    orphans.sort_by(|a, b| (&a.namespace, &a.claim).cmp(&(&b.namespace, &b.claim)));
+    orphans
+}
+
+/// What happened to one planned claim on `--delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub namespace: String,
+    pub claim: String,
+    pub result: &'static str,
+    pub reason: String,
+}
+
+/// Deletes each planned claim with uid and resourceVersion preconditions. A conflict
+/// (changed or re-created since the plan) or a claim already gone is skipped, not retried.
+pub async fn delete(client: &Client, orphans: &[Orphan], include_unverified: bool) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let total = orphans.len();
+    for (i, orphan) in orphans.iter().enumerate() {
+        let outcome = |result: &'static str, reason: String| Outcome {
+            namespace: orphan.namespace.clone(),
+            claim: orphan.claim.clone(),
+            result,
+            reason,
+        };
+        if !orphan.verified && !include_unverified {
+            outcomes.push(outcome(
+                "skipped",
+                "unverified (no provenance annotations); pass --include-unverified".into(),
+            ));
+            continue;
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(orphan.uid.clone()),
+                resource_version: Some(orphan.resource_version.clone()),
+            }),
+            ..DeleteParams::default()
+        };
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &orphan.namespace);
+        let result = api.delete(&orphan.claim, &params).await;
+        outcomes.push(match result {
+            Ok(_) => outcome("deleted", String::new()),
+            Err(kube::Error::Api(status)) if status.code == 409 => outcome(
+                "skipped",
+                "changed or re-created since the plan (precondition failed)".into(),
+            ),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                outcome("skipped", "already gone".into())
+            }
+            Err(err) => outcome("failed", err.to_string()),
+        });
+        if total >= 50 && (i + 1) % 50 == 0 {
+            eprintln!("deleted or skipped {}/{total} claims", i + 1);
+        }
+    }
+    outcomes
+}
+
+fn human_bytes(bytes: Option<u64>) -> String {
+    let Some(bytes) = bytes else {
+        return "-".into();
+    };
+    let units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value}{}", units[unit])
+    } else {
+        format!("{value:.1}{}", units[unit])
+    }
+}
+
+fn human_age(seconds: Option<i64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s < 3600 => format!("{}m", s / 60),
+        Some(s) if s < 86_400 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86_400),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    #[serde(flatten)]
+    orphan: &'a Orphan,
+    age_seconds: Option<i64>,
+}
+
+/// Renders the plan (and the outcomes of `--delete`).
+pub fn render(
+    orphans: &[Orphan],
+    outcomes: Option<&[Outcome]>,
+    now: i64,
+    format: OutputFormat,
+) -> String {
+    match format {
+        OutputFormat::Json => {
+            let rows: Vec<JsonRow> = orphans
+                .iter()
+                .map(|o| JsonRow {
+                    orphan: o,
+                    age_seconds: o.created.map(|c| now - c),
+                })
+                .collect();
+            let mut doc = serde_json::json!({"candidates": rows});
+            if let Some(outcomes) = outcomes {
+                doc["results"] = serde_json::to_value(outcomes).unwrap_or_default();
+            }
+            format!("{doc:#}\n")
+        }
+        OutputFormat::Text => {
+            if orphans.is_empty() {
+                return "no orphaned claims\n".into();
+            }
+            let mut out = format!(
+                "{:20} {:40} {:24} {:>7} {:12} {:>6} {:>8} {}\n",
+                "NAMESPACE", "CLAIM", "STATEFULSET", "ORDINAL", "REASON", "AGE", "SIZE", "VERIFIED"
+            );
+            for o in orphans {
+                out.push_str(&format!(
+                    "{:20} {:40} {:24} {:>7} {:12} {:>6} {:>8} {}\n",
+                    o.namespace,
+                    o.claim,
+                    o.statefulset,
+                    o.ordinal,
+                    o.reason.as_str(),
+                    human_age(o.created.map(|c| now - c)),
+                    human_bytes(o.requested_bytes),
+                    if o.verified { "yes" } else { "no" }
+                ));
+            }
+            match outcomes {
+                None => out.push_str(&format!(
+                    "\n{} candidate(s); nothing was changed. Run again with --delete to delete the verified ones.\n",
+                    orphans.len()
+                )),
+                Some(outcomes) => {
+                    out.push('\n');
+                    for r in outcomes {
+                        let reason = if r.reason.is_empty() { String::new() } else { format!(": {}", r.reason) };
+                        out.push_str(&format!("{:8} {}/{}{reason}\n", r.result, r.namespace, r.claim));
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+pub async fn run_once(args: &GcArgs, client: Client, now: i64) -> Result<(String, Exit), GcError> {
+    let min_age = match args.min_age.as_deref() {
+        Some(text) => parse_age(text).ok_or_else(|| GcError::Duration(text.to_owned()))?,
+        None => 0,
+    };
+    let namespace = if args.all_namespaces {
+        None
+    } else {
+        args.namespace.as_deref()
+    };
+    let snapshot = snapshot(&client, namespace, args.selector.as_deref()).await?;
+    let orphans = plan(&snapshot, now, min_age);
+    if !args.delete {
+        return Ok((render(&orphans, None, now, args.output), Exit::Ok));
+    }
+    let outcomes = delete(&client, &orphans, args.include_unverified).await;
+    let failed = outcomes.iter().any(|o| o.result == "failed");
+    Ok((
+        render(&orphans, Some(&outcomes), now, args.output),
+        if failed { Exit::Failure } else { Exit::Ok },
+    ))
+}
+
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = match crate::cluster::client(
+            crate::cli::ClusterMode::Required,
+            args.kubeconfig.as_deref(),
+        )
+        .await
+        {
+            Ok(Some(client)) => client,
+            Ok(None) => {
+                eprintln!("error: no cluster configuration");
+                return Ok(Exit::Usage);
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(Exit::Usage);
+            }
+        };
+        if args.watch {
+            return super::watch::run(args, client).await;
+        }
+        match run_once(&args, client, now_seconds()).await {
+            Ok((text, exit)) => {
+                std::io::stdout().write_all(text.as_bytes())?;
+                Ok(exit)
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                Ok(Exit::Usage)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_and_ages_parse() {
+        assert_eq!(quantity_bytes("10Gi"), Some(10 * 1024 * 1024 * 1024));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("1e3"), Some(1000));
+        assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
+        assert_eq!(quantity_bytes("lots"), None);
+        assert_eq!(parse_age("30m"), Some(1800));
+        assert_eq!(parse_age("7d"), Some(604_800));
+        assert_eq!(parse_age("7w"), None);
+        assert_eq!(parse_age("d"), None);
+    }
+}
