@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use stateward::Exit;
 use stateward::cli::{Cli, Command, GcArgs};
 use stateward::gc::collect::run_once;
-use stateward::gc::watch::{GcMetrics, reconcile, recorder};
+use stateward::gc::collect::snapshot;
+use stateward::gc::watch::{GcMetrics, PassReport, opted_in_namespaces, reconcile, recorder};
 
 #[derive(Debug, Clone)]
 struct Call {
@@ -180,6 +181,23 @@ fn provenance(set: &str) -> Value {
     json!({"stateward.io/statefulset": set, "stateward.io/statefulset-uid": format!("set-{set}")})
 }
 
+/// One pass over a freshly listed snapshot (the loop itself reads watch caches).
+async fn pass(client: &kube::Client, metrics: &GcMetrics, now: i64, grace: i64) -> PassReport {
+    let snap = snapshot(client, None, None).await.expect("snapshot");
+    let namespaces = opted_in_namespaces(client).await.expect("namespaces");
+    reconcile(
+        client,
+        &recorder(client),
+        metrics,
+        snap,
+        &namespaces,
+        now,
+        grace,
+    )
+    .await
+    .expect("pass")
+}
+
 fn gc_args(extra: &[&str]) -> GcArgs {
     let mut argv = vec!["stateward", "gc"];
     argv.extend_from_slice(extra);
@@ -260,6 +278,12 @@ async fn delete_uses_preconditions_and_reports_conflicts_as_skipped() {
         .expect("state")
         .delete_status
         .insert("data-db-4".into(), 409);
+    // Deleted by someone else between the plan and the delete.
+    state
+        .lock()
+        .expect("state")
+        .delete_status
+        .insert("data-gone-0".into(), 404);
     let (text, exit) = run_once(
         &gc_args(&["-n", "shop", "--delete"]),
         client(state.clone()),
@@ -387,13 +411,10 @@ async fn the_watch_loop_annotates_waits_out_the_grace_and_deletes_only_opted_in(
     let client = client(state.clone());
     let mut registry = prometheus_client::registry::Registry::with_prefix("stateward");
     let metrics = GcMetrics::register(&mut registry);
-    let recorder = recorder(&client);
     let grace = 3600;
 
     // Pass 1: provenance on every claim of a live set; orphans marked; events; no delete.
-    let report = reconcile(&client, &recorder, &metrics, T0, grace)
-        .await
-        .expect("pass 1");
+    let report = pass(&client, &metrics, T0, grace).await;
     assert_eq!(report.annotated.len(), 7, "{report:?}");
     assert_eq!(
         report.marked,
@@ -444,18 +465,14 @@ async fn the_watch_loop_annotates_waits_out_the_grace_and_deletes_only_opted_in(
     );
 
     // Pass 2, inside the grace period: nothing deleted.
-    let report = reconcile(&client, &recorder, &metrics, T0 + 1800, grace)
-        .await
-        .expect("pass 2");
+    let report = pass(&client, &metrics, T0 + 1800, grace).await;
     assert!(
         report.deleted.is_empty() && report.annotated.is_empty() && report.marked.is_empty(),
         "{report:?}"
     );
 
     // Pass 3, after the grace period: only the opted-in set's orphans, with preconditions.
-    let report = reconcile(&client, &recorder, &metrics, T0 + 7200, grace)
-        .await
-        .expect("pass 3");
+    let report = pass(&client, &metrics, T0 + 7200, grace).await;
     assert_eq!(report.deleted, vec!["shop/data-db-3", "shop/data-db-4"]);
     let s = state.lock().expect("state");
     assert!(s.claims.contains_key("data-web-1"), "web did not opt in");
@@ -486,9 +503,7 @@ async fn a_scaled_up_set_takes_its_claims_back() {
     let state = Arc::new(Mutex::new(state));
     let client = client(state.clone());
     let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let report = reconcile(&client, &recorder(&client), &metrics, T0, 60)
-        .await
-        .expect("pass");
+    let report = pass(&client, &metrics, T0, 60).await;
     assert_eq!(report.cleared, vec!["shop/data-db-3"]);
     assert!(report.deleted.is_empty());
     let s = state.lock().expect("state");

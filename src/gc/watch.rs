@@ -1,5 +1,6 @@
-//! `stateward gc --watch`: the reconcile loop. Every pass lists StatefulSets, claims,
-//! pods and namespaces, then
+//! `stateward gc --watch`: the reconcile loop. kube-runtime reflectors keep watch-fed
+//! stores of StatefulSets, claims, pods and namespaces; every `--interval` a pass
+//! classifies a snapshot of the stores (nothing is listed per pass), then
 //!
 //! 1. keeps provenance annotations (`stateward.io/statefulset`, `…-uid`) on the claims of
 //!    live sets, so a claim whose set is deleted later is known for sure (a set re-created
@@ -19,9 +20,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, PersistentVolumeClaim};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    Namespace, ObjectReference, PersistentVolumeClaim, Pod, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,7 +41,7 @@ use serde_json::json;
 use super::classify::{
     OPT_IN, ORPHANED_SINCE, Reason, SET_ANNOTATION, SET_UID_ANNOTATION, claims_of_live_sets,
 };
-use super::collect::{GcError, Snapshot, delete, plan, snapshot};
+use super::collect::{GcError, Snapshot, claim_view, delete, plan, pod_view, set_view};
 use crate::Exit;
 use crate::cli::GcArgs;
 use crate::metrics::Metrics;
@@ -119,7 +127,8 @@ async fn annotate(
         .map(|_| ())
 }
 
-async fn opted_in_namespaces(client: &Client) -> Result<HashSet<String>, GcError> {
+/// Namespaces that opted in to collection, listed.
+pub async fn opted_in_namespaces(client: &Client) -> Result<HashSet<String>, GcError> {
     let list = Api::<Namespace>::all(client.clone())
         .list(&ListParams::default())
         .await
@@ -127,9 +136,11 @@ async fn opted_in_namespaces(client: &Client) -> Result<HashSet<String>, GcError
             what: "namespaces",
             message: e.to_string(),
         })?;
-    Ok(list
-        .items
-        .iter()
+    Ok(opted_in(list.items.iter()))
+}
+
+fn opted_in<'a>(namespaces: impl Iterator<Item = &'a Namespace>) -> HashSet<String> {
+    namespaces
         .filter(|n| {
             n.metadata
                 .annotations
@@ -138,7 +149,7 @@ async fn opted_in_namespaces(client: &Client) -> Result<HashSet<String>, GcError
                 .is_some_and(|v| v == "true")
         })
         .filter_map(|n| n.metadata.name.clone())
-        .collect())
+        .collect()
 }
 
 fn set_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {
@@ -152,16 +163,20 @@ fn set_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {
     }
 }
 
-/// One reconcile pass at time `now` (seconds since the epoch).
+/// One reconcile pass at time `now` (seconds since the epoch) over a snapshot of the
+/// cluster (from the watch caches, or listed); the client is used only to write.
+#[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     client: &Client,
     recorder: &Recorder,
     metrics: &GcMetrics,
+    snapshot: Snapshot,
+    opted_in: &HashSet<String>,
     now: i64,
     grace_seconds: i64,
 ) -> Result<PassReport, GcError> {
-    let Snapshot { claims, sets, pods } = snapshot(client, None, None).await?;
-    let namespaces = opted_in_namespaces(client).await?;
+    let Snapshot { claims, sets, pods } = snapshot;
+    let namespaces = opted_in;
     let mut report = PassReport::default();
     let mut touched: HashSet<(String, String)> = HashSet::new();
 
@@ -360,6 +375,13 @@ pub async fn run(args: GcArgs, client: Client) -> anyhow::Result<Exit> {
         let _ = axum::serve(listener, admin).await;
     });
     let recorder = recorder(&client);
+    let caches = Caches::start(&client);
+    tracing::info!("waiting for the StatefulSet, claim, pod and namespace caches");
+    tokio::select! {
+        _ = caches.ready() => {}
+        _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
+        _ = terminate() => return Ok(Exit::Ok),
+    }
     let mut ticker = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
     tracing::info!(grace_seconds = grace, "gc reconcile loop started");
     loop {
@@ -368,10 +390,13 @@ pub async fn run(args: GcArgs, client: Client) -> anyhow::Result<Exit> {
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate() => break,
         }
+        let (snapshot, opted_in) = caches.snapshot();
         match reconcile(
             &client,
             &recorder,
             &gc_metrics,
+            snapshot,
+            &opted_in,
             super::collect::now_seconds(),
             grace,
         )
@@ -410,4 +435,96 @@ async fn terminate() {
         }
     }
     std::future::pending::<()>().await;
+}
+
+/// Watch-fed stores (kube-runtime reflectors) of everything a pass needs, so a pass lists
+/// nothing. Pods are stripped to their claim volumes and phase before they are stored.
+struct Caches {
+    claims: Store<PersistentVolumeClaim>,
+    sets: Store<StatefulSet>,
+    pods: Store<Pod>,
+    namespaces: Store<Namespace>,
+}
+
+fn slim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+}
+
+impl Caches {
+    fn start(client: &Client) -> Caches {
+        fn spawn_reflector<K>(api: Api<K>, modify: fn(&mut K)) -> Store<K>
+        where
+            K: kube::Resource
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+            K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+        {
+            let (reader, writer) = reflector::store();
+            let stream = watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(modify)
+                .reflect(writer)
+                .for_each(|event| {
+                    if let Err(err) = event {
+                        tracing::warn!(error = %err, "watch failed; retrying");
+                    }
+                    std::future::ready(())
+                });
+            tokio::spawn(stream);
+            reader
+        }
+        Caches {
+            claims: spawn_reflector(Api::all(client.clone()), |c: &mut PersistentVolumeClaim| {
+                slim_metadata(&mut c.metadata);
+                c.status = None;
+            }),
+            sets: spawn_reflector(Api::all(client.clone()), |s: &mut StatefulSet| {
+                slim_metadata(&mut s.metadata);
+                s.spec.template = Default::default();
+                s.status = None;
+            }),
+            pods: spawn_reflector(Api::all(client.clone()), |p: &mut Pod| {
+                slim_metadata(&mut p.metadata);
+                p.metadata.labels = None;
+                p.metadata.annotations = None;
+                if let Some(spec) = p.spec.as_mut() {
+                    spec.containers.clear();
+                    spec.init_containers = None;
+                    if let Some(volumes) = spec.volumes.as_mut() {
+                        volumes.retain(|v| v.persistent_volume_claim.is_some());
+                    }
+                }
+                if let Some(status) = p.status.as_mut() {
+                    *status = PodStatus {
+                        phase: status.phase.take(),
+                        ..PodStatus::default()
+                    };
+                }
+            }),
+            namespaces: spawn_reflector(Api::all(client.clone()), |n: &mut Namespace| {
+                slim_metadata(&mut n.metadata);
+            }),
+        }
+    }
+
+    async fn ready(&self) {
+        let _ = self.claims.wait_until_ready().await;
+        let _ = self.sets.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+    }
+
+    fn snapshot(&self) -> (Snapshot, HashSet<String>) {
+        let snapshot = Snapshot {
+            claims: self.claims.state().iter().map(|c| claim_view(c)).collect(),
+            sets: self.sets.state().iter().map(|s| set_view(s)).collect(),
+            pods: self.pods.state().iter().map(|p| pod_view(p)).collect(),
+        };
+        let namespaces = self.namespaces.state();
+        (snapshot, opted_in(namespaces.iter().map(|n| n.as_ref())))
+    }
 }
