@@ -64,22 +64,9 @@ fn child(role: &str, dir: &Path) {
     runtime.block_on(async {
         let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
         let addr = if role == "stateward" {
-            let running = stateward::serve::start(stateward::serve::ServeConfig {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                admin_listen: "127.0.0.1:0".parse().expect("addr"),
-                tls_cert: cert,
-                tls_key: key,
-                policy: None,
-                own_namespace: None,
-                reload_interval: Duration::from_secs(2),
-                max_body_bytes: 3 * 1024 * 1024,
-                limits: stateward::tls::ConnectionLimits::default(),
-                context: Arc::new(stateward::policy::NoContext),
-                ready_checks: Vec::new(),
-                metrics: stateward::metrics::Metrics::new(),
-            })
-            .await
-            .expect("stateward starts");
+            let running = stateward::serve::start(stateward::serve::ServeConfig::local(cert, key))
+                .await
+                .expect("stateward starts");
             let addr = running.tls_addr;
             std::mem::forget(running);
             addr

@@ -26,6 +26,13 @@ pub fn load_policy(path: Option<&Path>) -> Result<Policy, PolicyError> {
     }
 }
 
+/// The policy, or `None` after printing why it cannot be used (exit status 2).
+fn policy_or_report(path: Option<&Path>) -> Option<Policy> {
+    load_policy(path)
+        .map_err(|err| eprintln!("error: {err}"))
+        .ok()
+}
+
 /// What happened to one document.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -501,12 +508,8 @@ fn use_color(choice: ColorChoice) -> bool {
 }
 
 pub fn run_check(args: CheckArgs) -> anyhow::Result<Exit> {
-    let policy = match load_policy(args.policy.policy.as_deref()) {
-        Ok(policy) => policy,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(Exit::Usage);
-        }
+    let Some(policy) = policy_or_report(args.policy.policy.as_deref()) else {
+        return Ok(Exit::Usage);
     };
     let (sources, read_errors) = manifest::read_paths(&args.paths);
     let checked = check_sources(&policy, &sources);
@@ -589,12 +592,8 @@ pub fn render_mutated(checked: &[Checked]) -> (String, Vec<String>) {
 }
 
 pub fn run_mutate(args: MutateArgs) -> anyhow::Result<Exit> {
-    let policy = match load_policy(args.policy.policy.as_deref()) {
-        Ok(policy) => policy,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(Exit::Usage);
-        }
+    let Some(policy) = policy_or_report(args.policy.policy.as_deref()) else {
+        return Ok(Exit::Usage);
     };
     let (sources, read_errors) = manifest::read_paths(&args.paths);
     let checked = check_sources(&policy, &sources);

@@ -54,6 +54,27 @@ pub struct ServeConfig {
     pub metrics: Metrics,
 }
 
+impl ServeConfig {
+    /// Both ports on 127.0.0.1 with free ports, the built-in policy, no cluster context and
+    /// the default limits (tests, benchmarks and local runs override what they need).
+    pub fn local(tls_cert: PathBuf, tls_key: PathBuf) -> ServeConfig {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_cert,
+            tls_key,
+            policy: None,
+            own_namespace: None,
+            reload_interval: Duration::from_secs(2),
+            max_body_bytes: crate::server::DEFAULT_MAX_BODY_BYTES,
+            limits: ConnectionLimits::default(),
+            context: Arc::new(NoContext),
+            ready_checks: Vec::new(),
+            metrics: Metrics::new(),
+        }
+    }
+}
+
 /// A running server.
 pub struct Running {
     pub tls_addr: SocketAddr,
@@ -248,24 +269,30 @@ async fn cluster_context(
     Ok((Arc::new(context), checks))
 }
 
-async fn wait_for_signal() {
+/// SIGTERM/SIGINT, registered before the server announces itself so that a signal sent
+/// right after start-up is never lost to the default action.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -315,11 +342,12 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
         ready_checks,
         metrics,
     };
+    let signals = Signals::register();
     let running = start(config).await?;
     if args.dev {
         print_dev_help(running.tls_addr, running.admin_addr);
     }
-    wait_for_signal().await;
+    signals.wait().await;
     running.shutdown().await;
     let _ = stop_watches.send(true);
     tracing::info!("stopped");

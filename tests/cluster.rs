@@ -374,7 +374,6 @@ async fn a_relist_replaces_the_cache() {
 
 #[tokio::test]
 async fn readiness_waits_for_the_caches_under_cluster_required() {
-    use stateward::metrics::Metrics;
     use stateward::serve::{ServeConfig, start};
     use stateward::server::ReadyCheck;
     let cluster = cluster(Duration::from_secs(35));
@@ -384,21 +383,12 @@ async fn readiness_waits_for_the_caches_under_cluster_required() {
     std::fs::write(dir.path().join("tls.key"), &certs.key).expect("write");
     let caches = cluster.context.clone();
     let running = start(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls_cert: dir.path().join("tls.crt"),
-        tls_key: dir.path().join("tls.key"),
-        policy: None,
-        own_namespace: None,
-        reload_interval: Duration::from_secs(60),
-        max_body_bytes: 1024 * 1024,
-        limits: Default::default(),
         context: Arc::new(cluster.context.clone()),
         ready_checks: vec![ReadyCheck {
             name: "cluster caches",
             ready: Box::new(move || caches.is_synced()),
         }],
-        metrics: Metrics::new(),
+        ..ServeConfig::local(dir.path().join("tls.crt"), dir.path().join("tls.key"))
     })
     .await
     .expect("server starts");

@@ -15,7 +15,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use stateward::certs::{Bundle, generate};
-use stateward::metrics::Metrics;
 use stateward::policy::context::{ServiceInfo, StatefulSetInfo};
 use stateward::policy::{NoContext, StaticContext};
 use stateward::serve::{Running, ServeConfig, start};
@@ -48,18 +47,11 @@ async fn server_with(policy: Option<&str>, context: Arc<dyn stateward::policy::C
         path
     });
     let running = start(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls_cert: dir.path().join("tls.crt"),
-        tls_key: dir.path().join("tls.key"),
         policy: policy_path,
         own_namespace: Some("stateward-system".into()),
         reload_interval: Duration::from_millis(50),
-        max_body_bytes: 3 * 1024 * 1024,
-        limits: ConnectionLimits::default(),
         context,
-        ready_checks: Vec::new(),
-        metrics: Metrics::new(),
+        ..ServeConfig::local(dir.path().join("tls.crt"), dir.path().join("tls.key"))
     })
     .await
     .expect("server starts");
@@ -660,18 +652,9 @@ async fn certificate_rotation_via_kubelet_symlink_swap() {
         &[("tls.crt", &first.cert), ("tls.key", &first.key)],
     );
     let running = start(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls_cert: dir.path().join("tls.crt"),
-        tls_key: dir.path().join("tls.key"),
-        policy: None,
-        own_namespace: None,
         reload_interval: Duration::from_millis(50),
         max_body_bytes: 1024 * 1024,
-        limits: ConnectionLimits::default(),
-        context: Arc::new(NoContext),
-        ready_checks: Vec::new(),
-        metrics: Metrics::new(),
+        ..ServeConfig::local(dir.path().join("tls.crt"), dir.path().join("tls.key"))
     })
     .await
     .expect("server starts");
@@ -829,18 +812,9 @@ async fn certs_for_a_service_name_are_served_and_verified() {
     );
     // The serving certificate is valid for the Service DNS names.
     let running = start(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls_cert: dir.path().join("tls.crt"),
-        tls_key: dir.path().join("tls.key"),
-        policy: None,
-        own_namespace: None,
         reload_interval: Duration::from_secs(60),
         max_body_bytes: 1024,
-        limits: ConnectionLimits::default(),
-        context: Arc::new(NoContext),
-        ready_checks: Vec::new(),
-        metrics: Metrics::new(),
+        ..ServeConfig::local(dir.path().join("tls.crt"), dir.path().join("tls.key"))
     })
     .await
     .expect("server starts");
@@ -942,21 +916,13 @@ async fn a_client_that_trickles_headers_is_dropped() {
     write(&dir.path().join("tls.crt"), &certs.cert);
     write(&dir.path().join("tls.key"), &certs.key);
     let running = start(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_listen: "127.0.0.1:0".parse().expect("addr"),
-        tls_cert: dir.path().join("tls.crt"),
-        tls_key: dir.path().join("tls.key"),
-        policy: None,
-        own_namespace: None,
         reload_interval: Duration::from_secs(60),
         max_body_bytes: 1024,
         limits: ConnectionLimits {
             header_read_timeout: Duration::from_millis(300),
             ..ConnectionLimits::default()
         },
-        context: Arc::new(NoContext),
-        ready_checks: Vec::new(),
-        metrics: Metrics::new(),
+        ..ServeConfig::local(dir.path().join("tls.crt"), dir.path().join("tls.key"))
     })
     .await
     .expect("server starts");
