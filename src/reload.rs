@@ -3,9 +3,12 @@
 //! so the kubelet's atomic `..data` symlink swap on Secret and ConfigMap volumes is seen
 //! like any other change. A bad new file keeps the last good one.
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::metrics::Metrics;
 
 /// Reads the watched files; `None` for a file that cannot be read right now.
 fn snapshot(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
@@ -13,17 +16,17 @@ fn snapshot(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
 }
 
 /// Polls `paths` every `interval` and calls `apply` with their contents when they change.
-/// `apply` parses, validates and swaps; it returns an error to keep the old state. The
-/// `on_result` callback sees each attempt (for logs and metrics).
-pub async fn watch_files<F, R>(
+/// `apply` parses, validates and swaps; it returns an error to keep the old state. Each
+/// attempt is logged and counted as `stateward_reloads_total{resource, outcome}`.
+pub async fn watch_files<F>(
+    resource: &'static str,
     paths: Vec<PathBuf>,
     interval: Duration,
     mut apply: F,
-    mut on_result: R,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     F: FnMut() -> Result<(), String> + Send,
-    R: FnMut(Result<(), &str>) + Send,
 {
     let mut last = snapshot(&paths);
     let mut failed_for: Option<Vec<Option<Vec<u8>>>> = None;
@@ -47,11 +50,13 @@ pub async fn watch_files<F, R>(
             Ok(()) => {
                 last = now;
                 failed_for = None;
-                on_result(Ok(()));
+                tracing::info!(resource, "reloaded");
+                metrics.reload(resource, true);
             }
             Err(message) => {
                 failed_for = Some(now);
-                on_result(Err(&message));
+                tracing::error!(resource, error = %message, "new file rejected; keeping the last good one");
+                metrics.reload(resource, false);
             }
         }
     }

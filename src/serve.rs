@@ -145,6 +145,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         let resolver = resolver.clone();
         let metrics = metrics.clone();
         tasks.push(tokio::spawn(crate::reload::watch_files(
+            "certificate",
             vec![cert.clone(), key.clone()],
             config.reload_interval,
             move || {
@@ -152,19 +153,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 resolver.swap(loaded);
                 Ok(())
             },
-            move |result| match result {
-                Ok(()) => {
-                    tracing::info!("serving certificate reloaded");
-                    metrics.reload("certificate", true);
-                }
-                Err(message) => {
-                    tracing::error!(
-                        error = message,
-                        "new certificate rejected; keeping the last good one"
-                    );
-                    metrics.reload("certificate", false);
-                }
-            },
+            metrics.clone(),
             shutdown_rx.clone(),
         )));
     }
@@ -174,6 +163,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         let metrics = metrics.clone();
         let own = config.own_namespace.clone();
         tasks.push(tokio::spawn(crate::reload::watch_files(
+            "policy",
             vec![path.clone()],
             config.reload_interval,
             move || {
@@ -181,19 +171,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 admission.policy.store(Arc::new(policy));
                 Ok(())
             },
-            move |result| match result {
-                Ok(()) => {
-                    tracing::info!("policy reloaded");
-                    metrics.reload("policy", true);
-                }
-                Err(message) => {
-                    tracing::error!(
-                        error = message,
-                        "new policy rejected; keeping the last good one"
-                    );
-                    metrics.reload("policy", false);
-                }
-            },
+            metrics.clone(),
             shutdown_rx.clone(),
         )));
     }

@@ -757,10 +757,8 @@ async fn policy_reload_good_and_bad() {
     server.running.shutdown().await;
 }
 
-#[tokio::test]
-async fn certs_for_a_service_name_are_served_and_verified() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stateward"))
+fn certs_command(out: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stateward"))
         .args([
             "certs",
             "--service",
@@ -769,9 +767,15 @@ async fn certs_for_a_service_name_are_served_and_verified() {
             "ops",
             "--out",
         ])
-        .arg(dir.path())
+        .arg(out)
         .output()
-        .expect("certs runs");
+        .expect("certs runs")
+}
+
+#[tokio::test]
+async fn certs_for_a_service_name_are_served_and_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = certs_command(dir.path());
     assert!(
         out.status.success(),
         "{}",
@@ -792,18 +796,7 @@ async fn certs_for_a_service_name_are_served_and_verified() {
         assert!(dir.path().join(f).exists(), "{f}");
     }
     // Existing files are kept without --force.
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_stateward"))
-        .args([
-            "certs",
-            "--service",
-            "stateward",
-            "--namespace",
-            "ops",
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .expect("certs runs");
+    let again = certs_command(dir.path());
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(
