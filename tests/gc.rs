@@ -131,9 +131,15 @@ fn handle(state: &mut State, method: &Method, path: &str, body: &Value) -> (u16,
 fn client(state: Shared) -> kube::Client {
     let (service, mut handle_) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     tokio::spawn(async move {
+        // Watches (of the reflector stores) are held open without events.
+        let mut watches = Vec::new();
         while let Some((request, send)) = handle_.next_request().await {
             let method = request.method().clone();
             let uri = request.uri().to_string();
+            if uri.contains("watch=true") {
+                watches.push(send);
+                continue;
+            }
             let path = request.uri().path().to_owned();
             let bytes = request
                 .into_body()
@@ -512,4 +518,56 @@ async fn a_scaled_up_set_takes_its_claims_back() {
             .get("stateward.io/orphaned-since")
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn the_watch_loop_reads_slimmed_reflector_stores() {
+    use stateward::gc::watch::Caches;
+    let state = scenario();
+    state.lock().expect("state").namespaces = vec![json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "annotations": {"stateward.io/collect-orphaned-claims": "true"}}})];
+    let client = client(state.clone());
+    let caches = Caches::start(&client);
+    tokio::time::timeout(std::time::Duration::from_secs(10), caches.ready())
+        .await
+        .expect("stores sync");
+    let (snap, opted_in) = caches.snapshot();
+    assert_eq!(snap.claims.len(), 7);
+    assert_eq!(snap.sets.len(), 1);
+    assert_eq!(snap.sets[0].templates, vec!["data".to_owned()]);
+    // Pods keep what classification needs (claim volumes, phase) after slimming.
+    assert_eq!(snap.pods[0].claims, vec!["data-db-0".to_owned()]);
+    assert_eq!(snap.pods[0].phase, "Running");
+    assert!(opted_in.contains("shop"));
+    let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let report = reconcile(
+        &client,
+        &recorder(&client),
+        &metrics,
+        snap,
+        &opted_in,
+        T0,
+        60,
+    )
+    .await
+    .expect("pass");
+    // Verified orphans get their orphaned-since mark; nothing is deleted on the first pass.
+    assert_eq!(
+        report.marked,
+        vec![
+            "shop/data-db-3",
+            "shop/data-db-4",
+            "shop/data-gone-0",
+            "shop/logs-old-1"
+        ]
+    );
+    assert!(report.deleted.is_empty());
+    // The stores listed each kind once; the pass itself listed nothing.
+    let calls = state.lock().expect("state").calls.clone();
+    let lists: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.method == Method::GET)
+        .map(|c| c.uri.as_str())
+        .collect();
+    assert_eq!(lists.len(), 4, "{lists:?}");
 }

@@ -439,7 +439,7 @@ async fn terminate() {
 
 /// Watch-fed stores (kube-runtime reflectors) of everything a pass needs, so a pass lists
 /// nothing. Pods are stripped to their claim volumes and phase before they are stored.
-struct Caches {
+pub struct Caches {
     claims: Store<PersistentVolumeClaim>,
     sets: Store<StatefulSet>,
     pods: Store<Pod>,
@@ -451,7 +451,7 @@ fn slim_metadata(meta: &mut ObjectMeta) {
 }
 
 impl Caches {
-    fn start(client: &Client) -> Caches {
+    pub fn start(client: &Client) -> Caches {
         fn spawn_reflector<K>(api: Api<K>, modify: fn(&mut K)) -> Store<K>
         where
             K: kube::Resource
@@ -511,14 +511,16 @@ impl Caches {
         }
     }
 
-    async fn ready(&self) {
+    /// Resolves once every store has completed its first list.
+    pub async fn ready(&self) {
         let _ = self.claims.wait_until_ready().await;
         let _ = self.sets.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
         let _ = self.namespaces.wait_until_ready().await;
     }
 
-    fn snapshot(&self) -> (Snapshot, HashSet<String>) {
+    /// The current contents, as the classifier reads them, and the opted-in namespaces.
+    pub fn snapshot(&self) -> (Snapshot, HashSet<String>) {
         let snapshot = Snapshot {
             claims: self.claims.state().iter().map(|c| claim_view(c)).collect(),
             sets: self.sets.state().iter().map(|s| set_view(s)).collect(),
