@@ -94,7 +94,7 @@ fn main() {
         let mut registry = prometheus_client::registry::Registry::default();
         let started = Instant::now();
         let context = ClusterContext::spawn(client, &mut registry, stop_rx);
-        while !context.is_synced() {
+        while !context.first_synced() {
             assert!(started.elapsed() < Duration::from_secs(120), "caches did not sync");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

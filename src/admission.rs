@@ -14,7 +14,8 @@ use serde::de::DeserializeOwned;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, RuleLabels, ViolationLabels};
 use crate::policy::review::UserInfo;
 use crate::policy::{
-    Context, Decision, Kind, Level, Operation, Policy, Resource, Review, evaluate,
+    Context, Decision, Kind, Level, Operation, Policy, Resource, Review, ScaleReview, Stage,
+    evaluate_scale, evaluate_stage,
 };
 
 /// Which webhook endpoint a review came to.
@@ -31,6 +32,15 @@ impl Endpoint {
         match self {
             Endpoint::Validate => "validate",
             Endpoint::Mutate => "mutate",
+        }
+    }
+
+    /// The part of admission each webhook plays: the API server runs every mutating
+    /// webhook before the validating ones, so `/validate` judges the object as it arrives.
+    fn stage(self) -> Stage {
+        match self {
+            Endpoint::Validate => Stage::Validate,
+            Endpoint::Mutate => Stage::Mutate,
         }
     }
 }
@@ -78,8 +88,18 @@ struct Peek {
 struct PeekRequest {
     kind: PeekKind,
     #[serde(default)]
+    resource: Option<PeekResource>,
+    #[serde(default)]
     sub_resource: Option<String>,
     operation: String,
+}
+
+#[derive(Deserialize)]
+struct PeekResource {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    resource: String,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +125,8 @@ pub struct Summary {
     pub namespace: String,
     pub name: String,
     pub decision: &'static str,
+    /// The ids of the rules that denied, comma-separated (empty unless denied).
+    pub denied_by: String,
 }
 
 fn operation(op: &admission::Operation) -> Operation {
@@ -176,6 +198,14 @@ impl Admission {
         }
         let request = peek.request.ok_or(AdmissionError::NoRequest)?;
         let op = operation_label(&request.operation);
+        let scale = request.sub_resource.as_deref() == Some("scale")
+            && request
+                .resource
+                .as_ref()
+                .is_some_and(|r| r.group == "apps" && r.resource == "statefulsets");
+        if scale && op == "UPDATE" && endpoint == Endpoint::Validate {
+            return self.scale(body);
+        }
         let kind = match request.sub_resource.as_deref() {
             Some(sub) if !sub.is_empty() => None,
             _ => Kind::from_gvk(
@@ -264,11 +294,11 @@ impl Admission {
             dry_run: request.dry_run,
         };
         let decision = if review.subject().is_some() {
-            evaluate(&policy, &review, self.context.as_ref())
+            evaluate_stage(&policy, &review, self.context.as_ref(), endpoint.stage())
         } else {
             Decision::default()
         };
-        self.record(endpoint, &decision);
+        self.record(endpoint, &decision, &review.namespace, &review.name);
         let mut response = AdmissionResponse::from(&request);
         let verdict = match endpoint {
             Endpoint::Validate => {
@@ -307,12 +337,74 @@ impl Admission {
                 namespace: review.namespace,
                 name: review.name,
                 decision: verdict,
+                denied_by: denied_by(&decision),
             },
         })
     }
 
-    fn record(&self, endpoint: Endpoint, decision: &Decision) {
+    /// `statefulsets/scale` UPDATE (`kubectl scale`, autoscalers): warns with the claims a
+    /// scale-down leaves behind, never denies.
+    fn scale(&self, body: &[u8]) -> Result<Answer, AdmissionError> {
+        let review: AdmissionReview<DynamicObject> =
+            serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
+        let request: AdmissionRequest<DynamicObject> =
+            review.try_into().map_err(|_| AdmissionError::NoRequest)?;
+        let replicas = |object: Option<&DynamicObject>| {
+            object
+                .and_then(|o| o.data.pointer("/spec/replicas"))
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|r| i32::try_from(r).ok())
+        };
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let decision = match (
+            replicas(request.old_object.as_ref()),
+            replicas(request.object.as_ref()),
+        ) {
+            (Some(before), Some(after)) => {
+                let scale = ScaleReview {
+                    namespace: namespace.clone(),
+                    name: request.name.clone(),
+                    before,
+                    after,
+                };
+                evaluate_scale(&self.policy.load(), &scale, self.context.as_ref())
+            }
+            _ => Decision::default(),
+        };
+        self.record(Endpoint::Validate, &decision, &namespace, &request.name);
+        let mut response = AdmissionResponse::from(&request);
+        let warnings = decision.warnings();
+        if !warnings.is_empty() {
+            response.warnings = Some(warnings);
+        }
+        let body = encode(response)?;
+        Ok(Answer {
+            body,
+            summary: Summary {
+                uid: request.uid,
+                kind: "Scale",
+                operation: "UPDATE",
+                namespace,
+                name: request.name,
+                decision: "allowed",
+                denied_by: String::new(),
+            },
+        })
+    }
+
+    fn record(&self, endpoint: Endpoint, decision: &Decision, namespace: &str, name: &str) {
         for finding in &decision.findings {
+            // Audit mode exists to be read in the logs.
+            if finding.mode == Level::Audit && endpoint == Endpoint::Validate {
+                tracing::info!(
+                    namespace,
+                    name,
+                    rule = finding.rule.as_str(),
+                    field = %finding.field,
+                    message = %finding.message,
+                    "audit finding"
+                );
+            }
             // Mutations are counted on /mutate, violations on /validate, so a review that
             // passes both webhooks is counted once.
             let counts = match endpoint {
@@ -376,6 +468,16 @@ fn pass_through(body: &[u8], op: &'static str) -> Result<Answer, AdmissionError>
             namespace: request.namespace.unwrap_or_default(),
             name: request.name,
             decision: "allowed",
+            denied_by: String::new(),
         },
     })
+}
+
+fn denied_by(decision: &Decision) -> String {
+    let mut rules: Vec<&str> = decision
+        .with_level(Level::Enforce)
+        .map(|f| f.rule.as_str())
+        .collect();
+    rules.dedup();
+    rules.join(",")
 }

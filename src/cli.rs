@@ -177,6 +177,21 @@ pub struct ServeArgs {
     /// How often certificate and policy files are checked for changes, in seconds.
     #[arg(long, default_value_t = 2.0)]
     pub reload_interval: f64,
+    /// After SIGTERM or SIGINT, keep answering on the HTTPS port for this many seconds
+    /// while /readyz answers 503, so that the Service's endpoints drop this pod before it
+    /// stops accepting; then drain and exit. A second signal skips the rest of the delay.
+    /// [default: 10; 0 with --dev]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(..=3600))]
+    pub shutdown_delay: Option<u64>,
+}
+
+impl ServeArgs {
+    /// `--shutdown-delay`, or its default: 10 s, none with `--dev` (a local run stops at
+    /// once on Ctrl-C).
+    pub fn shutdown_delay(&self) -> std::time::Duration {
+        let default = if self.dev { 0 } else { 10 };
+        std::time::Duration::from_secs(self.shutdown_delay.unwrap_or(default))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,21 +3,26 @@
 //! caches keep only the projections the rules read (`ServiceInfo`, `StatefulSetInfo`,
 //! `PdbInfo`), indexed by namespace; the request path never calls the API.
 //!
-//! A cache is *available* once its first list completed, and not while its watch is
-//! failing: after a watch error it is unavailable until an event arrives or no further
-//! error has been seen for [`ERROR_WINDOW`] (the watcher retries with a backoff of at most
-//! 30 s, so a continuing outage keeps reporting errors). Unavailable context makes the
-//! rules warn instead of deciding on stale data.
+//! A cache is *available* to the rules once a list completed and no watch error has been
+//! seen since: after an error (an API server restart, RBAC drift, 410 Gone) the watch is
+//! dropped and the cache is listed afresh, with a backoff, and stays unavailable until that
+//! list completes. Unavailable context makes the rules warn instead of deciding on stale
+//! data.
+//!
+//! Readiness is another matter: it waits only for the *first* list of every cache
+//! ([`ClusterContext::first_synced`]). Every replica of the webhook sees the same API server
+//! restart at the same time, so a readiness that followed later watch errors would take the
+//! whole webhook out of service (and, with `failurePolicy: Fail`, refuse every write it
+//! matches) exactly when the cluster is recovering.
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service, policy::v1::PodDisruptionBudget};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,8 +37,8 @@ use crate::cli::ClusterMode;
 use crate::policy::Context;
 use crate::policy::context::{ContextKind, PdbInfo, ServiceInfo, StatefulSetInfo};
 
-/// How long after the last watch error a cache counts as unavailable.
-pub const ERROR_WINDOW: Duration = Duration::from_secs(35);
+/// The longest wait between two attempts to list a cache whose watch failed.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -129,20 +134,20 @@ type Index<T> = HashMap<String, HashMap<String, Arc<T>>>;
 pub struct Cache<T> {
     name: &'static str,
     items: RwLock<Index<T>>,
+    /// A list has completed at least once.
     listed: AtomicBool,
-    last_error: Mutex<Option<Instant>>,
-    error_window: Duration,
+    /// A watch error has been seen since the last completed list.
+    failing: AtomicBool,
     metrics: CacheMetrics,
 }
 
 impl<T> Cache<T> {
-    fn new(name: &'static str, metrics: CacheMetrics, error_window: Duration) -> Cache<T> {
+    fn new(name: &'static str, metrics: CacheMetrics) -> Cache<T> {
         Cache {
             name,
             items: RwLock::new(HashMap::new()),
             listed: AtomicBool::new(false),
-            last_error: Mutex::new(None),
-            error_window,
+            failing: AtomicBool::new(false),
             metrics,
         }
     }
@@ -151,14 +156,14 @@ impl<T> Cache<T> {
         CacheLabels { cache: self.name }
     }
 
-    /// Listed once and no recent watch error.
+    /// Listed, and no watch error since the last list: the rules may decide on it.
     pub fn available(&self) -> bool {
+        self.listed.load(Ordering::Acquire) && !self.failing.load(Ordering::Acquire)
+    }
+
+    /// Listed at least once (readiness).
+    pub fn first_synced(&self) -> bool {
         self.listed.load(Ordering::Acquire)
-            && self
-                .last_error
-                .lock()
-                .map(|e| e.is_none_or(|at| at.elapsed() >= self.error_window))
-                .unwrap_or(false)
     }
 
     pub fn len(&self) -> usize {
@@ -219,22 +224,15 @@ impl<T> Cache<T> {
         if let Ok(mut items) = self.items.write() {
             *items = fresh;
         }
+        self.failing.store(false, Ordering::Release);
         if self.listed.swap(true, Ordering::AcqRel) {
             self.metrics.relists.get_or_create(&self.labels()).inc();
         }
     }
 
     fn error(&self) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(Instant::now());
-        }
+        self.failing.store(true, Ordering::Release);
         self.metrics.errors.get_or_create(&self.labels()).inc();
-    }
-
-    fn healthy(&self) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = None;
-        }
     }
 }
 
@@ -264,58 +262,77 @@ impl Project<PodDisruptionBudget> for PdbInfo {
     }
 }
 
-/// Feeds `cache` from a watch of every `K` until the stream ends or `shutdown`.
-async fn feed<K, T>(api: Api<K>, cache: Arc<Cache<T>>, mut shutdown: signal::Receiver<bool>)
-where
+/// Feeds `cache` from a watch of every `K` until `shutdown`. After a watch error the
+/// stream is dropped and a new one lists afresh (after a backoff that doubles up to
+/// `max_backoff` and starts again after a successful list), so the cache is never taken
+/// for current before a complete list has replaced it.
+async fn feed<K, T>(
+    api: Api<K>,
+    cache: Arc<Cache<T>>,
+    mut shutdown: signal::Receiver<bool>,
+    max_backoff: Duration,
+) where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     T: Project<K> + Send + Sync + 'static,
 {
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    futures::pin_mut!(stream);
-    let mut buffer: Option<Index<T>> = None;
+    let first_backoff = Duration::from_millis(250).min(max_backoff);
+    let mut backoff = first_backoff;
     loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            _ = shutdown.changed() => return,
-        };
-        let Some(event) = next else { return };
-        match event {
-            Ok(event) => {
-                cache.healthy();
-                match event {
-                    Event::Init => buffer = Some(HashMap::new()),
-                    Event::InitApply(object) => {
-                        let (ns, name, item) = T::project(&object);
-                        buffer
-                            .get_or_insert_with(HashMap::new)
-                            .entry(ns)
-                            .or_default()
-                            .insert(name, Arc::new(item));
-                    }
-                    Event::InitDone => {
-                        cache.replace(buffer.take().unwrap_or_default());
-                        tracing::info!(
-                            cache = cache.name,
-                            objects = cache.len(),
-                            "cluster cache synced"
-                        );
-                    }
-                    Event::Apply(object) => {
-                        let (ns, name, item) = T::project(&object);
-                        cache.put(ns, name, item);
-                    }
-                    Event::Delete(object) => {
-                        let (ns, name, _) = T::project(&object);
-                        cache.remove(&ns, &name);
-                    }
+        let stream = watcher::watcher(api.clone(), watcher::Config::default());
+        futures::pin_mut!(stream);
+        let mut buffer: Option<Index<T>> = None;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = shutdown.changed() => return,
+            };
+            let Some(event) = next else { break };
+            match event {
+                Ok(Event::Init) => buffer = Some(HashMap::new()),
+                Ok(Event::InitApply(object)) => {
+                    let (ns, name, item) = T::project(&object);
+                    buffer
+                        .get_or_insert_with(HashMap::new)
+                        .entry(ns)
+                        .or_default()
+                        .insert(name, Arc::new(item));
+                }
+                Ok(Event::InitDone) => {
+                    cache.replace(buffer.take().unwrap_or_default());
+                    backoff = first_backoff;
+                    tracing::info!(
+                        cache = cache.name,
+                        objects = cache.len(),
+                        "cluster cache synced"
+                    );
+                }
+                Ok(Event::Apply(object)) => {
+                    let (ns, name, item) = T::project(&object);
+                    cache.put(ns, name, item);
+                }
+                Ok(Event::Delete(object)) => {
+                    let (ns, name, _) = T::project(&object);
+                    cache.remove(&ns, &name);
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        cache = cache.name,
+                        error = %err,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "watch failed; context rules warn until the cache is listed again"
+                    );
+                    cache.error();
+                    cache.publish();
+                    break;
                 }
             }
-            Err(err) => {
-                tracing::warn!(cache = cache.name, error = %err, "watch failed; context rules warn until it recovers");
-                cache.error();
-            }
+            cache.publish();
         }
-        cache.publish();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(max_backoff);
     }
 }
 
@@ -334,41 +351,52 @@ impl ClusterContext {
         registry: &mut Registry,
         shutdown: signal::Receiver<bool>,
     ) -> ClusterContext {
-        ClusterContext::spawn_with(client, registry, shutdown, ERROR_WINDOW)
+        ClusterContext::spawn_with(client, registry, shutdown, MAX_BACKOFF)
     }
 
+    /// As [`ClusterContext::spawn`], with the longest wait between two lists after watch
+    /// errors (tests shorten it).
     pub fn spawn_with(
         client: Client,
         registry: &mut Registry,
         shutdown: signal::Receiver<bool>,
-        error_window: Duration,
+        max_backoff: Duration,
     ) -> ClusterContext {
         let metrics = CacheMetrics::register(registry);
         let context = ClusterContext {
-            services: Arc::new(Cache::new("services", metrics.clone(), error_window)),
-            statefulsets: Arc::new(Cache::new("statefulsets", metrics.clone(), error_window)),
-            pdbs: Arc::new(Cache::new("poddisruptionbudgets", metrics, error_window)),
+            services: Arc::new(Cache::new("services", metrics.clone())),
+            statefulsets: Arc::new(Cache::new("statefulsets", metrics.clone())),
+            pdbs: Arc::new(Cache::new("poddisruptionbudgets", metrics)),
         };
         tokio::spawn(feed(
             Api::<Service>::all(client.clone()),
             context.services.clone(),
             shutdown.clone(),
+            max_backoff,
         ));
         tokio::spawn(feed(
             Api::<StatefulSet>::all(client.clone()),
             context.statefulsets.clone(),
             shutdown.clone(),
+            max_backoff,
         ));
         tokio::spawn(feed(
             Api::<PodDisruptionBudget>::all(client),
             context.pdbs.clone(),
             shutdown,
+            max_backoff,
         ));
         context
     }
 
-    /// Every cache is available (for `/readyz` under `--cluster required`).
-    pub fn is_synced(&self) -> bool {
+    /// Every cache has completed its first list: what `/readyz` waits for under
+    /// `--cluster required`. Later watch errors never turn it back.
+    pub fn first_synced(&self) -> bool {
+        self.services.first_synced() && self.statefulsets.first_synced() && self.pdbs.first_synced()
+    }
+
+    /// Every cache is current (listed, no watch error since): the rules decide on it.
+    pub fn is_current(&self) -> bool {
         self.services.available() && self.statefulsets.available() && self.pdbs.available()
     }
 }

@@ -11,6 +11,7 @@ pub mod names;
 pub mod patch;
 pub mod review;
 pub mod rules;
+pub mod scale;
 #[cfg(test)]
 pub mod testkit;
 
@@ -19,6 +20,7 @@ pub use context::{Context, NoContext, StaticContext};
 pub use decision::{Decision, Finding, Level};
 pub use review::{Kind, Operation, Resource, Review};
 pub use rules::{Mode, RuleId};
+pub use scale::{ScaleReview, evaluate_scale};
 
 use rules::{Action, Check, Input, Mutation, RULES, Sink};
 
@@ -26,8 +28,32 @@ use rules::{Action, Check, Input, Mutation, RULES, Sink};
 /// skippable are honoured).
 pub const SKIP_ANNOTATION: &str = "stateward.io/skip";
 
-/// Evaluates one review against a policy and the related objects in `context`.
+/// Which part of admission an evaluation plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Mutations, then validation of the mutated object: the whole of admission, as the
+    /// offline checker plays it.
+    Admit,
+    /// Mutations only (the mutating webhook).
+    Mutate,
+    /// Validation of the object as it is (the validating webhook: the API server has run
+    /// every mutating webhook before it, so the object is what will be stored).
+    Validate,
+}
+
+/// Evaluates one review against a policy and the related objects in `context`, as the
+/// whole of admission ([`Stage::Admit`]).
 pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Decision {
+    evaluate_stage(policy, review, context, Stage::Admit)
+}
+
+/// Evaluates one stage of admission.
+pub fn evaluate_stage(
+    policy: &Policy,
+    review: &Review,
+    context: &dyn Context,
+    stage: Stage,
+) -> Decision {
     let mut decision = Decision::default();
     if policy.is_excluded(&review.namespace) {
         decision.excluded = true;
@@ -47,6 +73,7 @@ pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Deci
     // Mutations (CREATE only), on a typed clone; the patch is the diff of typed values.
     let mut mutated: Option<Resource> = None;
     if review.operation == Operation::Create
+        && stage != Stage::Validate
         && let Some(object) = review.object.as_ref()
     {
         let mut working = object.clone();
@@ -82,6 +109,9 @@ pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Deci
         }
     }
 
+    if stage == Stage::Mutate {
+        return decision;
+    }
     // Validation, on the mutated object where there is one.
     let object = mutated.as_ref().unwrap_or(subject);
     let old = match review.operation {
@@ -240,6 +270,23 @@ mod tests {
         let d = create(&bare);
         assert!(of(&d, RuleId::StatefulSetAntiAffinity).is_empty());
         assert_eq!(of(&d, RuleId::StatefulSetDefaultAntiAffinity).len(), 1);
+    }
+
+    #[test]
+    fn the_webhook_stages_split_mutation_from_validation() {
+        let bare = sts("web").remove("/spec/template/spec/affinity");
+        let review = Review::create(bare.resource());
+        let policy = Policy::default();
+        // The validating webhook judges the object as it arrives: no mutation, no patch.
+        let d = evaluate_stage(&policy, &review, &full_context(), Stage::Validate);
+        assert!(d.patch.is_none());
+        assert!(of(&d, RuleId::StatefulSetDefaultAntiAffinity).is_empty());
+        assert_eq!(of(&d, RuleId::StatefulSetAntiAffinity).len(), 1);
+        // The mutating webhook only patches.
+        let d = evaluate_stage(&policy, &review, &full_context(), Stage::Mutate);
+        assert!(d.patch.is_some());
+        assert!(of(&d, RuleId::StatefulSetAntiAffinity).is_empty());
+        assert!(d.findings.iter().all(|f| f.mode == Level::Mutate));
     }
 
     #[test]

@@ -81,11 +81,19 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub admission: Arc<Admission>,
     pub metrics: Arc<Metrics>,
+    shutting_down: Arc<AtomicBool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Running {
+    /// Makes `/readyz` answer 503 ("shutting down") at once while both ports keep
+    /// serving, so the endpoints drop this pod before [`Running::shutdown`] stops
+    /// accepting.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
     /// Stops accepting, lets in-flight requests finish (bounded), and waits for the end.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -177,13 +185,23 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     }
     // Admin port.
     let serving = Arc::new(AtomicBool::new(true));
-    let mut checks = vec![ReadyCheck {
-        name: "webhook",
-        ready: {
-            let serving = serving.clone();
-            Box::new(move || serving.load(Ordering::Relaxed))
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let mut checks = vec![
+        ReadyCheck {
+            name: "shutting down",
+            ready: {
+                let shutting_down = shutting_down.clone();
+                Box::new(move || !shutting_down.load(Ordering::Relaxed))
+            },
         },
-    }];
+        ReadyCheck {
+            name: "webhook",
+            ready: {
+                let serving = serving.clone();
+                Box::new(move || serving.load(Ordering::Relaxed))
+            },
+        },
+    ];
     checks.extend(config.ready_checks);
     let admin = admin_router(metrics.clone(), checks);
     {
@@ -219,6 +237,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         admin_addr,
         admission,
         metrics,
+        shutting_down,
         shutdown,
         tasks,
     })
@@ -241,38 +260,87 @@ async fn cluster_context(
         let caches = context.clone();
         checks.push(ReadyCheck {
             name: "cluster caches",
-            ready: Box::new(move || caches.is_synced()),
+            ready: Box::new(move || caches.first_synced()),
         });
     }
     Ok((Arc::new(context), checks))
 }
 
 /// SIGTERM/SIGINT, registered before the server announces itself so that a signal sent
-/// right after start-up is never lost to the default action.
+/// right after start-up is never lost to the default action. A signal that cannot be
+/// registered keeps its default action (the process ends).
 struct Signals {
     #[cfg(unix)]
     term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
     fn register() -> Signals {
-        Signals {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for the next signal and names it.
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
+            if let Some(signal) = signal
+                && signal.recv().await.is_some()
+            {
+                return;
+            }
+            std::future::pending().await
+        }
+        tokio::select! {
+            _ = recv(self.term.as_mut()) => "SIGTERM",
+            _ = recv(self.int.as_mut()) => "SIGINT",
         }
     }
 
-    async fn wait(mut self) {
-        #[cfg(unix)]
-        if let Some(term) = self.term.as_mut() {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
-            }
-            return;
+    /// Waits for the next Ctrl-C.
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
-        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
     }
+}
+
+/// On the first signal: not ready at once, but keep serving for `delay` (endpoints and
+/// the API server's routing need a moment to drop this pod; requests already routed here
+/// still get answers); a second signal cuts the delay short. Then stop accepting and
+/// drain.
+async fn stop_on_signal(mut signals: Signals, running: Running, delay: Duration) {
+    let signal = signals.next().await;
+    running.set_shutting_down();
+    if delay.is_zero() {
+        tracing::info!("{signal} received; shutting down");
+    } else {
+        let seconds = delay.as_secs();
+        tracing::info!(
+            delay_seconds = seconds,
+            "{signal} received; not ready, serving for {seconds} s before draining"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            second = signals.next() => {
+                tracing::info!("{second} received; skipping the rest of the shutdown delay");
+            }
+        }
+    }
+    tracing::info!("draining: no new connections, finishing requests in flight");
+    running.shutdown().await;
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
@@ -325,8 +393,7 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
     if args.dev {
         print_dev_help(running.tls_addr, running.admin_addr);
     }
-    signals.wait().await;
-    running.shutdown().await;
+    stop_on_signal(signals, running, args.shutdown_delay()).await;
     let _ = stop_watches.send(true);
     tracing::info!("stopped");
     Ok(Exit::Ok)

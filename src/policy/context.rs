@@ -70,6 +70,10 @@ pub struct StatefulSetInfo {
     pub replicas: i32,
     pub ordinals_start: i32,
     pub pod_labels: Labels,
+    /// `volumeClaimTemplates[].metadata.name`.
+    pub claim_templates: Vec<String>,
+    /// `persistentVolumeClaimRetentionPolicy.whenScaled: Delete`.
+    pub deletes_claims_on_scale_down: bool,
 }
 
 impl StatefulSetInfo {
@@ -94,6 +98,9 @@ impl StatefulSetInfo {
                 .and_then(|s| s.template.metadata.as_ref())
                 .and_then(|m| m.labels.clone())
                 .unwrap_or_default(),
+            claim_templates: crate::policy::rules::statefulset::claim_template_names(sts),
+            deletes_claims_on_scale_down:
+                crate::policy::rules::statefulset::deletes_claims_on_scale_down(sts),
         }
     }
 }

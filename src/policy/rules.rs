@@ -315,7 +315,7 @@ pub static RULES: &[RuleInfo] = &[
             Check::StatefulSet(s::claim_templates_mounted),
         ),
         skippable: false,
-        summary: "every claim template is mounted and every volumeMount resolves to a volume or claim template",
+        summary: "every claim template is mounted (or a volumeDevice) and every mount and device resolves",
     },
     RuleInfo {
         id: RuleId::StatefulSetClaimTemplateStorage,
@@ -434,9 +434,9 @@ pub static RULES: &[RuleInfo] = &[
         id: RuleId::ServiceHeadlessInUse,
         kind: Kind::Service,
         operations: &[Update, Delete],
-        action: validate(Mode::Enforce, Check::Service(service::headless_in_use)),
+        action: validate(Mode::Warn, Check::Service(service::headless_in_use)),
         skippable: false,
-        summary: "no deleting (or warn on re-selecting) a Service a running StatefulSet names in serviceName",
+        summary: "deleting (or re-selecting) a Service a running StatefulSet names in serviceName (enforce in strict)",
     },
     RuleInfo {
         id: RuleId::ServiceHeadlessShape,
@@ -460,7 +460,7 @@ pub static RULES: &[RuleInfo] = &[
         operations: &[Delete],
         action: validate(Mode::Enforce, Check::Pod(pod::force_delete)),
         skippable: false,
-        summary: "no force delete (grace period 0) of StatefulSet pods, except exempt users or the override annotation",
+        summary: "no force delete (grace 0) of a scheduled, running StatefulSet pod, except by its node, exempt users or the override annotation",
     },
     RuleInfo {
         id: RuleId::StatefulSetDefaultPodManagementPolicy,

@@ -41,3 +41,11 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{- /* "true" when the pod webhooks carry CEL matchConditions: asked for in the values and
+served by the cluster (beta and on by default in Kubernetes 1.28 and 1.29, GA in 1.30). */ -}}
+{{- define "stateward.podMatchConditions" -}}
+{{- if and .Values.webhook.podMatchConditions (semverCompare ">=1.28-0" .Capabilities.KubeVersion.Version) -}}
+true
+{{- end -}}
+{{- end -}}

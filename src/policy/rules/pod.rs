@@ -15,6 +15,24 @@ pub(crate) fn controlling_statefulset(pod: &Pod) -> Option<&str> {
         .map(|r| r.name.as_str())
 }
 
+/// Pod phases after which no container runs again.
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// A *force* delete skips the kubelet's confirmation that the containers have stopped, so a
+/// replacement with the same identity can start while the old pod still runs. Only some
+/// grace-0 deletions are that:
+/// - the API server itself turns the deletion of a pod that was never scheduled, or that is
+///   in a terminal phase, into a grace-0 one before admission (so the StatefulSet
+///   controller's scale-down and the garbage collector's cascade arrive with grace 0);
+/// - the kubelet finishes every graceful deletion with a grace-0 DELETE, as its node
+///   (`system:node:<node>` in group `system:nodes`), once the containers have stopped.
+///
+/// What is left is a person or a tool removing a scheduled, live pod without waiting.
 pub fn force_delete(input: &Input<'_, Pod>, out: &mut Sink) {
     if input.review.delete_grace_period_seconds != Some(0) {
         return;
@@ -22,6 +40,24 @@ pub fn force_delete(input: &Input<'_, Pod>, out: &mut Sink) {
     let Some(set) = controlling_statefulset(input.object) else {
         return;
     };
+    let Some(node) = input
+        .object
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+    else {
+        return;
+    };
+    if terminal(input.object) {
+        return;
+    }
+    let user = &input.review.user;
+    let is_pods_node = user.username.strip_prefix("system:node:") == Some(node)
+        && user.groups.iter().any(|g| g == "system:nodes");
+    if is_pods_node {
+        return;
+    }
     let params = &input.policy.params;
     let overridden = input
         .object
@@ -30,18 +66,16 @@ pub fn force_delete(input: &Input<'_, Pod>, out: &mut Sink) {
         .as_ref()
         .and_then(|a| a.get(&params.force_delete_override_annotation))
         .is_some_and(|v| v == "true");
-    let exempt = params
-        .force_delete_exempt_users
-        .contains(&input.review.user.username);
+    let exempt = params.force_delete_exempt_users.contains(&user.username);
     if overridden || exempt {
         return;
     }
     out.violation(
         "options.gracePeriodSeconds",
         format!(
-            "force-deleting pod \"{}\" of StatefulSet \"{set}\" (grace period 0) can run two pods \
-             with one identity; delete it normally, or, once its node is confirmed down, annotate \
-             it {}=true",
+            "force-deleting pod \"{}\" of StatefulSet \"{set}\" on node \"{node}\" (grace period 0) \
+             can run two pods with one identity; delete it normally, or, once the node is confirmed \
+             down, annotate it {}=true",
             input.review.name, params.force_delete_override_annotation
         ),
     );
@@ -56,46 +90,106 @@ mod tests {
     use crate::policy::testkit::{full_context, of, pod};
     use crate::policy::{Policy, Review, evaluate};
 
+    fn delete_as(
+        p: &crate::policy::testkit::Obj,
+        grace: Option<i64>,
+        user: &str,
+        groups: &[&str],
+    ) -> crate::policy::Decision {
+        let mut review = Review::delete(p.resource(), grace, user);
+        review.user.groups = groups.iter().map(|g| g.to_string()).collect();
+        evaluate(&Policy::default(), &review, &full_context())
+    }
+
     fn delete(
         p: &crate::policy::testkit::Obj,
         grace: Option<i64>,
         user: &str,
     ) -> crate::policy::Decision {
-        evaluate(
-            &Policy::default(),
-            &Review::delete(p.resource(), grace, user),
-            &full_context(),
-        )
+        delete_as(p, grace, user, &["system:authenticated"])
+    }
+
+    /// A pod the scheduler placed on node n1 and whose containers run.
+    fn running(set: &str, ordinal: u32) -> crate::policy::testkit::Obj {
+        pod(set, ordinal)
+            .set("/spec/nodeName", json!("n1"))
+            .set("/status/phase", json!("Running"))
     }
 
     #[test]
-    fn force_delete_of_a_statefulset_pod_is_denied() {
-        let d = delete(&pod("web", 0), Some(0), "alice");
+    fn force_delete_of_a_scheduled_running_statefulset_pod_is_denied() {
+        let d = delete(&running("web", 0), Some(0), "alice");
         assert_eq!(
             of(&d, R::PodForceDelete),
             vec![(Enforce, "options.gracePeriodSeconds".into())]
         );
-        assert!(d.denial_message().unwrap_or_default().contains("web-0"));
+        let message = d.denial_message().unwrap_or_default();
+        assert!(
+            message.contains("web-0") && message.contains("n1"),
+            "{message}"
+        );
+        // Another node, or a node's name without the nodes group, is not the pod's kubelet.
+        assert!(
+            !delete_as(
+                &running("web", 0),
+                Some(0),
+                "system:node:n2",
+                &["system:nodes"]
+            )
+            .allowed()
+        );
+        assert!(!delete(&running("web", 0), Some(0), "system:node:n1").allowed());
+        // A Pending pod that is already bound still has a kubelet that may start it.
+        let pending = running("web", 0).set("/status/phase", json!("Pending"));
+        assert!(!delete(&pending, Some(0), "alice").allowed());
+    }
+
+    #[test]
+    fn grace_zero_deletions_that_are_not_force_deletes_pass() {
+        // Never scheduled: the API server makes every deletion immediate (scale-down, GC).
+        assert!(
+            delete(
+                &pod("web", 2),
+                Some(0),
+                "system:serviceaccount:kube-system:statefulset-controller"
+            )
+            .allowed()
+        );
+        // The kubelet finishing a graceful deletion once the containers stopped.
+        assert!(
+            delete_as(
+                &running("web", 0),
+                Some(0),
+                "system:node:n1",
+                &["system:nodes", "system:authenticated"]
+            )
+            .allowed()
+        );
+        // Terminal phases: nothing runs any more.
+        for phase in ["Succeeded", "Failed"] {
+            let done = running("web", 0).set("/status/phase", json!(phase));
+            assert!(delete(&done, Some(0), "alice").allowed(), "{phase}");
+        }
     }
 
     #[test]
     fn normal_deletes_exempt_users_and_the_override_pass() {
-        assert!(delete(&pod("web", 0), None, "alice").allowed());
-        assert!(delete(&pod("web", 0), Some(30), "alice").allowed());
+        assert!(delete(&running("web", 0), None, "alice").allowed());
+        assert!(delete(&running("web", 0), Some(30), "alice").allowed());
         assert!(
             delete(
-                &pod("web", 0),
+                &running("web", 0),
                 Some(0),
                 "system:serviceaccount:kube-system:pod-garbage-collector"
             )
             .allowed()
         );
-        let annotated = pod("web", 0).set(
+        let annotated = running("web", 0).set(
             "/metadata/annotations",
             json!({"stateward.io/allow-force-delete": "true"}),
         );
         assert!(delete(&annotated, Some(0), "alice").allowed());
-        let unowned = pod("web", 0).remove("/metadata/ownerReferences");
+        let unowned = running("web", 0).remove("/metadata/ownerReferences");
         assert!(delete(&unowned, Some(0), "alice").allowed());
     }
 }

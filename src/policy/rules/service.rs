@@ -54,8 +54,10 @@ pub fn headless_in_use(input: &Input<'_, Service>, out: &mut Sink) {
         out.violation(
             field,
             format!(
-                "Service \"{name}\" is the serviceName of running StatefulSet(s) {users}: deleting \
-                 it breaks their pods' DNS names; scale them to 0 or delete them first"
+                "Service \"{name}\" is the serviceName of running StatefulSet(s) {users}: without it \
+                 their pods lose their DNS names until it is re-created; to remove the whole \
+                 application, delete the StatefulSet(s) first (or scale them to 0), then the \
+                 Service"
             ),
         );
     } else {
@@ -188,19 +190,33 @@ mod tests {
     use crate::policy::{NoContext, Policy, Review, StaticContext, evaluate};
 
     #[test]
-    fn deleting_a_service_in_use_is_denied() {
+    fn deleting_a_service_in_use_warns_in_baseline_and_is_denied_in_strict() {
         let ctx = with_set(full_context(), &sts("web"));
         let review = Review::delete(svc("web-headless").resource(), None, "alice");
+        // Baseline: helm uninstall and kubectl delete -f remove Services before sets.
         let d = evaluate(&Policy::default(), &review, &ctx);
+        assert_eq!(
+            of(&d, R::ServiceHeadlessInUse),
+            vec![(Warn, "metadata.name".into())]
+        );
+        assert!(d.allowed());
+        let message = &messages(&d, R::ServiceHeadlessInUse)[0];
+        assert!(message.contains("running StatefulSet(s) web"), "{message}");
+        assert!(
+            message.contains("delete the StatefulSet(s) first"),
+            "{message}"
+        );
+        let strict = Policy::from_yaml(include_str!("../../../policies/strict.yaml"), "strict")
+            .expect("strict policy parses");
+        let d = evaluate(&strict, &review, &ctx);
         assert_eq!(
             of(&d, R::ServiceHeadlessInUse),
             vec![(Enforce, "metadata.name".into())]
         );
         assert!(!d.allowed());
-        assert!(messages(&d, R::ServiceHeadlessInUse)[0].contains("running StatefulSet(s) web"));
-        // Scaled to zero: allowed.
+        // Scaled to zero: nothing to say.
         let ctx = with_set(full_context(), &sts("web").replicas(0));
-        assert!(evaluate(&Policy::default(), &review, &ctx).allowed());
+        assert!(of(&evaluate(&strict, &review, &ctx), R::ServiceHeadlessInUse).is_empty());
         // Another Service: allowed.
         let other = Review::delete(svc("other").resource(), None, "alice");
         let ctx = with_set(full_context(), &sts("web"));

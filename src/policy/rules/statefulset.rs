@@ -219,39 +219,69 @@ pub fn selector_matches_template(input: &Input<'_, StatefulSet>, out: &mut Sink)
     }
 }
 
+/// A claim template is used when a container mounts it (`volumeMounts`, filesystem mode) or
+/// lists it as a raw device (`volumeDevices`, `volumeMode: Block`: Ceph OSDs, databases on
+/// raw devices). Every mount and device name must resolve to a pod volume or a template.
 pub fn claim_templates_mounted(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
         return;
     };
     let claims = claim_templates(input.object);
-    let mounted = |name: &str| {
-        all_containers(pod).any(|(_, c)| c.volume_mounts.iter().flatten().any(|m| m.name == name))
+    let used = |name: &str| {
+        all_containers(pod).any(|(_, c)| {
+            c.volume_mounts.iter().flatten().any(|m| m.name == name)
+                || c.volume_devices.iter().flatten().any(|d| d.name == name)
+        })
     };
     for (i, claim) in claims.iter().enumerate() {
         let name = claim_name(claim);
-        if !name.is_empty() && !mounted(name) {
+        if !name.is_empty() && !used(name) {
+            let block = claim.spec.as_ref().and_then(|s| s.volume_mode.as_deref()) == Some("Block");
+            let how = if block {
+                format!("a volumeDevice named \"{name}\"")
+            } else {
+                format!("a volumeMount named \"{name}\"")
+            };
             out.violation(
                 format!("spec.volumeClaimTemplates[{i}].metadata.name"),
                 format!(
-                    "claim template \"{name}\" is mounted by no container: add a volumeMount \
-                     named \"{name}\" or remove the template"
+                    "claim template \"{name}\" is used by no container: add {how} or remove the \
+                     template"
                 ),
             );
         }
     }
     let volumes = pod.volumes.as_deref().unwrap_or_default();
+    let known = |name: &str| {
+        volumes.iter().any(|v| v.name == name) || claims.iter().any(|c| claim_name(c) == name)
+    };
     for (path, container) in all_containers(pod) {
-        for (j, mount) in container.volume_mounts.iter().flatten().enumerate() {
-            let known = volumes.iter().any(|v| v.name == mount.name)
-                || claims.iter().any(|c| claim_name(c) == mount.name);
-            if !known {
+        let mounts = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.name.as_str());
+        let devices = container
+            .volume_devices
+            .iter()
+            .flatten()
+            .map(|d| d.name.as_str());
+        let named = mounts
+            .enumerate()
+            .map(|(j, n)| ("volumeMounts", "mounts", j, n))
+            .chain(
+                devices
+                    .enumerate()
+                    .map(|(j, n)| ("volumeDevices", "uses device", j, n)),
+            );
+        for (list, verb, j, name) in named {
+            if !known(name) {
                 out.violation(
-                    format!("{path}.volumeMounts[{j}].name"),
+                    format!("{path}.{list}[{j}].name"),
                     format!(
-                        "container \"{}\" mounts \"{}\", which is neither a pod volume nor a claim \
-                         template: add the volume or fix the name",
+                        "container \"{}\" {verb} \"{name}\", which is neither a pod volume nor a \
+                         claim template: add the volume or fix the name",
                         display_name(container),
-                        mount.name
                     ),
                 );
             }
@@ -695,32 +725,45 @@ pub fn rollout_stuck(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     }
 }
 
-pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink) {
-    let Some(old) = input.old else {
-        return;
-    };
-    let (before, after) = (replicas(old), replicas(input.object));
-    if after >= before {
-        return;
-    }
-    let deletes = spec(input.object)
+pub(crate) fn deletes_claims_on_scale_down(sts: &StatefulSet) -> bool {
+    spec(sts)
         .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
         .and_then(|p| p.when_scaled.as_deref())
-        == Some("Delete");
-    if deletes {
-        return;
-    }
-    let name = input.object.metadata.name.as_deref().unwrap_or_default();
-    let start = i64::from(ordinals_start(input.object));
-    let mut claims = Vec::new();
-    for template in claim_templates(input.object) {
-        for ordinal in (start + i64::from(after.max(0)))..(start + i64::from(before)) {
-            claims.push(format!("{}-{name}-{ordinal}", claim_name(template)));
-        }
-    }
-    if claims.is_empty() {
-        return;
-    }
+        == Some("Delete")
+}
+
+pub(crate) fn claim_template_names(sts: &StatefulSet) -> Vec<String> {
+    claim_templates(sts)
+        .iter()
+        .map(claim_name)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The claims a scale from `before` to `after` replicas leaves behind:
+/// `<template>-<set>-<ordinal>` for each removed ordinal.
+pub(crate) fn retained_claims(
+    set: &str,
+    templates: &[String],
+    ordinals_start: i32,
+    before: i32,
+    after: i32,
+) -> Vec<String> {
+    let start = i64::from(ordinals_start);
+    let removed = (start + i64::from(after.max(0)))..(start + i64::from(before));
+    templates
+        .iter()
+        .flat_map(|t| {
+            removed
+                .clone()
+                .map(move |ordinal| format!("{t}-{set}-{ordinal}"))
+        })
+        .collect()
+}
+
+/// "scaling 5->3 keeps PVCs a, b; ...", listing at most four names.
+pub(crate) fn retained_claims_message(before: i32, after: i32, claims: &[String]) -> String {
     const SHOWN: usize = 4;
     let mut list = claims
         .iter()
@@ -731,12 +774,34 @@ pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink)
     if claims.len() > SHOWN {
         list.push_str(&format!(" and {} more", claims.len() - SHOWN));
     }
+    format!(
+        "scaling {before}->{after} keeps PVCs {list}; delete them when unneeded \
+         (stateward gc) or set persistentVolumeClaimRetentionPolicy.whenScaled: Delete"
+    )
+}
+
+pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink) {
+    let Some(old) = input.old else {
+        return;
+    };
+    let (before, after) = (replicas(old), replicas(input.object));
+    if after >= before || deletes_claims_on_scale_down(input.object) {
+        return;
+    }
+    let name = input.object.metadata.name.as_deref().unwrap_or_default();
+    let claims = retained_claims(
+        name,
+        &claim_template_names(input.object),
+        ordinals_start(input.object),
+        before,
+        after,
+    );
+    if claims.is_empty() {
+        return;
+    }
     out.violation(
         "spec.replicas",
-        format!(
-            "scaling {before}->{after} keeps PVCs {list}; delete them when unneeded \
-             (stateward gc) or set persistentVolumeClaimRetentionPolicy.whenScaled: Delete"
-        ),
+        retained_claims_message(before, after, &claims),
     );
 }
 
@@ -908,6 +973,42 @@ mod tests {
             .set(&format!("{POD}/initContainers"), json!([{"name": "init", "image": "x", "volumeMounts": [{"name": "data", "mountPath": "/d"}],
                 "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}, "securityContext": {"allowPrivilegeEscalation": false}}])));
         assert!(of(&d, R::StatefulSetClaimTemplatesMounted).is_empty());
+    }
+
+    #[test]
+    fn block_claim_templates_are_used_through_volume_devices() {
+        let block = sts("web")
+            .set(
+                "/spec/volumeClaimTemplates/0/spec/volumeMode",
+                json!("Block"),
+            )
+            .remove(&format!("{POD}/containers/0/volumeMounts"))
+            .set(
+                &format!("{POD}/containers/0/volumeDevices"),
+                json!([{"name": "data", "devicePath": "/dev/xvda"}]),
+            );
+        assert!(of(&create(&block), R::StatefulSetClaimTemplatesMounted).is_empty());
+        // A device must resolve like a mount.
+        let d = create(&block.clone().set(
+            &format!("{POD}/containers/0/volumeDevices/0/name"),
+            json!("dta"),
+        ));
+        let found = of(&d, R::StatefulSetClaimTemplatesMounted);
+        assert!(
+            found.contains(&(
+                Enforce,
+                "spec.template.spec.containers[0].volumeDevices[0].name".into()
+            )),
+            "{found:?}"
+        );
+        // An unused Block template says how it would be used.
+        let unused = block.remove(&format!("{POD}/containers/0/volumeDevices"));
+        let d = create(&unused);
+        assert!(
+            messages(&d, R::StatefulSetClaimTemplatesMounted)[0].contains("a volumeDevice named"),
+            "{:?}",
+            messages(&d, R::StatefulSetClaimTemplatesMounted)
+        );
     }
 
     #[test]
