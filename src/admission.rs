@@ -401,7 +401,7 @@ impl Admission {
                     name,
                     rule = finding.rule.as_str(),
                     field = %finding.field,
-                    message = %finding.message,
+                    detail = %finding.message,
                     "audit finding"
                 );
             }
