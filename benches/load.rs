@@ -4,8 +4,16 @@
 //! keep-alive connections, as kube-apiserver does, with apiserver-shaped reviews: ~8 KB
 //! StatefulSet CREATEs, UPDATEs with oldObject, Services and Pods.
 //!
-//! Run: `cargo bench --bench load` (about 20 seconds). Absolute figures drift on shared
+//! Run: `cargo bench --bench load` (about 30 seconds). Absolute figures drift on shared
 //! machines, so the report gives stateward's figures as ratios to the no-op server.
+//!
+//! `cargo bench --bench load -- --instructions` counts user-space instructions per review
+//! instead (callgrind, exact on a shared machine where time is not): each server runs
+//! under `valgrind --tool=callgrind`, is warmed up, and for every review and endpoint the
+//! counters are zeroed, a fixed number of requests is sent, and the counters are dumped.
+//!
+//! The no-op baseline is the cheapest honest webhook on the same stack (tokio-rustls,
+//! hyper-util, axum): decode the body into a `serde_json::Value`, echo the uid, allow.
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,8 +29,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -36,24 +42,106 @@ const FIXED_DURATION: Duration = Duration::from_secs(4);
 
 // ---- child: one server ---------------------------------------------------------------
 
+/// The baseline: decode to a `Value` (no more), echo the uid, allow.
 async fn noop(body: Bytes) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match serde_json::from_slice::<AdmissionReview<DynamicObject>>(&body)
-        .ok()
-        .and_then(|r| {
-            let request: Result<AdmissionRequest<DynamicObject>, _> = r.try_into();
-            request.ok()
-        }) {
-        Some(req) => {
-            let review = AdmissionResponse::from(&req).into_review();
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                serde_json::to_vec(&review).unwrap_or_default(),
-            )
-                .into_response()
+    let review: Value = match serde_json::from_slice(&body) {
+        Ok(review) => review,
+        Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
+    };
+    let Some(uid) = review.pointer("/request/uid").and_then(Value::as_str) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    allow(uid)
+}
+
+/// A JSON tree as `serde_json::Value` is without its `preserve_order` feature (objects in
+/// a `BTreeMap`). This crate needs `preserve_order` (`stateward mutate` keeps the key order
+/// of manifests), which makes `Value` dearer than in a webhook built without it; this tree
+/// is the baseline such a webhook would have.
+#[allow(dead_code)] // The payloads are built, as a `Value`'s are, but not all read.
+enum Tree {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Tree>),
+    Object(std::collections::BTreeMap<String, Tree>),
+}
+
+impl<'de> serde::Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Tree, D::Error> {
+        struct TreeVisitor;
+        impl<'de> serde::de::Visitor<'de> for TreeVisitor {
+            type Value = Tree;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_unit<E>(self) -> Result<Tree, E> {
+                Ok(Tree::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Tree, E> {
+                Ok(Tree::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Tree, E> {
+                Ok(Tree::Number(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Tree, E> {
+                Ok(Tree::Number(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Tree, E> {
+                Ok(serde_json::Number::from_f64(v).map_or(Tree::Null, Tree::Number))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Tree, E> {
+                Ok(Tree::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Tree, E> {
+                Ok(Tree::String(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Tree::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
+                let mut entries = std::collections::BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, Tree>()? {
+                    entries.insert(key, value);
+                }
+                Ok(Tree::Object(entries))
+            }
         }
-        None => axum::http::StatusCode::BAD_REQUEST.into_response(),
+        deserializer.deserialize_any(TreeVisitor)
     }
+}
+
+/// The baseline without `preserve_order`: the same, into a [`Tree`].
+async fn noop_tree(body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(Tree::Object(review)) = serde_json::from_slice::<Tree>(&body) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let uid = match review.get("request") {
+        Some(Tree::Object(request)) => match request.get("uid") {
+            Some(Tree::String(uid)) => uid.clone(),
+            _ => return axum::http::StatusCode::BAD_REQUEST.into_response(),
+        },
+        _ => return axum::http::StatusCode::BAD_REQUEST.into_response(),
+    };
+    allow(&uid)
+}
+
+fn allow(uid: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true}});
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&answer).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 fn child(role: &str, dir: &Path) {
@@ -78,7 +166,15 @@ fn child(role: &str, dir: &Path) {
                 .await
                 .expect("bind");
             let addr = listener.local_addr().expect("addr");
-            let router = Router::new().route("/validate", post(noop));
+            let router = if role == "noop-tree" {
+                Router::new()
+                    .route("/validate", post(noop_tree))
+                    .route("/mutate", post(noop_tree))
+            } else {
+                Router::new()
+                    .route("/validate", post(noop))
+                    .route("/mutate", post(noop))
+            };
             let (_tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 let _tx = _tx;
@@ -109,7 +205,29 @@ struct ServerProcess {
 }
 
 fn spawn(role: &str, dir: &Path) -> ServerProcess {
-    let mut child = Command::new(std::env::current_exe().expect("exe"))
+    spawn_with(
+        Command::new(std::env::current_exe().expect("exe")),
+        role,
+        dir,
+    )
+}
+
+/// The server under callgrind, instrumentation off until the warm-up is done.
+fn spawn_callgrind(role: &str, dir: &Path) -> ServerProcess {
+    let mut command = Command::new("valgrind");
+    command
+        .arg("--tool=callgrind")
+        .arg("--instr-atstart=no")
+        .arg(format!(
+            "--callgrind-out-file={}/callgrind.{role}.%p",
+            dir.display()
+        ))
+        .arg(std::env::current_exe().expect("exe"));
+    spawn_with(command, role, dir)
+}
+
+fn spawn_with(mut command: Command, role: &str, dir: &Path) -> ServerProcess {
+    let mut child = command
         .env("STATEWARD_LOAD_ROLE", role)
         .env("STATEWARD_LOAD_DIR", dir)
         .stdin(Stdio::piped())
@@ -181,10 +299,14 @@ async fn connect(addr: SocketAddr, ca: &str) -> Sender {
 }
 
 async fn call(sender: &mut Sender, body: &Bytes) -> bool {
+    call_path(sender, "/validate?timeout=10s", body).await
+}
+
+async fn call_path(sender: &mut Sender, path: &str, body: &Bytes) -> bool {
     if sender.ready().await.is_err() {
         return false;
     }
-    let request = Request::post("/validate?timeout=10s")
+    let request = Request::post(path)
         .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Full::new(body.clone()))
@@ -249,6 +371,17 @@ fn review(kind: (&str, &str, &str), op: &str, object: Value, old: Value) -> Byte
         "object": object, "oldObject": old, "dryRun": false,
         "options": {"kind": if op == "CREATE" {"CreateOptions"} else {"UpdateOptions"}, "apiVersion": "meta.k8s.io/v1", "fieldManager": "argocd-controller"}}});
     Bytes::from(serde_json::to_vec(&body).expect("json"))
+}
+
+/// The reviews with their names, as the API server sends them.
+fn named_reviews() -> Vec<(&'static str, Bytes)> {
+    let all = reviews();
+    vec![
+        ("StatefulSet CREATE", all[0].clone()),
+        ("StatefulSet UPDATE", all[1].clone()),
+        ("Service CREATE", all[2].clone()),
+        ("Pod CREATE", all[3].clone()),
+    ]
 }
 
 fn reviews() -> Vec<Bytes> {
@@ -376,6 +509,140 @@ async fn measure(server: &ServerProcess, ca: &str, bodies: &[Bytes]) -> Figures 
     }
 }
 
+/// Mean latency of `count` requests sent one after another on one connection.
+async fn sequential_latency_us(server: &ServerProcess, ca: &str, body: &Bytes, count: u32) -> f64 {
+    let mut sender = connect(server.addr, ca).await;
+    for _ in 0..200 {
+        call(&mut sender, body).await;
+    }
+    let started = Instant::now();
+    for _ in 0..count {
+        assert!(call(&mut sender, body).await, "request failed");
+    }
+    started.elapsed().as_secs_f64() * 1e6 / f64::from(count)
+}
+
+fn callgrind_control(args: &[&str]) {
+    let status = Command::new("callgrind_control")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("callgrind_control runs");
+    assert!(status.success(), "callgrind_control {args:?} failed");
+}
+
+/// The instruction total of the newest callgrind dump of `role` in `dir`.
+fn newest_dump_total(dir: &Path, role: &str) -> u64 {
+    // Dumps are named callgrind.ROLE.PID.N; the newest has the highest N.
+    let prefix = format!("callgrind.{role}.");
+    let newest = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let rest = name.strip_prefix(&prefix)?;
+            let part: u64 = rest.split_once('.')?.1.parse().ok()?;
+            Some((part, e.path()))
+        })
+        .max_by_key(|(part, _)| *part)
+        .expect("a callgrind dump");
+    let text = std::fs::read_to_string(newest.1).expect("dump");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("a summary line")
+}
+
+const INSTRUCTION_REQUESTS: usize = 400;
+const INSTRUCTION_CONNECTIONS: usize = 4;
+
+/// Instructions per review for every review and endpoint, by role.
+fn instructions(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    ca: &str,
+) -> Vec<(String, Vec<f64>)> {
+    let bodies = named_reviews();
+    let mut table = Vec::new();
+    for role in ["noop", "noop-tree", "stateward"] {
+        let mut server = spawn_callgrind(role, dir);
+        let pid = server.child.id().to_string();
+        let mut row = Vec::new();
+        runtime.block_on(async {
+            let mut senders = Vec::new();
+            for _ in 0..INSTRUCTION_CONNECTIONS {
+                senders.push(connect(server.addr, ca).await);
+            }
+            for endpoint in ["/validate", "/mutate"] {
+                for sender in senders.iter_mut() {
+                    for (_, body) in &bodies {
+                        for _ in 0..5 {
+                            assert!(call_path(sender, endpoint, body).await, "warm-up failed");
+                        }
+                    }
+                }
+            }
+            callgrind_control(&["--instr=on", &pid]);
+            for (_, body) in &bodies {
+                for endpoint in ["/validate", "/mutate"] {
+                    callgrind_control(&["--zero", &pid]);
+                    let mut tasks = Vec::new();
+                    for mut sender in senders.drain(..) {
+                        let body = body.clone();
+                        tasks.push(tokio::spawn(async move {
+                            for _ in 0..INSTRUCTION_REQUESTS / INSTRUCTION_CONNECTIONS {
+                                assert!(call_path(&mut sender, endpoint, &body).await);
+                            }
+                            sender
+                        }));
+                    }
+                    for task in tasks {
+                        senders.push(task.await.expect("worker"));
+                    }
+                    callgrind_control(&["--dump", &pid]);
+                    let total = newest_dump_total(dir, role);
+                    row.push(total as f64 / INSTRUCTION_REQUESTS as f64);
+                }
+            }
+        });
+        drop(server.child.stdin.take());
+        let _ = server.child.wait();
+        table.push((role.to_owned(), row));
+    }
+    table
+}
+
+fn print_instructions(table: &[(String, Vec<f64>)]) {
+    let names = named_reviews();
+    println!(
+        "user-space instructions per review (callgrind, {INSTRUCTION_REQUESTS} requests on {INSTRUCTION_CONNECTIONS} connections after a warm-up):"
+    );
+    println!(
+        "no-op: serde_json::Value (this build, preserve_order); no-op tree: the same without preserve_order; ratio: stateward / the cheaper no-op"
+    );
+    println!(
+        "{:<20} {:>10} {:>10} {:>12} {:>12} {:>7}",
+        "review", "endpoint", "no-op", "no-op tree", "stateward", "ratio"
+    );
+    let (noop, tree, sw) = (&table[0].1, &table[1].1, &table[2].1);
+    for (i, (name, _)) in names.iter().enumerate() {
+        for (j, endpoint) in ["/validate", "/mutate"].iter().enumerate() {
+            let k = i * 2 + j;
+            println!(
+                "{name:<20} {endpoint:>10} {:>9.0}k {:>11.0}k {:>11.0}k {:>6.2}x",
+                noop[k] / 1000.0,
+                tree[k] / 1000.0,
+                sw[k] / 1000.0,
+                sw[k] / noop[k].min(tree[k])
+            );
+        }
+    }
+}
+
 fn main() {
     if let (Ok(role), Ok(dir)) = (
         std::env::var("STATEWARD_LOAD_ROLE"),
@@ -388,10 +655,28 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
+    // STATEWARD_LOAD_DIR_KEEP=DIR keeps the callgrind dumps there (for callgrind_annotate).
+    let kept = std::env::var_os("STATEWARD_LOAD_DIR_KEEP").map(PathBuf::from);
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = match &kept {
+        Some(path) => {
+            std::fs::create_dir_all(path).expect("dump directory");
+            path.as_path()
+        }
+        None => temp.path(),
+    };
     let certs = stateward::certs::generate(&["localhost".into()], 1).expect("certs");
-    std::fs::write(dir.path().join("tls.crt"), &certs.cert).expect("write");
-    std::fs::write(dir.path().join("tls.key"), &certs.key).expect("write");
+    std::fs::write(dir.join("tls.crt"), &certs.cert).expect("write");
+    std::fs::write(dir.join("tls.key"), &certs.key).expect("write");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if std::env::args().any(|a| a == "--instructions") {
+        let table = instructions(&runtime, dir, &certs.ca_cert);
+        print_instructions(&table);
+        return;
+    }
     let bodies = reviews();
     println!(
         "reviews: {} bodies, StatefulSet CREATE {} bytes, UPDATE {} bytes",
@@ -399,14 +684,17 @@ fn main() {
         bodies[0].len(),
         bodies[1].len()
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let mut results = Vec::new();
-    for role in ["noop", "stateward"] {
-        let mut server = spawn(role, dir.path());
+    let mut sequential = Vec::new();
+    for role in ["noop", "noop-tree", "stateward"] {
+        let mut server = spawn(role, dir);
         let figures = runtime.block_on(measure(&server, &certs.ca_cert, &bodies));
+        sequential.push(runtime.block_on(sequential_latency_us(
+            &server,
+            &certs.ca_cert,
+            &bodies[0],
+            3000,
+        )));
         if let Some(stdin) = server.child.stdin.as_mut() {
             let _ = stdin.flush();
         }
@@ -424,12 +712,20 @@ fn main() {
         );
         results.push(figures);
     }
-    let (noop, sw) = (&results[0], &results[1]);
-    println!(
-        "stateward / no-op: throughput {:.2}x, CPU per request {:.2}x, p99 {:+.3} ms, RSS {:.1} MiB",
-        sw.throughput / noop.throughput,
-        sw.cpu_us_per_request / noop.cpu_us_per_request,
-        sw.p99_ms - noop.p99_ms,
-        sw.rss_mib
-    );
+    let sw = &results[2];
+    for (name, noop, seq) in [
+        ("no-op", &results[0], sequential[0]),
+        ("no-op tree", &results[1], sequential[1]),
+    ] {
+        println!(
+            "stateward / {name}: throughput {:.2}x, CPU per request {:.2}x, p99 {:+.3} ms, sequential StatefulSet CREATE on one connection {:.0} us vs {:.0} us ({:.2}x)",
+            sw.throughput / noop.throughput,
+            sw.cpu_us_per_request / noop.cpu_us_per_request,
+            sw.p99_ms - noop.p99_ms,
+            sequential[2],
+            seq,
+            sequential[2] / seq
+        );
+    }
+    println!("stateward RSS {:.1} MiB", sw.rss_mib);
 }

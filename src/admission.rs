@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod, core::v1::Service};
-use kube::core::admission::{self, AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::admission::{self, AdmissionRequest, AdmissionReview};
 use kube::core::{DynamicObject, TypeMeta};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -15,8 +15,10 @@ use crate::metrics::{EndpointLabels, Metrics, RequestLabels, RuleLabels, Violati
 use crate::policy::review::UserInfo;
 use crate::policy::{
     Context, Decision, Kind, Level, Operation, Policy, Resource, Review, ScaleReview, Stage,
-    evaluate_scale, evaluate_stage,
+    evaluate_mut, evaluate_scale, evaluate_stage,
 };
+
+pub mod wire;
 
 /// Which webhook endpoint a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,15 +34,6 @@ impl Endpoint {
         match self {
             Endpoint::Validate => "validate",
             Endpoint::Mutate => "mutate",
-        }
-    }
-
-    /// The part of admission each webhook plays: the API server runs every mutating
-    /// webhook before the validating ones, so `/validate` judges the object as it arrives.
-    fn stage(self) -> Stage {
-        match self {
-            Endpoint::Validate => Stage::Validate,
-            Endpoint::Mutate => Stage::Mutate,
         }
     }
 }
@@ -116,6 +109,24 @@ pub struct Answer {
     pub summary: Summary,
 }
 
+/// What the webhook answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    Patched,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+            Verdict::Patched => "patched",
+        }
+    }
+}
+
 /// Bounded facts about one review, for logs and metrics.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -124,9 +135,18 @@ pub struct Summary {
     pub operation: &'static str,
     pub namespace: String,
     pub name: String,
-    pub decision: &'static str,
+    pub decision: Verdict,
     /// The ids of the rules that denied, comma-separated (empty unless denied).
     pub denied_by: String,
+}
+
+fn operation_of(label: &str) -> Operation {
+    match label {
+        "CREATE" => Operation::Create,
+        "UPDATE" => Operation::Update,
+        "DELETE" => Operation::Delete,
+        _ => Operation::Connect,
+    }
 }
 
 fn operation(op: &admission::Operation) -> Operation {
@@ -167,7 +187,7 @@ impl Admission {
             Ok(answer) => (
                 answer.summary.kind,
                 answer.summary.operation,
-                answer.summary.decision,
+                answer.summary.decision.as_str(),
             ),
             Err(_) => ("unknown", "other", "error"),
         };
@@ -190,6 +210,90 @@ impl Admission {
     }
 
     fn answer(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, AdmissionError> {
+        if let Ok(wire::Envelope {
+            api_version: Some(version),
+            request: Some(request),
+        }) = serde_json::from_slice::<wire::Envelope>(body)
+            && version == "admission.k8s.io/v1"
+            && let Some(answer) = self.answer_wire(endpoint, request)?
+        {
+            return Ok(answer);
+        }
+        self.answer_general(endpoint, body)
+    }
+
+    /// The one-pass path. `None` leaves the request to [`Admission::answer_general`]
+    /// (fields in another order, an object that is not valid for its kind).
+    fn answer_wire(
+        &self,
+        endpoint: Endpoint,
+        request: wire::Request,
+    ) -> Result<Option<Answer>, AdmissionError> {
+        let op = operation_label(&request.operation);
+        let scale = request.sub_resource.as_deref() == Some("scale")
+            && request
+                .resource
+                .as_ref()
+                .is_some_and(|r| r.group == "apps" && r.resource == "statefulsets");
+        if scale && op == "UPDATE" && endpoint == Endpoint::Validate {
+            let replicas = |payload: &wire::Payload| match payload {
+                wire::Payload::Raw(value) => Some(replicas_of(Some(value))),
+                wire::Payload::Absent => Some(None),
+                _ => None,
+            };
+            let (Some(before), Some(after)) =
+                (replicas(&request.old_object), replicas(&request.object))
+            else {
+                return Ok(None);
+            };
+            let namespace = request.namespace.unwrap_or_default();
+            return self
+                .judge_scale(request.uid, namespace, request.name, before, after)
+                .map(Some);
+        }
+        if request.kind.is_none() {
+            return Ok(None);
+        }
+        let Some(kind) = request.evaluated_kind() else {
+            return allowed(request.uid, op, request.namespace, request.name).map(Some);
+        };
+        let resource = |payload: wire::Payload| match payload {
+            wire::Payload::Typed(object) if object.kind() == kind => Some(Some(object)),
+            wire::Payload::Absent => Some(None),
+            wire::Payload::Raw(value) => Resource::decode(kind, &value).ok().map(Some),
+            _ => None,
+        };
+        let (Some(object), Some(old_object)) =
+            (resource(request.object), resource(request.old_object))
+        else {
+            return Ok(None);
+        };
+        let namespace = request
+            .namespace
+            .or_else(|| {
+                object
+                    .as_ref()
+                    .or(old_object.as_ref())
+                    .and_then(|o| o.metadata().namespace.clone())
+            })
+            .unwrap_or_default();
+        let review = Review {
+            operation: operation_of(op),
+            kind,
+            namespace,
+            name: request.name,
+            object,
+            old_object,
+            user: request.user,
+            delete_grace_period_seconds: request.grace_period_seconds,
+            dry_run: request.dry_run,
+        };
+        self.judge(endpoint, request.uid, review).map(Some)
+    }
+
+    /// The general path: kube's admission types, with the offending field named when an
+    /// object is not valid for its kind.
+    fn answer_general(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, AdmissionError> {
         let peek: Peek =
             serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
         let version = peek.api_version.unwrap_or_default();
@@ -240,12 +344,10 @@ impl Admission {
     where
         K: kube::Resource + DeserializeOwned,
     {
-        // kube's AdmissionReview flattens its TypeMeta, which makes serde buffer the whole
-        // document first; this envelope reads the same fields in one pass.
         let envelope: Envelope<K> = match serde_json::from_slice(body) {
             Ok(envelope) => envelope,
             Err(_) => {
-                // Slow path, only for bad input: name the field that is wrong.
+                // Only for bad input: name the field that is wrong.
                 let mut de = serde_json::Deserializer::from_slice(body);
                 let message = match serde_path_to_error::deserialize::<_, Envelope<K>>(&mut de) {
                     Err(err) => format!("{}: {}", err.path(), err.inner()),
@@ -262,7 +364,6 @@ impl Admission {
             api_version: envelope.api_version,
             kind: envelope.kind,
         };
-        let policy = self.policy.load();
         let object = request.object.take().map(wrap);
         let old_object = request.old_object.take().map(wrap);
         let namespace = request
@@ -293,46 +394,70 @@ impl Admission {
                 .and_then(serde_json::Value::as_i64),
             dry_run: request.dry_run,
         };
-        let decision = if review.subject().is_some() {
-            evaluate_stage(&policy, &review, self.context.as_ref(), endpoint.stage())
-        } else {
-            Decision::default()
+        self.judge(endpoint, request.uid, review)
+    }
+
+    /// Evaluates a review at the endpoint's stage and writes the answer. The mutating
+    /// endpoint mutates the review's own object (no copy).
+    fn judge(
+        &self,
+        endpoint: Endpoint,
+        uid: String,
+        mut review: Review,
+    ) -> Result<Answer, AdmissionError> {
+        let policy = self.policy.load();
+        let decision = match (review.subject().is_some(), endpoint) {
+            (false, _) => Decision::default(),
+            (true, Endpoint::Mutate) => {
+                evaluate_mut(&policy, &mut review, self.context.as_ref(), Stage::Mutate)
+            }
+            (true, Endpoint::Validate) => {
+                evaluate_stage(&policy, &review, self.context.as_ref(), Stage::Validate)
+            }
         };
         self.record(endpoint, &decision, &review.namespace, &review.name);
-        let mut response = AdmissionResponse::from(&request);
-        let verdict = match endpoint {
+        let (verdict, body) = match endpoint {
             Endpoint::Validate => {
-                if let Some(message) = decision.denial_message() {
-                    response = response.deny(message);
-                    response.result.code = 403;
-                    response.result.reason = "Forbidden".into();
-                }
+                let denial = decision.denial_message();
                 let warnings = decision.warnings();
-                if !warnings.is_empty() {
-                    response.warnings = Some(warnings);
-                }
-                if decision.allowed() {
-                    "allowed"
+                let body = encode(&wire::Response {
+                    uid: &uid,
+                    denied: denial.as_deref(),
+                    warnings: &warnings,
+                    patch: None,
+                })?;
+                let verdict = if denial.is_some() {
+                    Verdict::Denied
                 } else {
-                    "denied"
-                }
+                    Verdict::Allowed
+                };
+                (verdict, body)
             }
-            Endpoint::Mutate => match decision.patch.clone() {
-                Some(patch) => {
-                    response = response
-                        .with_patch(patch)
-                        .map_err(|e| AdmissionError::Encode(e.to_string()))?;
-                    "patched"
-                }
-                None => "allowed",
-            },
+            Endpoint::Mutate => {
+                let patch = decision
+                    .patch
+                    .as_ref()
+                    .map(serde_json::to_vec)
+                    .transpose()
+                    .map_err(|e| AdmissionError::Encode(e.to_string()))?;
+                let body = encode(&wire::Response {
+                    uid: &uid,
+                    patch: patch.as_deref(),
+                    ..wire::Response::default()
+                })?;
+                let verdict = if patch.is_some() {
+                    Verdict::Patched
+                } else {
+                    Verdict::Allowed
+                };
+                (verdict, body)
+            }
         };
-        let body = encode(response)?;
         Ok(Answer {
             body,
             summary: Summary {
-                uid: request.uid,
-                kind: kind.as_str(),
+                uid,
+                kind: review.kind.as_str(),
                 operation: review.operation.as_str(),
                 namespace: review.namespace,
                 name: review.name,
@@ -342,28 +467,33 @@ impl Admission {
         })
     }
 
-    /// `statefulsets/scale` UPDATE (`kubectl scale`, autoscalers): warns with the claims a
-    /// scale-down leaves behind, never denies.
+    /// `statefulsets/scale` UPDATE through kube's types (the general path).
     fn scale(&self, body: &[u8]) -> Result<Answer, AdmissionError> {
         let review: AdmissionReview<DynamicObject> =
             serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
         let request: AdmissionRequest<DynamicObject> =
             review.try_into().map_err(|_| AdmissionError::NoRequest)?;
-        let replicas = |object: Option<&DynamicObject>| {
-            object
-                .and_then(|o| o.data.pointer("/spec/replicas"))
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|r| i32::try_from(r).ok())
-        };
-        let namespace = request.namespace.clone().unwrap_or_default();
-        let decision = match (
-            replicas(request.old_object.as_ref()),
-            replicas(request.object.as_ref()),
-        ) {
+        let before = replicas_of(request.old_object.as_ref().map(|o| &o.data));
+        let after = replicas_of(request.object.as_ref().map(|o| &o.data));
+        let namespace = request.namespace.unwrap_or_default();
+        self.judge_scale(request.uid, namespace, request.name, before, after)
+    }
+
+    /// `statefulsets/scale` UPDATE (`kubectl scale`, autoscalers): warns with the claims a
+    /// scale-down leaves behind, never denies.
+    fn judge_scale(
+        &self,
+        uid: String,
+        namespace: String,
+        name: String,
+        before: Option<i32>,
+        after: Option<i32>,
+    ) -> Result<Answer, AdmissionError> {
+        let decision = match (before, after) {
             (Some(before), Some(after)) => {
                 let scale = ScaleReview {
                     namespace: namespace.clone(),
-                    name: request.name.clone(),
+                    name: name.clone(),
                     before,
                     after,
                 };
@@ -371,22 +501,21 @@ impl Admission {
             }
             _ => Decision::default(),
         };
-        self.record(Endpoint::Validate, &decision, &namespace, &request.name);
-        let mut response = AdmissionResponse::from(&request);
-        let warnings = decision.warnings();
-        if !warnings.is_empty() {
-            response.warnings = Some(warnings);
-        }
-        let body = encode(response)?;
+        self.record(Endpoint::Validate, &decision, &namespace, &name);
+        let body = encode(&wire::Response {
+            uid: &uid,
+            warnings: &decision.warnings(),
+            ..wire::Response::default()
+        })?;
         Ok(Answer {
             body,
             summary: Summary {
-                uid: request.uid,
+                uid,
                 kind: "Scale",
                 operation: "UPDATE",
                 namespace,
-                name: request.name,
-                decision: "allowed",
+                name,
+                decision: Verdict::Allowed,
                 denied_by: String::new(),
             },
         })
@@ -435,42 +564,51 @@ impl Admission {
     }
 }
 
-/// Encodes the response review, with the patch as base64 text as the API documents it
-/// (kube serialises the bytes as a number array, which Go also accepts but which is
-/// larger and surprising to read).
-fn encode(response: AdmissionResponse) -> Result<Vec<u8>, AdmissionError> {
-    use base64::Engine;
-    let Some(patch) = response.patch.clone() else {
-        return serde_json::to_vec(&response.into_review())
-            .map_err(|e| AdmissionError::Encode(e.to_string()));
-    };
-    let mut value = serde_json::to_value(response.into_review())
-        .map_err(|e| AdmissionError::Encode(e.to_string()))?;
-    if let Some(slot) = value.pointer_mut("/response/patch") {
-        *slot = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-    }
-    serde_json::to_vec(&value).map_err(|e| AdmissionError::Encode(e.to_string()))
+fn encode(response: &wire::Response<'_>) -> Result<Vec<u8>, AdmissionError> {
+    wire::encode(response).map_err(|e| AdmissionError::Encode(e.to_string()))
 }
 
-/// Kinds, groups and subresources the engine does not evaluate are allowed untouched.
+/// `spec.replicas` of a Scale.
+fn replicas_of(object: Option<&serde_json::Value>) -> Option<i32> {
+    object
+        .and_then(|o| o.pointer("/spec/replicas"))
+        .and_then(serde_json::Value::as_i64)
+        .and_then(|r| i32::try_from(r).ok())
+}
+
+/// Allowed untouched: kinds, groups and subresources the engine does not evaluate.
+fn allowed(
+    uid: String,
+    operation: &'static str,
+    namespace: Option<String>,
+    name: String,
+) -> Result<Answer, AdmissionError> {
+    let body = encode(&wire::Response {
+        uid: &uid,
+        ..wire::Response::default()
+    })?;
+    Ok(Answer {
+        body,
+        summary: Summary {
+            uid,
+            kind: "other",
+            operation,
+            namespace: namespace.unwrap_or_default(),
+            name,
+            decision: Verdict::Allowed,
+            denied_by: String::new(),
+        },
+    })
+}
+
+/// Kinds, groups and subresources the engine does not evaluate are allowed untouched
+/// (the general path).
 fn pass_through(body: &[u8], op: &'static str) -> Result<Answer, AdmissionError> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|_| AdmissionError::NoRequest)?;
-    let body = encode(AdmissionResponse::from(&request))?;
-    Ok(Answer {
-        body,
-        summary: Summary {
-            uid: request.uid,
-            kind: "other",
-            operation: op,
-            namespace: request.namespace.unwrap_or_default(),
-            name: request.name,
-            decision: "allowed",
-            denied_by: String::new(),
-        },
-    })
+    allowed(request.uid, op, request.namespace, request.name)
 }
 
 fn denied_by(decision: &Decision) -> String {
@@ -480,4 +618,204 @@ fn denied_by(decision: &Decision) -> String {
         .collect();
     rules.dedup();
     rules.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::policy::NoContext;
+
+    fn admission() -> Admission {
+        Admission::new(
+            Policy::default(),
+            Arc::new(NoContext),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn review(kind: (&str, &str, &str), op: &str, object: Value, old: Value) -> Value {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u-1",
+            "kind": {"group": kind.0, "version": "v1", "kind": kind.1},
+            "resource": {"group": kind.0, "version": "v1", "resource": kind.2},
+            "name": object["metadata"]["name"].as_str().or(old["metadata"]["name"].as_str()),
+            "namespace": "shop", "operation": op,
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": object, "oldObject": old, "dryRun": false,
+            "options": {"gracePeriodSeconds": 0}}})
+    }
+
+    fn sts(replicas: i32, grace: i64) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": "db", "namespace": "shop"},
+            "spec": {"replicas": replicas, "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {"metadata": {"labels": {"app": "db"}}, "spec": {
+                    "terminationGracePeriodSeconds": grace,
+                    "containers": [{"name": "db", "image": "db:1",
+                        "volumeMounts": [{"name": "data", "mountPath": "/d"}]}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                    "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    }
+
+    /// Every shape of request, including ones the one-pass reader hands on.
+    fn bodies() -> Vec<Value> {
+        let sts_kind = ("apps", "StatefulSet", "statefulsets");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-0",
+            "namespace": "shop", "ownerReferences": [{"apiVersion": "apps/v1",
+            "kind": "StatefulSet", "name": "db", "uid": "x", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "db", "image": "db:1"}]},
+            "status": {"phase": "Running"}});
+        let scale = |r: i32| {
+            json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "db", "namespace": "shop"}, "spec": {"replicas": r}})
+        };
+        let mut scale_review = review(
+            ("autoscaling", "Scale", "statefulsets"),
+            "UPDATE",
+            scale(1),
+            scale(3),
+        );
+        scale_review["request"]["resource"]["group"] = json!("apps");
+        scale_review["request"]["subResource"] = json!("scale");
+        // Object before kind: another field order than the API server's.
+        let mut reordered = serde_json::Map::new();
+        let create = review(sts_kind, "CREATE", sts(3, 0), Value::Null);
+        for key in [
+            "object",
+            "oldObject",
+            "uid",
+            "kind",
+            "resource",
+            "name",
+            "namespace",
+            "operation",
+            "userInfo",
+            "dryRun",
+            "options",
+        ] {
+            reordered.insert(key.into(), create["request"][key].clone());
+        }
+        vec![
+            create.clone(),
+            review(sts_kind, "CREATE", sts(3, 30), Value::Null),
+            review(sts_kind, "UPDATE", sts(1, 30), sts(3, 30)),
+            review(
+                ("", "Service", "services"),
+                "DELETE",
+                Value::Null,
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": "shop"}}),
+            ),
+            review(("", "Pod", "pods"), "DELETE", Value::Null, pod.clone()),
+            review(("", "Pod", "pods"), "CREATE", pod, Value::Null),
+            review(
+                ("apps", "Deployment", "deployments"),
+                "CREATE",
+                json!({"metadata": {"name": "d"}}),
+                Value::Null,
+            ),
+            scale_review,
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": reordered}),
+        ]
+    }
+
+    #[test]
+    fn the_one_pass_path_answers_as_the_general_path() {
+        let admission = admission();
+        for body in bodies() {
+            let bytes = serde_json::to_vec(&body).expect("json");
+            for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+                let fast = admission.answer(endpoint, &bytes).expect("answer");
+                let general = admission.answer_general(endpoint, &bytes).expect("answer");
+                let (fast_body, general_body): (Value, Value) = (
+                    serde_json::from_slice(&fast.body).expect("json"),
+                    serde_json::from_slice(&general.body).expect("json"),
+                );
+                assert_eq!(fast_body, general_body, "{endpoint:?} {body}");
+                assert_eq!(fast.summary.decision, general.summary.decision);
+                assert_eq!(fast.summary.kind, general.summary.kind);
+                assert_eq!(fast.summary.namespace, general.summary.namespace);
+                assert_eq!(fast.summary.denied_by, general.summary.denied_by);
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_objects_are_named_by_the_general_path() {
+        let mut body = review(
+            ("apps", "StatefulSet", "statefulsets"),
+            "CREATE",
+            sts(3, 30),
+            Value::Null,
+        );
+        body["request"]["object"]["spec"]["replicas"] = json!("three");
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let err = admission()
+            .answer(Endpoint::Validate, &bytes)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("request.object.spec.replicas"), "{err}");
+    }
+
+    #[test]
+    fn responses_are_written_as_kube_writes_them() {
+        use kube::core::admission::AdmissionResponse;
+        let request: AdmissionRequest<DynamicObject> =
+            serde_json::from_value::<AdmissionReview<DynamicObject>>(review(
+                ("", "Service", "services"),
+                "CREATE",
+                json!({"metadata": {"name": "s"}}),
+                Value::Null,
+            ))
+            .expect("review")
+            .try_into()
+            .expect("request");
+        let kube = |response: AdmissionResponse| -> Value {
+            serde_json::to_value(response.into_review()).expect("json")
+        };
+        let ours = |response: wire::Response<'_>| -> Value {
+            serde_json::from_slice(&wire::encode(&response).expect("encode")).expect("json")
+        };
+        assert_eq!(
+            ours(wire::Response {
+                uid: "u-1",
+                ..wire::Response::default()
+            }),
+            kube(AdmissionResponse::from(&request))
+        );
+        let mut denied = AdmissionResponse::from(&request).deny("no");
+        denied.result.code = 403;
+        denied.result.reason = "Forbidden".into();
+        let warnings = vec!["w: one".to_owned()];
+        denied.warnings = Some(warnings.clone());
+        assert_eq!(
+            ours(wire::Response {
+                uid: "u-1",
+                denied: Some("no"),
+                warnings: &warnings,
+                patch: None
+            }),
+            kube(denied)
+        );
+        let patch = json_patch::Patch(vec![]);
+        let mut patched = kube(
+            AdmissionResponse::from(&request)
+                .with_patch(patch)
+                .expect("patch"),
+        );
+        // kube writes the patch bytes as a number array; the API documents base64 text.
+        patched["response"]["patch"] = json!("W10=");
+        assert_eq!(
+            ours(wire::Response {
+                uid: "u-1",
+                patch: Some(b"[]"),
+                ..wire::Response::default()
+            }),
+            patched
+        );
+    }
 }

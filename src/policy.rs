@@ -47,73 +47,123 @@ pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Deci
     evaluate_stage(policy, review, context, Stage::Admit)
 }
 
-/// Evaluates one stage of admission.
+/// Evaluates one stage of admission. Mutations work on a clone of the object; the
+/// webhook's mutating endpoint, which owns its review, calls [`evaluate_mut`] instead.
 pub fn evaluate_stage(
     policy: &Policy,
     review: &Review,
     context: &dyn Context,
     stage: Stage,
 ) -> Decision {
-    let mut decision = Decision::default();
-    if policy.is_excluded(&review.namespace) {
-        decision.excluded = true;
-        return decision;
-    }
-    let Some(subject) = review.subject() else {
-        return decision;
-    };
-    decision.skipped = skipped_rules(policy, subject);
-    let applies = |id: RuleId, kind: Kind| {
-        let info = id.info();
-        info.kind == kind
-            && info.operations.contains(&review.operation)
-            && !decision.skipped.contains(&id)
-    };
-
-    // Mutations (CREATE only), on a typed clone; the patch is the diff of typed values.
-    let mut mutated: Option<Resource> = None;
-    if review.operation == Operation::Create
-        && stage != Stage::Validate
-        && let Some(object) = review.object.as_ref()
+    if stage != Stage::Validate && review.operation == Operation::Create && review.object.is_some()
     {
-        let mut working = object.clone();
-        let mut changed = Vec::new();
-        for info in RULES {
-            let Action::Mutate { mutate, target, .. } = info.action else {
-                continue;
-            };
-            if !policy.enabled(info.id) || !applies(info.id, working.kind()) {
-                continue;
-            }
-            let added = match (mutate, &mut working) {
-                (Mutation::StatefulSet(f), Resource::StatefulSet(sts)) => f(policy, sts),
-                (Mutation::Pod(f), Resource::Pod(pod)) => f(policy, pod),
-                _ => None,
-            };
-            if let Some(added) = added {
-                changed.push(target);
-                decision.findings.push(Finding {
-                    rule: info.id,
-                    mode: Level::Mutate,
-                    field: added.field,
-                    message: added.message,
-                });
-            }
-        }
-        if !changed.is_empty() {
-            let patch = patch::diff_targets(object, &working, &changed);
-            if !patch.0.is_empty() {
-                decision.patch = Some(patch);
-            }
-            mutated = Some(working);
-        }
+        let mut owned = review.clone();
+        return evaluate_mut(policy, &mut owned, context, stage);
     }
+    let Some(mut decision) = prelude(policy, review) else {
+        return Decision::default().excluded_if(policy.is_excluded(&review.namespace));
+    };
+    if stage != Stage::Mutate {
+        validate(policy, review, context, &mut decision);
+    }
+    decision
+}
 
-    if stage == Stage::Mutate {
-        return decision;
+/// As [`evaluate_stage`], mutating `review.object` in place (no copy of the object): after
+/// the call it holds the mutated object, and the decision carries the patch.
+pub fn evaluate_mut(
+    policy: &Policy,
+    review: &mut Review,
+    context: &dyn Context,
+    stage: Stage,
+) -> Decision {
+    let Some(mut decision) = prelude(policy, review) else {
+        return Decision::default().excluded_if(policy.is_excluded(&review.namespace));
+    };
+    if stage != Stage::Validate && review.operation == Operation::Create {
+        let operation = review.operation;
+        if let Some(object) = review.object.as_mut() {
+            mutate(policy, operation, object, &mut decision);
+        }
     }
-    // Validation, on the mutated object where there is one.
-    let object = mutated.as_ref().unwrap_or(subject);
+    if stage != Stage::Mutate {
+        validate(policy, review, context, &mut decision);
+    }
+    decision
+}
+
+/// The decision before any rule ran: `None` when nothing is to be evaluated (an excluded
+/// namespace, no object).
+fn prelude(policy: &Policy, review: &Review) -> Option<Decision> {
+    if policy.is_excluded(&review.namespace) {
+        return None;
+    }
+    let subject = review.subject()?;
+    Some(Decision {
+        skipped: skipped_rules(policy, subject),
+        ..Decision::default()
+    })
+}
+
+/// Whether rule `id` applies to an object of `kind` in this operation.
+fn applies(id: RuleId, kind: Kind, operation: Operation, decision: &Decision) -> bool {
+    let info = id.info();
+    info.kind == kind && info.operations.contains(&operation) && !decision.skipped.contains(&id)
+}
+
+/// Applies the enabled mutations to `object` in place. The patch is the diff of the typed
+/// parts they may change, before and after.
+fn mutate(policy: &Policy, operation: Operation, object: &mut Resource, decision: &mut Decision) {
+    let mutations: Vec<_> = RULES
+        .iter()
+        .filter_map(|info| match info.action {
+            Action::Mutate { mutate, target, .. }
+                if policy.enabled(info.id)
+                    && applies(info.id, object.kind(), operation, decision) =>
+            {
+                Some((info.id, mutate, target))
+            }
+            _ => None,
+        })
+        .collect();
+    if mutations.is_empty() {
+        return;
+    }
+    let before: Vec<_> = mutations
+        .iter()
+        .map(|(_, _, target)| (target.extract)(object))
+        .collect();
+    let mut changed = Vec::new();
+    for ((id, mutation, target), before) in mutations.into_iter().zip(before) {
+        let added = match (mutation, &mut *object) {
+            (Mutation::StatefulSet(f), Resource::StatefulSet(sts)) => f(policy, sts),
+            (Mutation::Pod(f), Resource::Pod(pod)) => f(policy, pod),
+            _ => None,
+        };
+        if let Some(added) = added {
+            changed.push((target, before));
+            decision.findings.push(Finding {
+                rule: id,
+                mode: Level::Mutate,
+                field: added.field,
+                message: added.message,
+            });
+        }
+    }
+    if !changed.is_empty() {
+        let patch = patch::diff_targets(&changed, object);
+        if !patch.0.is_empty() {
+            decision.patch = Some(patch);
+        }
+    }
+}
+
+/// Every validation rule on the review's subject (the object as it now is, or the old
+/// object on DELETE).
+fn validate(policy: &Policy, review: &Review, context: &dyn Context, decision: &mut Decision) {
+    let Some(object) = review.subject() else {
+        return;
+    };
     let old = match review.operation {
         Operation::Update => review.old_object.as_ref(),
         _ => None,
@@ -123,7 +173,7 @@ pub fn evaluate_stage(
             continue;
         };
         let mode = policy.mode(info.id);
-        if mode == Mode::Off || !applies(info.id, object.kind()) {
+        if mode == Mode::Off || !applies(info.id, object.kind(), review.operation, decision) {
             continue;
         }
         let mut sink = Sink::default();
@@ -189,7 +239,6 @@ pub fn evaluate_stage(
             });
         }
     }
-    decision
 }
 
 /// The rules named in the object's skip annotation that the policy lets it skip.

@@ -160,11 +160,11 @@ async fn review(
                 operation = s.operation,
                 namespace = %s.namespace,
                 name = %s.name,
-                decision = s.decision,
+                decision = s.decision.as_str(),
                 duration_us = started.elapsed().as_micros() as u64,
             );
             let _entered = span.enter();
-            if s.decision == "denied" {
+            if s.decision == crate::admission::Verdict::Denied {
                 tracing::info!(rules = %s.denied_by, "admission review denied");
             } else {
                 tracing::debug!("admission review answered");

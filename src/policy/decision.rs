@@ -82,6 +82,12 @@ impl Decision {
     }
 
     /// The denial message: every enforce finding, with its rule id, field and fix.
+    /// Marks a decision as not evaluated because of its namespace.
+    pub fn excluded_if(mut self, excluded: bool) -> Decision {
+        self.excluded = excluded;
+        self
+    }
+
     pub fn denial_message(&self) -> Option<String> {
         let parts: Vec<String> = self
             .with_level(Level::Enforce)

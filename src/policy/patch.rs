@@ -7,18 +7,18 @@ use serde_json::Value;
 use super::review::Resource;
 use super::rules::Target;
 
-/// The patch that turns `before` into `after`, looking only at `targets`.
-pub fn diff_targets(before: &Resource, after: &Resource, targets: &[Target]) -> Patch {
+/// The patch that turns each target's `before` value into its value in `after`.
+pub fn diff_targets(targets: &[(Target, Option<Value>)], after: &Resource) -> Patch {
     let mut ops = Vec::new();
-    for target in targets {
-        match ((target.extract)(before), (target.extract)(after)) {
+    for (target, before) in targets {
+        match (before, (target.extract)(after)) {
             (None, Some(value)) => {
                 if let Ok(path) = target.pointer.parse() {
                     ops.push(PatchOperation::Add(AddOperation { path, value }));
                 }
             }
             (Some(old), Some(new)) => {
-                let inner = json_patch::diff(&old, &new);
+                let inner = json_patch::diff(old, &new);
                 ops.extend(
                     inner
                         .0
