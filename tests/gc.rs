@@ -544,6 +544,52 @@ async fn the_watch_loop_annotates_waits_out_the_grace_and_deletes_only_opted_in(
 }
 
 #[tokio::test]
+async fn min_age_leaves_young_orphans_alone_in_the_watch_loop() {
+    let mut state = State::default();
+    // Created 2026-11-01; T0 is 2026-11-18: 17 days old.
+    for i in 0..3 {
+        let name = format!("data-db-{i}");
+        state
+            .claims
+            .insert(name.clone(), claim(&name, "db", json!({})));
+    }
+    let mut marked = claim("data-db-2", "db", json!({}));
+    marked["metadata"]["annotations"]["stateward.io/orphaned-since"] =
+        json!("2026-11-02T00:00:00Z");
+    state.claims.insert("data-db-2".into(), marked);
+    state.sets = vec![set(
+        "db",
+        1,
+        json!({"stateward.io/collect-orphaned-claims": "true"}),
+    )];
+    let state = Arc::new(Mutex::new(state));
+    let client = client(state.clone());
+    let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let snap = snapshot(&client, None, None).await.expect("snapshot");
+    let report = reconcile(
+        &client,
+        &recorder(&client),
+        &metrics,
+        snap,
+        &Default::default(),
+        &PassOptions {
+            now: T0,
+            grace_seconds: 60,
+            min_age_seconds: 30 * 86_400,
+        },
+        &open_gate,
+    )
+    .await
+    .expect("pass");
+    // Both orphans are younger than 30 days: not marked, not deleted, and the mark a
+    // run without --min-age left is not cleared either (the claim is still not wanted).
+    assert!(
+        report.marked.is_empty() && report.deleted.is_empty() && report.cleared.is_empty(),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_scaled_up_set_takes_its_claims_back() {
     let mut state = State::default();
     let mut annotations = provenance("db");

@@ -256,10 +256,17 @@ pub async fn reconcile(
 
     // 2. Orphan bookkeeping and metrics.
     let snapshot = Snapshot { claims, sets, pods };
-    let orphans = plan(&snapshot, now, min_age_seconds);
-    let orphan_keys: HashSet<(&str, &str)> = orphans
+    // Every orphan (a claim `--min-age` leaves out is still not wanted), and those old
+    // enough to be marked, counted and deleted.
+    let every_orphan = plan(&snapshot, now, 0);
+    let orphan_keys: HashSet<(&str, &str)> = every_orphan
         .iter()
         .map(|o| (o.namespace.as_str(), o.claim.as_str()))
+        .collect();
+    let orphans: Vec<_> = every_orphan
+        .iter()
+        .filter(|o| o.created.is_none_or(|c| now - c >= min_age_seconds))
+        .cloned()
         .collect();
     for reason in [Reason::ScaledDown, Reason::SetDeleted] {
         let of_reason = orphans.iter().filter(|o| o.reason == reason);
