@@ -1174,11 +1174,18 @@ pub async fn leader_election(env: Arc<Env>) {
     let renewed: Option<jiff::Timestamp> = before.body["spec"]["renewTime"]
         .as_str()
         .and_then(|t| t.parse().ok());
-    let since_renewal = renewed.map(|r| jiff::Timestamp::now().duration_since(r).as_secs_f64());
+    let since_renewal = renewed
+        .map(|r| {
+            format!(
+                "{:.1} s",
+                jiff::Timestamp::now().duration_since(r).as_secs_f64()
+            )
+        })
+        .unwrap_or_else(|| "?".into());
     say(
         c,
         format!(
-            "leader killed (SIGKILL): {new_holder} holds the lease {took:.1} s later ({since_renewal:?} s after the dead leader's last renewal seen before the kill; lease {lease_seconds} s)"
+            "leader killed (SIGKILL): {new_holder} holds the lease {took:.1} s later ({since_renewal} after the dead leader's last renewal seen before the kill; lease {lease_seconds} s)"
         ),
     );
     // The dead leader's last renewal can be up to a retry period (2 s + jitter) before the
@@ -1366,7 +1373,7 @@ pub async fn sigterm_during_a_pass(env: Arc<Env>) {
     say(
         c,
         format!(
-            "{} deleted {:.1} s after SIGTERM; exit {status} {:.2} s after that ({:.1} s after SIGTERM)",
+            "{} deleted {:.1} s after SIGTERM; {status} {:.2} s after that ({:.1} s after SIGTERM)",
             finished.0,
             finished.1.duration_since(in_flight).as_secs_f64(),
             exit_after,
