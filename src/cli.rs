@@ -54,9 +54,13 @@ pub enum Command {
     #[command(after_help = "Examples:\n  stateward gc --all-namespaces\n  \
         stateward gc --namespace shop --min-age 7d -o json\n  \
         stateward gc --namespace shop --delete\n  \
-        stateward gc --watch --all-namespaces --grace 1h\n\n\
-        Without --delete nothing is changed. Exit status: 0 success (also nothing to do), \
-        1 at least one deletion failed, 2 usage or connection error.")]
+        stateward gc --watch --all-namespaces --grace 1h\n  \
+        stateward gc --watch -n shop --lease-namespace shop --grace 30m\n\n\
+        Without --delete (or --watch) nothing is changed. A claim of a live StatefulSet is \
+        verified by the set; a claim of a deleted set by stateward's provenance annotations. \
+        SIGTERM/SIGINT during deletions finishes the request in flight and skips the rest. \
+        Exit status: 0 success (also nothing to do, or stopped by a signal), 1 at least one \
+        deletion failed, 2 usage or connection error.")]
     Gc(GcArgs),
 }
 
@@ -225,7 +229,8 @@ pub struct CertsArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct GcArgs {
-    /// Only this namespace.
+    /// Only this namespace (with --watch: only this namespace is watched, so a Role in it
+    /// is enough; namespace annotations are then not read).
     #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
     pub namespace: Option<String>,
     /// Every namespace (the default when no --namespace is given).
@@ -240,11 +245,12 @@ pub struct GcArgs {
     /// Delete the planned claims (verified ones; see --include-unverified).
     #[arg(long)]
     pub delete: bool,
-    /// With --delete, also delete claims known only by name pattern and labels.
+    /// With --delete, also delete claims of deleted sets known only by name pattern and
+    /// labels (no provenance annotations).
     #[arg(long, requires = "delete")]
     pub include_unverified: bool,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    /// Output format of the plan (not with --watch, which only logs).
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, conflicts_with = "watch")]
     pub output: OutputFormat,
     /// Kubeconfig file (otherwise in-cluster, KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "FILE")]
@@ -254,12 +260,30 @@ pub struct GcArgs {
     #[arg(long, conflicts_with_all = ["delete", "include_unverified"])]
     pub watch: bool,
     /// With --watch: how long a claim must stay an orphan before it is deleted.
-    #[arg(long, default_value = "1h")]
+    #[arg(long, default_value = "1h", requires = "watch")]
     pub grace: String,
     /// With --watch: plain HTTP address for /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    #[arg(long, default_value = "0.0.0.0:8080", requires = "watch")]
     pub admin_listen: std::net::SocketAddr,
     /// With --watch: seconds between reconciles.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, requires = "watch")]
     pub interval: u64,
+    /// With --watch: elect a leader over a coordination.k8s.io/v1 Lease so that of several
+    /// replicas only one writes (`--leader-elect=false` for a single replica without a
+    /// Lease).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+        num_args = 0..=1, default_missing_value = "true", requires = "watch")]
+    pub leader_elect: bool,
+    /// With --watch: the Lease's name.
+    #[arg(long, default_value = "stateward-gc", requires = "watch")]
+    pub lease_name: String,
+    /// With --watch: the Lease's namespace (default: POD_NAMESPACE, else --namespace, else
+    /// `default`).
+    #[arg(long, requires = "watch")]
+    pub lease_namespace: Option<String>,
+    /// With --watch: how long a Lease stays valid without renewal (`15s`); the leader
+    /// renews every third of it and stops writing when it could not renew within two
+    /// thirds of it.
+    #[arg(long, default_value = "15s", requires = "watch")]
+    pub lease_duration: String,
 }

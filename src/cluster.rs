@@ -9,6 +9,9 @@
 //! list completes. Unavailable context makes the rules warn instead of deciding on stale
 //! data.
 //!
+//! The same caches (a [`Cache`] of any projection fed by [`feed`]) keep the stores of
+//! `stateward gc --watch`, which deletes nothing unless every store is available.
+//!
 //! Readiness is another matter: it waits only for the *first* list of every cache
 //! ([`ClusterContext::first_synced`]). Every replica of the webhook sees the same API server
 //! restart at the same time, so a readiness that followed later watch errors would take the
@@ -92,9 +95,9 @@ struct CacheLabels {
     cache: &'static str,
 }
 
-/// Metrics of the caches, registered once.
+/// Metrics of the caches, registered once per registry.
 #[derive(Clone, Default)]
-struct CacheMetrics {
+pub struct CacheMetrics {
     objects: Family<CacheLabels, Gauge>,
     synced: Family<CacheLabels, Gauge>,
     errors: Family<CacheLabels, Counter>,
@@ -102,7 +105,7 @@ struct CacheMetrics {
 }
 
 impl CacheMetrics {
-    fn register(registry: &mut Registry) -> CacheMetrics {
+    pub fn register(registry: &mut Registry) -> CacheMetrics {
         let metrics = CacheMetrics::default();
         registry.register(
             "cache_objects",
@@ -111,7 +114,7 @@ impl CacheMetrics {
         );
         registry.register(
             "cache_synced",
-            "1 when a cluster cache is available to the rules",
+            "1 when a cluster cache is available (listed, no watch error since)",
             metrics.synced.clone(),
         );
         registry.register(
@@ -142,7 +145,7 @@ pub struct Cache<T> {
 }
 
 impl<T> Cache<T> {
-    fn new(name: &'static str, metrics: CacheMetrics) -> Cache<T> {
+    pub fn new(name: &'static str, metrics: CacheMetrics) -> Cache<T> {
         Cache {
             name,
             items: RwLock::new(HashMap::new()),
@@ -154,6 +157,10 @@ impl<T> Cache<T> {
 
     fn labels(&self) -> CacheLabels {
         CacheLabels { cache: self.name }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// Listed, and no watch error since the last list: the rules may decide on it.
@@ -186,6 +193,14 @@ impl<T> Cache<T> {
             .read()
             .ok()
             .and_then(|i| i.get(namespace).map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// Every item, in no particular order.
+    pub fn values(&self) -> Vec<Arc<T>> {
+        self.items
+            .read()
+            .map(|i| i.values().flat_map(|m| m.values().cloned()).collect())
             .unwrap_or_default()
     }
 
@@ -237,7 +252,7 @@ impl<T> Cache<T> {
 }
 
 /// Turns a watched object into its projection with its (namespace, name) key.
-trait Project<K>: Sized {
+pub trait Project<K>: Sized {
     fn project(object: &K) -> (String, String, Self);
 }
 
@@ -262,12 +277,13 @@ impl Project<PodDisruptionBudget> for PdbInfo {
     }
 }
 
-/// Feeds `cache` from a watch of every `K` until `shutdown`. After a watch error the
-/// stream is dropped and a new one lists afresh (after a backoff that doubles up to
-/// `max_backoff` and starts again after a successful list), so the cache is never taken
-/// for current before a complete list has replaced it.
-async fn feed<K, T>(
+/// Feeds `cache` from a watch of `api` (with `config`: selectors) until `shutdown`. After
+/// a watch error the stream is dropped and a new one lists afresh (after a backoff that
+/// doubles up to `max_backoff` and starts again after a successful list), so the cache is
+/// never taken for current before a complete list has replaced it.
+pub async fn feed<K, T>(
     api: Api<K>,
+    config: watcher::Config,
     cache: Arc<Cache<T>>,
     mut shutdown: signal::Receiver<bool>,
     max_backoff: Duration,
@@ -278,7 +294,7 @@ async fn feed<K, T>(
     let first_backoff = Duration::from_millis(250).min(max_backoff);
     let mut backoff = first_backoff;
     loop {
-        let stream = watcher::watcher(api.clone(), watcher::Config::default());
+        let stream = watcher::watcher(api.clone(), config.clone());
         futures::pin_mut!(stream);
         let mut buffer: Option<Index<T>> = None;
         loop {
@@ -319,7 +335,7 @@ async fn feed<K, T>(
                         cache = cache.name,
                         error = %err,
                         retry_in_ms = backoff.as_millis() as u64,
-                        "watch failed; context rules warn until the cache is listed again"
+                        "watch failed; the cache is unavailable until it is listed again"
                     );
                     cache.error();
                     cache.publish();
@@ -370,18 +386,21 @@ impl ClusterContext {
         };
         tokio::spawn(feed(
             Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
             context.services.clone(),
             shutdown.clone(),
             max_backoff,
         ));
         tokio::spawn(feed(
             Api::<StatefulSet>::all(client.clone()),
+            watcher::Config::default(),
             context.statefulsets.clone(),
             shutdown.clone(),
             max_backoff,
         ));
         tokio::spawn(feed(
             Api::<PodDisruptionBudget>::all(client),
+            watcher::Config::default(),
             context.pdbs.clone(),
             shutdown,
             max_backoff,

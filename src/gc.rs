@@ -2,6 +2,7 @@
 //! (`stateward gc`).
 pub mod classify;
 pub mod collect;
+pub mod shutdown;
 pub mod watch;
 
 pub use collect::run;

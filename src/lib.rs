@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod gc;
+pub mod leader;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;

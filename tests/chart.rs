@@ -137,6 +137,8 @@ fn validate(docs: &[Value]) {
             "PodDisruptionBudget" => typed::<policy::PodDisruptionBudget>(doc),
             "ClusterRole" => typed::<rbac::ClusterRole>(doc),
             "ClusterRoleBinding" => typed::<rbac::ClusterRoleBinding>(doc),
+            "Role" => typed::<rbac::Role>(doc),
+            "RoleBinding" => typed::<rbac::RoleBinding>(doc),
             "ValidatingWebhookConfiguration" => typed::<adm::ValidatingWebhookConfiguration>(doc),
             "MutatingWebhookConfiguration" => typed::<adm::MutatingWebhookConfiguration>(doc),
             "NetworkPolicy" => typed::<net::NetworkPolicy>(doc),
@@ -388,19 +390,45 @@ fn rbac_is_least_privilege_and_gc_is_optional() {
     let with_gc = helm.render(&["gc.enabled=true", "gc.planCronJob.enabled=true"]);
     validate(&with_gc);
     let gc = find(&with_gc, "Deployment", "sw-stateward-gc");
-    assert_eq!(gc["spec"]["replicas"], 1);
-    assert_eq!(gc["spec"]["strategy"]["type"], "Recreate");
-    let args: Vec<&str> = gc["spec"]["template"]["spec"]["containers"][0]["args"]
+    // Two replicas, one writer (the Lease holder), rolled one at a time.
+    assert_eq!(gc["spec"]["replicas"], 2);
+    assert_eq!(gc["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(gc["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
+    let pod = &gc["spec"]["template"]["spec"];
+    let args: Vec<&str> = pod["containers"][0]["args"]
         .as_array()
         .expect("args")
         .iter()
         .filter_map(Value::as_str)
         .collect();
     assert_eq!(&args[..3], &["gc", "--watch", "--grace=1h"]);
-    assert_eq!(
-        gc["spec"]["template"]["spec"]["serviceAccountName"],
-        "sw-stateward-gc"
+    for expected in [
+        "--leader-elect=true",
+        "--lease-name=sw-stateward-gc",
+        "--lease-namespace=stateward-system",
+        "--lease-duration=15s",
+    ] {
+        assert!(args.contains(&expected), "{expected} missing from {args:?}");
+    }
+    let env: Vec<(&str, &str)> = pod["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default(),
+                e["valueFrom"]["fieldRef"]["fieldPath"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(env.contains(&("POD_NAME", "metadata.name")), "{env:?}");
+    assert!(
+        env.contains(&("POD_NAMESPACE", "metadata.namespace")),
+        "{env:?}"
     );
+    assert_eq!(pod["serviceAccountName"], "sw-stateward-gc");
     let gc_role = find(&with_gc, "ClusterRole", "sw-stateward-gc");
     let pvc_rule = gc_role["rules"]
         .as_array()
@@ -421,10 +449,72 @@ fn rbac_is_least_privilege_and_gc_is_optional() {
         assert_eq!(
             can_create,
             rule["resources"][0] == "events",
-            "only events are created: {rule}"
+            "only events are created cluster-wide: {rule}"
         );
     }
-    find(&with_gc, "CronJob", "sw-stateward-gc-plan");
+    // Leases only in the release namespace; get and update only of its own Lease.
+    let lease_role = find(&with_gc, "Role", "sw-stateward-gc-leader-election");
+    assert_eq!(lease_role["metadata"]["namespace"], "stateward-system");
+    assert_eq!(
+        lease_role["rules"],
+        serde_json::json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": ["sw-stateward-gc"], "verbs": ["get", "update"]}
+        ])
+    );
+    let lease_binding = find(&with_gc, "RoleBinding", "sw-stateward-gc-leader-election");
+    assert_eq!(lease_binding["subjects"][0]["name"], "sw-stateward-gc");
+    assert_eq!(lease_binding["roleRef"]["kind"], "Role");
+
+    // The plan CronJob runs under its own ServiceAccount that can only read.
+    let cron = find(&with_gc, "CronJob", "sw-stateward-gc-plan");
+    let job = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(job["serviceAccountName"], "sw-stateward-gc-plan");
+    assert_eq!(
+        job["containers"][0]["args"],
+        serde_json::json!(["gc", "--all-namespaces", "-o", "json"])
+    );
+    find(&with_gc, "ServiceAccount", "sw-stateward-gc-plan");
+    let plan_verbs = verbs(find(&with_gc, "ClusterRole", "sw-stateward-gc-plan"));
+    assert!(
+        plan_verbs
+            .iter()
+            .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+        "the plan must not delete or patch: {plan_verbs:?}"
+    );
+    let plan_binding = find(&with_gc, "ClusterRoleBinding", "sw-stateward-gc-plan");
+    assert_eq!(plan_binding["subjects"][0]["name"], "sw-stateward-gc-plan");
+    assert_eq!(plan_binding["roleRef"]["name"], "sw-stateward-gc-plan");
+    // No plan objects without the CronJob.
+    let without_cron = helm.render(&["gc.enabled=true"]);
+    assert!(
+        !without_cron
+            .iter()
+            .any(|d| d["metadata"]["name"] == "sw-stateward-gc-plan"),
+        "plan objects only with the CronJob"
+    );
+
+    let single = helm.render(&["gc.enabled=true", "gc.replicas=1", "gc.leaseDuration=6s"]);
+    let gc = find(&single, "Deployment", "sw-stateward-gc");
+    assert_eq!(gc["spec"]["replicas"], 1);
+    assert!(
+        gc["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .any(|a| a == "--lease-duration=6s")
+    );
+    let (ok, _, stderr) = helm.run(&[
+        "template",
+        "sw",
+        "charts/stateward",
+        "--set",
+        "gc.enabled=true",
+        "--set",
+        "gc.leaseDuration=15",
+    ]);
+    assert!(!ok && stderr.contains("leaseDuration"), "{stderr}");
 }
 
 #[test]

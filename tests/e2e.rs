@@ -16,6 +16,8 @@
 //! temporary directory with all logs is kept and its path printed.
 #[path = "e2e/cases.rs"]
 mod cases;
+#[path = "e2e/gc.rs"]
+mod gc;
 #[path = "e2e/harness.rs"]
 mod harness;
 #[path = "e2e/k8s.rs"]

@@ -9,9 +9,11 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use stateward::Exit;
 use stateward::cli::{Cli, Command, GcArgs};
-use stateward::gc::collect::run_once;
-use stateward::gc::collect::snapshot;
-use stateward::gc::watch::{GcMetrics, PassReport, opted_in_namespaces, reconcile, recorder};
+use stateward::gc::collect::{open_gate, run_once, run_once_gated, snapshot};
+use stateward::gc::watch::{
+    GcMetrics, PassOptions, PassOutcome, PassReport, Scope, Stores, opted_in_namespaces, pass,
+    reconcile, recorder,
+};
 
 #[derive(Debug, Clone)]
 struct Call {
@@ -30,6 +32,8 @@ struct State {
     delete_status: BTreeMap<String, u16>,
     /// Answer every list with this status (e.g. 403).
     list_status: Option<u16>,
+    /// Answer lists and watches of paths ending so with 403.
+    forbidden: Vec<String>,
     calls: Vec<Call>,
     next_rv: u64,
 }
@@ -62,6 +66,16 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 
 fn handle(state: &mut State, method: &Method, path: &str, body: &Value) -> (u16, Value) {
     if *method == Method::GET {
+        if state.forbidden.iter().any(|f| path.ends_with(f.as_str())) {
+            return (
+                403,
+                status(
+                    403,
+                    "Forbidden",
+                    "pods is forbidden: User cannot list resource",
+                ),
+            );
+        }
         if let Some(code) = state.list_status {
             return (
                 code,
@@ -128,19 +142,42 @@ fn handle(state: &mut State, method: &Method, path: &str, body: &Value) -> (u16,
     (405, status(405, "MethodNotAllowed", "no"))
 }
 
+/// Watches held open (without events) by the fake API server; clearing it breaks them all,
+/// as an API server restart does.
+type Watches = Arc<Mutex<Vec<tower_test::mock::SendResponse<Response<Body>>>>>;
+
 fn client(state: Shared) -> kube::Client {
+    client_with_watches(state).0
+}
+
+fn client_with_watches(state: Shared) -> (kube::Client, Watches) {
     let (service, mut handle_) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let watches: Watches = Arc::default();
+    let held = watches.clone();
     tokio::spawn(async move {
-        // Watches (of the reflector stores) are held open without events.
-        let mut watches = Vec::new();
         while let Some((request, send)) = handle_.next_request().await {
             let method = request.method().clone();
             let uri = request.uri().to_string();
+            let path = request.uri().path().to_owned();
             if uri.contains("watch=true") {
-                watches.push(send);
+                let forbidden = {
+                    let s = state.lock().expect("state");
+                    s.forbidden.iter().any(|f| path.ends_with(f.as_str()))
+                };
+                if forbidden {
+                    let response = Response::builder()
+                        .status(StatusCode::FORBIDDEN)
+                        .body(Body::from(
+                            serde_json::to_vec(&status(403, "Forbidden", "forbidden"))
+                                .expect("json"),
+                        ))
+                        .expect("response");
+                    send.send_response(response);
+                } else {
+                    held.lock().expect("watches").push(send);
+                }
                 continue;
             }
-            let path = request.uri().path().to_owned();
             let bytes = request
                 .into_body()
                 .collect_bytes()
@@ -163,7 +200,7 @@ fn client(state: Shared) -> kube::Client {
             send.send_response(response);
         }
     });
-    kube::Client::new(service, "default")
+    (kube::Client::new(service, "default"), watches)
 }
 
 const T0: i64 = 1_795_000_000;
@@ -187,8 +224,21 @@ fn provenance(set: &str) -> Value {
     json!({"stateward.io/statefulset": set, "stateward.io/statefulset-uid": format!("set-{set}")})
 }
 
+fn options(now: i64, grace_seconds: i64) -> PassOptions {
+    PassOptions {
+        now,
+        grace_seconds,
+        min_age_seconds: 0,
+    }
+}
+
 /// One pass over a freshly listed snapshot (the loop itself reads watch caches).
-async fn pass(client: &kube::Client, metrics: &GcMetrics, now: i64, grace: i64) -> PassReport {
+async fn listed_pass(
+    client: &kube::Client,
+    metrics: &GcMetrics,
+    now: i64,
+    grace: i64,
+) -> PassReport {
     let snap = snapshot(client, None, None).await.expect("snapshot");
     let namespaces = opted_in_namespaces(client).await.expect("namespaces");
     reconcile(
@@ -197,8 +247,8 @@ async fn pass(client: &kube::Client, metrics: &GcMetrics, now: i64, grace: i64) 
         metrics,
         snap,
         &namespaces,
-        now,
-        grace,
+        &options(now, grace),
+        &open_gate,
     )
     .await
     .expect("pass")
@@ -420,7 +470,7 @@ async fn the_watch_loop_annotates_waits_out_the_grace_and_deletes_only_opted_in(
     let grace = 3600;
 
     // Pass 1: provenance on every claim of a live set; orphans marked; events; no delete.
-    let report = pass(&client, &metrics, T0, grace).await;
+    let report = listed_pass(&client, &metrics, T0, grace).await;
     assert_eq!(report.annotated.len(), 7, "{report:?}");
     assert_eq!(
         report.marked,
@@ -471,14 +521,14 @@ async fn the_watch_loop_annotates_waits_out_the_grace_and_deletes_only_opted_in(
     );
 
     // Pass 2, inside the grace period: nothing deleted.
-    let report = pass(&client, &metrics, T0 + 1800, grace).await;
+    let report = listed_pass(&client, &metrics, T0 + 1800, grace).await;
     assert!(
         report.deleted.is_empty() && report.annotated.is_empty() && report.marked.is_empty(),
         "{report:?}"
     );
 
     // Pass 3, after the grace period: only the opted-in set's orphans, with preconditions.
-    let report = pass(&client, &metrics, T0 + 7200, grace).await;
+    let report = listed_pass(&client, &metrics, T0 + 7200, grace).await;
     assert_eq!(report.deleted, vec!["shop/data-db-3", "shop/data-db-4"]);
     let s = state.lock().expect("state");
     assert!(s.claims.contains_key("data-web-1"), "web did not opt in");
@@ -491,6 +541,52 @@ async fn the_watch_loop_annotates_waits_out_the_grace_and_deletes_only_opted_in(
     // The preconditions carry the claim's current resourceVersion (it changed with the
     // annotations; the fake answers 409 to a stale one).
     assert_ne!(delete.body["preconditions"]["resourceVersion"], "10");
+}
+
+#[tokio::test]
+async fn min_age_leaves_young_orphans_alone_in_the_watch_loop() {
+    let mut state = State::default();
+    // Created 2026-11-01; T0 is 2026-11-18: 17 days old.
+    for i in 0..3 {
+        let name = format!("data-db-{i}");
+        state
+            .claims
+            .insert(name.clone(), claim(&name, "db", json!({})));
+    }
+    let mut marked = claim("data-db-2", "db", json!({}));
+    marked["metadata"]["annotations"]["stateward.io/orphaned-since"] =
+        json!("2026-11-02T00:00:00Z");
+    state.claims.insert("data-db-2".into(), marked);
+    state.sets = vec![set(
+        "db",
+        1,
+        json!({"stateward.io/collect-orphaned-claims": "true"}),
+    )];
+    let state = Arc::new(Mutex::new(state));
+    let client = client(state.clone());
+    let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let snap = snapshot(&client, None, None).await.expect("snapshot");
+    let report = reconcile(
+        &client,
+        &recorder(&client),
+        &metrics,
+        snap,
+        &Default::default(),
+        &PassOptions {
+            now: T0,
+            grace_seconds: 60,
+            min_age_seconds: 30 * 86_400,
+        },
+        &open_gate,
+    )
+    .await
+    .expect("pass");
+    // Both orphans are younger than 30 days: not marked, not deleted, and the mark a
+    // run without --min-age left is not cleared either (the claim is still not wanted).
+    assert!(
+        report.marked.is_empty() && report.deleted.is_empty() && report.cleared.is_empty(),
+        "{report:?}"
+    );
 }
 
 #[tokio::test]
@@ -509,7 +605,7 @@ async fn a_scaled_up_set_takes_its_claims_back() {
     let state = Arc::new(Mutex::new(state));
     let client = client(state.clone());
     let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let report = pass(&client, &metrics, T0, 60).await;
+    let report = listed_pass(&client, &metrics, T0, 60).await;
     assert_eq!(report.cleared, vec!["shop/data-db-3"]);
     assert!(report.deleted.is_empty());
     let s = state.lock().expect("state");
@@ -520,37 +616,53 @@ async fn a_scaled_up_set_takes_its_claims_back() {
     );
 }
 
+async fn started_stores(client: &kube::Client, scope: &Scope) -> Stores {
+    let stores = Stores::start(
+        client,
+        scope,
+        &mut prometheus_client::registry::Registry::default(),
+        std::time::Duration::from_millis(100),
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !stores.first_synced() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("stores sync");
+    stores
+}
+
 #[tokio::test]
-async fn the_watch_loop_reads_slimmed_reflector_stores() {
-    use stateward::gc::watch::Caches;
+async fn the_watch_loop_reads_projections_from_watch_fed_stores() {
     let state = scenario();
     state.lock().expect("state").namespaces = vec![json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "shop", "annotations": {"stateward.io/collect-orphaned-claims": "true"}}})];
     let client = client(state.clone());
-    let caches = Caches::start(&client);
-    tokio::time::timeout(std::time::Duration::from_secs(10), caches.ready())
-        .await
-        .expect("stores sync");
-    let (snap, opted_in) = caches.snapshot();
+    let stores = started_stores(&client, &Scope::default()).await;
+    assert!(stores.current());
+    let (snap, opted_in) = stores.snapshot();
     assert_eq!(snap.claims.len(), 7);
     assert_eq!(snap.sets.len(), 1);
     assert_eq!(snap.sets[0].templates, vec!["data".to_owned()]);
-    // Pods keep what classification needs (claim volumes, phase) after slimming.
+    // Pods keep what classification needs (claim volumes, phase).
     assert_eq!(snap.pods[0].claims, vec!["data-db-0".to_owned()]);
     assert_eq!(snap.pods[0].phase, "Running");
     assert!(opted_in.contains("shop"));
     let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
-    let report = reconcile(
+    let outcome = pass(
         &client,
         &recorder(&client),
         &metrics,
-        snap,
-        &opted_in,
-        T0,
-        60,
+        &stores,
+        &options(T0, 60),
+        &open_gate,
     )
     .await
     .expect("pass");
+    let PassOutcome::Done(report) = outcome else {
+        panic!("stores are current: {outcome:?}");
+    };
     // Verified orphans get their orphaned-since mark; nothing is deleted on the first pass.
     assert_eq!(
         report.marked,
@@ -570,4 +682,275 @@ async fn the_watch_loop_reads_slimmed_reflector_stores() {
         .map(|c| c.uri.as_str())
         .collect();
     assert_eq!(lists.len(), 4, "{lists:?}");
+}
+
+#[tokio::test]
+async fn namespace_and_selector_scope_the_watches() {
+    let state = scenario();
+    let client = client(state.clone());
+    let scope = Scope {
+        namespace: Some("shop".into()),
+        selector: Some("app=db".into()),
+    };
+    let stores = started_stores(&client, &scope).await;
+    let calls = state.lock().expect("state").calls.clone();
+    let mut lists: Vec<String> = calls
+        .iter()
+        .filter(|c| c.method == Method::GET)
+        .map(|c| c.uri.clone())
+        .collect();
+    lists.sort();
+    // Namespaced lists only (a Role is enough), no Namespace objects, and the label
+    // selector on claims.
+    assert_eq!(lists.len(), 3, "{lists:?}");
+    assert!(
+        lists[0].starts_with("/api/v1/namespaces/shop/persistentvolumeclaims?")
+            && lists[0].contains("labelSelector=app%3Ddb"),
+        "{lists:?}"
+    );
+    assert!(
+        lists[1].starts_with("/api/v1/namespaces/shop/pods?"),
+        "{lists:?}"
+    );
+    assert!(
+        lists[2].starts_with("/apis/apps/v1/namespaces/shop/statefulsets?"),
+        "{lists:?}"
+    );
+    let (_, opted_in) = stores.snapshot();
+    assert!(
+        opted_in.is_empty(),
+        "namespace annotations are not read under -n"
+    );
+}
+
+#[tokio::test]
+async fn no_pass_writes_while_a_store_is_not_current() {
+    // Every claim of the opted-in set is due for deletion...
+    let state = scenario();
+    {
+        let mut s = state.lock().expect("state");
+        s.sets = vec![set(
+            "db",
+            3,
+            json!({"stateward.io/collect-orphaned-claims": "true"}),
+        )];
+        for claim in s.claims.values_mut() {
+            claim["metadata"]["annotations"]["stateward.io/orphaned-since"] =
+                json!("2026-11-01T00:00:00Z");
+        }
+    }
+    let (client, watches) = client_with_watches(state.clone());
+    let stores = started_stores(&client, &Scope::default()).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = GcMetrics::register(&mut registry);
+    let writes = |state: &Shared| {
+        state
+            .lock()
+            .expect("state")
+            .calls
+            .iter()
+            .filter(|c| c.method != Method::GET)
+            .count()
+    };
+
+    // ... but the pods can no longer be listed (RBAC drift) and every watch breaks (an API
+    // server restart): the pod store is stale, the pass writes nothing at all.
+    state.lock().expect("state").forbidden = vec!["/pods".into()];
+    watches.lock().expect("watches").clear();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while stores.current() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the pod store turns stale");
+    let outcome = pass(
+        &client,
+        &recorder(&client),
+        &metrics,
+        &stores,
+        &options(T0, 60),
+        &open_gate,
+    )
+    .await
+    .expect("pass");
+    let PassOutcome::Stale(why) = outcome else {
+        panic!("a stale store must stop the pass: {outcome:?}");
+    };
+    assert!(
+        why.iter()
+            .any(|w| w.starts_with("pods: watch error since the last list")),
+        "{why:?}"
+    );
+    assert_eq!(writes(&state), 0);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("metrics");
+    assert!(text.contains("gc_stale_passes_total 1"), "{text}");
+
+    // Listed again: the pass deletes (the pod store shows data-db-0 mounted).
+    state.lock().expect("state").forbidden.clear();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !stores.current() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the pod store is listed again");
+    let outcome = pass(
+        &client,
+        &recorder(&client),
+        &metrics,
+        &stores,
+        &options(T0, 60),
+        &open_gate,
+    )
+    .await
+    .expect("pass");
+    let PassOutcome::Done(report) = outcome else {
+        panic!("current stores: {outcome:?}");
+    };
+    assert_eq!(report.deleted, vec!["shop/data-db-3", "shop/data-db-4"]);
+}
+
+#[tokio::test]
+async fn a_closed_gate_finishes_the_write_in_flight_and_skips_the_rest() {
+    let state = scenario();
+    {
+        let mut s = state.lock().expect("state");
+        s.sets = vec![set(
+            "db",
+            1,
+            json!({"stateward.io/collect-orphaned-claims": "true"}),
+        )];
+        for claim in s.claims.values_mut() {
+            claim["metadata"]["annotations"]["stateward.io/orphaned-since"] =
+                json!("2026-11-01T00:00:00Z");
+        }
+    }
+    let api = client(state.clone());
+    let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let snap = snapshot(&api, None, None).await.expect("snapshot");
+    // A signal arrives once the first deletion was sent.
+    let deletes = {
+        let state = state.clone();
+        move || {
+            state
+                .lock()
+                .expect("state")
+                .calls
+                .iter()
+                .filter(|c| c.method == Method::DELETE)
+                .count()
+        }
+    };
+    let counter = deletes.clone();
+    let gate = move || (counter() >= 1).then_some("stopped by a signal");
+    let report = reconcile(
+        &api,
+        &recorder(&api),
+        &metrics,
+        snap,
+        &Default::default(),
+        &options(T0, 60),
+        &gate,
+    )
+    .await
+    .expect("pass");
+    // data-db-0 is mounted; data-db-1..4 are due: one deletion, then nothing.
+    assert_eq!(report.deleted, vec!["shop/data-db-1"]);
+    assert_eq!(report.stopped, Some("stopped by a signal"));
+    assert_eq!(deletes(), 1);
+    assert_eq!(report.skipped.len(), 3, "{report:?}");
+
+    // The one-shot --delete behaves the same way.
+    let state = scenario();
+    let one_shot = client(state.clone());
+    let counter = {
+        let state = state.clone();
+        move || {
+            state
+                .lock()
+                .expect("state")
+                .calls
+                .iter()
+                .filter(|c| c.method == Method::DELETE)
+                .count()
+        }
+    };
+    let gate = move || (counter() >= 1).then_some("stopped by a signal");
+    let (text, exit) = run_once_gated(&gc_args(&["-n", "shop", "--delete"]), one_shot, T0, &gate)
+        .await
+        .expect("delete");
+    assert_eq!(exit, Exit::Ok, "{text}");
+    assert!(text.contains("deleted  shop/data-db-3"), "{text}");
+    assert!(
+        text.contains("skipped  shop/data-db-4: not attempted: stopped by a signal"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_live_sets_claims_are_verified_without_annotations() {
+    let state = scenario();
+    {
+        let mut s = state.lock().expect("state");
+        for claim in s.claims.values_mut() {
+            if claim["metadata"]["labels"]["app"] == "db" {
+                claim["metadata"]["annotations"] = json!({});
+            }
+        }
+        let mut keep = claim("data-db-4", "db", json!({"stateward.io/keep": "true"}));
+        keep["metadata"]["uid"] = json!("uid-data-db-4");
+        s.claims.insert("data-db-4".into(), keep);
+    }
+    let (text, _) = run_once(
+        &gc_args(&["-n", "shop", "-o", "json"]),
+        client(state.clone()),
+        T0,
+    )
+    .await
+    .expect("plan");
+    let doc: Value = serde_json::from_str(&text).expect("json");
+    let db: Vec<&Value> = doc["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .filter(|c| c["statefulset"] == "db")
+        .collect();
+    // data-db-4 carries stateward.io/keep: not a candidate.
+    assert_eq!(db.len(), 1, "{text}");
+    assert_eq!(db[0]["claim"], "data-db-3");
+    assert_eq!(db[0]["verified"], true);
+    let (text, exit) = run_once(
+        &gc_args(&["-n", "shop", "--delete"]),
+        client(state.clone()),
+        T0,
+    )
+    .await
+    .expect("delete");
+    assert_eq!(exit, Exit::Ok, "{text}");
+    assert!(text.contains("deleted  shop/data-db-3"), "{text}");
+    let s = state.lock().expect("state");
+    assert!(!s.claims.contains_key("data-db-3"));
+    assert!(s.claims.contains_key("data-db-4"), "kept");
+}
+
+#[test]
+fn watch_flags_that_do_not_apply_are_usage_errors() {
+    let err = |argv: &[&str]| match Cli::try_parse_from(argv) {
+        Ok(_) => panic!("{argv:?} parsed"),
+        Err(e) => (e.exit_code(), e.to_string()),
+    };
+    let (code, text) = err(&["stateward", "gc", "--watch", "-o", "json"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("cannot be used with"), "{text}");
+    let (code, _) = err(&["stateward", "gc", "--grace", "5m"]);
+    assert_eq!(code, 2);
+    let (code, _) = err(&["stateward", "gc", "--lease-duration", "6s"]);
+    assert_eq!(code, 2);
+    let args = gc_args(&["--watch", "-n", "shop", "-l", "app=db", "--min-age", "1h"]);
+    assert!(args.leader_elect, "leader election is on by default");
+    assert_eq!(args.lease_duration, "15s");
+    let args = gc_args(&["--watch", "--leader-elect=false"]);
+    assert!(!args.leader_elect);
 }

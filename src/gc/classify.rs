@@ -7,6 +7,12 @@
 //! candidate while a running pod mounts it, while it carries `stateward.io/keep`, while
 //! its set's retention policy already deletes it, while it is being deleted, or while it
 //! has an owner reference to a live (or unknown) object.
+//!
+//! Verification: a claim of a *live* set (its name is `<template>-<set>-<ordinal>` for one
+//! of the set's templates, in the set's namespace, with labels matching the set's selector:
+//! how the StatefulSet controller itself finds a pod's claim) is verified by the set. A
+//! claim of a *deleted* set is verified by stateward's provenance annotations (written by
+//! `gc --watch` while the set was alive); without them it is a guess from the name.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -85,8 +91,8 @@ pub struct Orphan {
     pub template: String,
     pub ordinal: i64,
     pub reason: Reason,
-    /// Provenance annotations (set name and uid written while the set was alive) confirm
-    /// it; otherwise only the name pattern and labels do.
+    /// A live set claims it (scaled-down), or provenance annotations name its deleted set
+    /// (set-deleted); otherwise only the name pattern and labels point at a deleted set.
     pub verified: bool,
     #[serde(skip)]
     pub uid: String,
@@ -97,10 +103,8 @@ pub struct Orphan {
     pub requested_bytes: Option<u64>,
 }
 
-/// The claim is `<template>-<set>-<ordinal>` for this template and set.
-fn ordinal_for(claim: &str, template: &str, set: &str) -> Option<i64> {
-    let rest = claim.strip_prefix(template)?.strip_prefix('-')?;
-    let digits = rest.strip_prefix(set)?.strip_prefix('-')?;
+/// An ordinal as the controller writes it: decimal digits, no leading zero.
+fn parse_ordinal(digits: &str) -> Option<i64> {
     if digits.is_empty()
         || !digits.bytes().all(|b| b.is_ascii_digit())
         || (digits.len() > 1 && digits.starts_with('0'))
@@ -110,19 +114,39 @@ fn ordinal_for(claim: &str, template: &str, set: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// Splits `<template>-<set>-<ordinal>` at the first dash (a best guess for claims whose set
-/// is gone and left no provenance).
-fn guess_parts(claim: &str) -> Option<(&str, &str, i64)> {
-    let (head, ordinal) = claim.rsplit_once('-')?;
-    let (template, set) = head.split_once('-')?;
-    if template.is_empty()
-        || set.is_empty()
-        || ordinal.is_empty()
-        || !ordinal.bytes().all(|b| b.is_ascii_digit())
-    {
-        return None;
+/// The claim is `<template>-<set>-<ordinal>` for this template and set.
+fn ordinal_for(claim: &str, template: &str, set: &str) -> Option<i64> {
+    let rest = claim.strip_prefix(template)?.strip_prefix('-')?;
+    parse_ordinal(rest.strip_prefix(set)?.strip_prefix('-')?)
+}
+
+/// The template and ordinal of `<template>-<set>-<ordinal>` for a known set name.
+pub fn split_for_set<'a>(claim: &'a str, set: &str) -> Option<(&'a str, i64)> {
+    let (head, digits) = claim.rsplit_once('-')?;
+    let ordinal = parse_ordinal(digits)?;
+    let template = head.strip_suffix(set)?.strip_suffix('-')?;
+    (!template.is_empty() && !set.is_empty()).then_some((template, ordinal))
+}
+
+/// How a claim name reads as `<template>-<set>-<ordinal>`: against the names of the live
+/// sets of its namespace first (the longest that fits: `data-my-db-0` with a live set
+/// `my-db` reads as template `data` of `my-db`, and with live sets `db` and `my-db` as a
+/// claim of `my-db`), else split at the first dash (a guess: the set is gone).
+pub fn parse_claim_name<'a>(
+    claim: &'a str,
+    live_sets: &[&'a str],
+) -> Option<(&'a str, &'a str, i64, bool)> {
+    let live = live_sets
+        .iter()
+        .filter_map(|set| split_for_set(claim, set).map(|(t, n)| (t, *set, n)))
+        .max_by_key(|(_, set, _)| set.len());
+    if let Some((template, set, ordinal)) = live {
+        return Some((template, set, ordinal, true));
     }
-    Some((template, set, ordinal.parse().ok()?))
+    let (head, digits) = claim.rsplit_once('-')?;
+    let ordinal = parse_ordinal(digits)?;
+    let (template, set) = head.split_once('-')?;
+    (!template.is_empty() && !set.is_empty()).then_some((template, set, ordinal, false))
 }
 
 /// Claims protected whatever their name says.
@@ -140,8 +164,10 @@ fn protected(
         })
 }
 
-/// The claims of live sets that carry a template-and-ordinal name of theirs, with the set
-/// (for provenance annotations), in range or not.
+/// The claims of live sets: named `<template>-<set>-<ordinal>` for one of the set's
+/// templates, in its namespace, with labels matching its selector (how the StatefulSet
+/// controller finds a pod's claim), with the set (for provenance annotations), in range or
+/// not. When two sets could claim one name, the longer set name wins.
 pub fn claims_of_live_sets<'a>(
     claims: &'a [ClaimView],
     sets: &'a [SetView],
@@ -149,6 +175,9 @@ pub fn claims_of_live_sets<'a>(
     let mut by_ns: HashMap<&str, Vec<&SetView>> = HashMap::new();
     for set in sets {
         by_ns.entry(set.namespace.as_str()).or_default().push(set);
+    }
+    for candidates in by_ns.values_mut() {
+        candidates.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name)));
     }
     let mut out = Vec::new();
     for claim in claims {
@@ -189,6 +218,13 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
         .iter()
         .map(|s| (s.namespace.as_str(), s.name.as_str()))
         .collect();
+    let mut names_by_ns: HashMap<&str, Vec<&str>> = HashMap::new();
+    for set in sets {
+        names_by_ns
+            .entry(set.namespace.as_str())
+            .or_default()
+            .push(set.name.as_str());
+    }
     let owned: HashMap<(&str, &str), (&SetView, i64)> = claims_of_live_sets(claims, sets)
         .into_iter()
         .map(|(c, s, n)| ((c.namespace.as_str(), c.name.as_str()), (s, n)))
@@ -225,13 +261,14 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
                 .find(|t| ordinal_for(&claim.name, t, &set.name).is_some())
                 .cloned()
                 .unwrap_or_default();
-            let verified = claim.annotations.get(SET_UID_ANNOTATION) == Some(&set.uid);
+            // The live set itself verifies it, whatever provenance says (a re-created set
+            // owns its claims again; `gc --watch` moves their provenance to it).
             orphans.push(orphan(
                 &set.name,
                 &template,
                 *ordinal,
                 Reason::ScaledDown,
-                verified,
+                true,
             ));
             continue;
         }
@@ -244,28 +281,22 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
                 // A live set of that name that does not claim it (labels differ): leave it.
                 continue;
             }
-            let parsed = claim
-                .name
-                .strip_suffix(|c: char| c.is_ascii_digit())
-                .and_then(|_| claim.name.rsplit_once('-'))
-                .and_then(|(head, n)| {
-                    Some((
-                        head.strip_suffix(&format!("-{set}"))?,
-                        n.parse::<i64>().ok()?,
-                    ))
-                });
-            if let Some((template, ordinal)) = parsed {
+            if let Some((template, ordinal)) = split_for_set(&claim.name, set) {
                 orphans.push(orphan(set, template, ordinal, Reason::SetDeleted, true));
             }
             continue;
         }
-        // Without provenance: the name pattern and the presence of labels only.
+        // Without provenance: the name pattern and the presence of labels only. A name
+        // that reads as a live set's claim (but the set does not claim it: another template
+        // or labels) is left alone.
         if claim.labels.is_empty() {
             continue;
         }
-        if let Some((template, set, ordinal)) = guess_parts(&claim.name)
-            && !set_names.contains(&(claim.namespace.as_str(), set))
-        {
+        let live = names_by_ns
+            .get(claim.namespace.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if let Some((template, set, ordinal, false)) = parse_claim_name(&claim.name, live) {
             orphans.push(orphan(set, template, ordinal, Reason::SetDeleted, false));
         }
     }
@@ -334,8 +365,8 @@ mod tests {
         assert_eq!(
             names(&orphans),
             vec![
-                ("data-web-3", Reason::ScaledDown, false),
-                ("data-web-4", Reason::ScaledDown, false)
+                ("data-web-3", Reason::ScaledDown, true),
+                ("data-web-4", Reason::ScaledDown, true)
             ]
         );
         assert_eq!(orphans[0].ordinal, 3);
@@ -366,8 +397,8 @@ mod tests {
         assert_eq!(
             names(&orphans),
             vec![
-                ("data-my-app-1", Reason::ScaledDown, false),
-                ("wal-log-my-app-1", Reason::ScaledDown, false)
+                ("data-my-app-1", Reason::ScaledDown, true),
+                ("wal-log-my-app-1", Reason::ScaledDown, true)
             ]
         );
         // "data-my-app-3" with set "app" (5 replicas) alive would read as template
@@ -427,8 +458,8 @@ mod tests {
         assert_eq!(
             names(&orphans),
             vec![
-                ("data-web-8", Reason::ScaledDown, false),
-                ("data-web-10", Reason::ScaledDown, false)
+                ("data-web-8", Reason::ScaledDown, true),
+                ("data-web-10", Reason::ScaledDown, true)
             ]
         );
     }
@@ -494,12 +525,117 @@ mod tests {
         let live = claims_of_live_sets(std::slice::from_ref(&c), std::slice::from_ref(&recreated));
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].1.uid, "uid-new");
-        // Scaled below it: an orphan, but not verified for the new uid until re-annotated.
+        // Scaled below it: an orphan of the new set, verified by the set itself (the old
+        // uid in the provenance does not matter while a set claims it).
         recreated.replicas = 1;
         let orphans = classify(&[c], &[recreated], &[]);
         assert_eq!(
             names(&orphans),
-            vec![("data-web-1", Reason::ScaledDown, false)]
+            vec![("data-web-1", Reason::ScaledDown, true)]
+        );
+    }
+
+    #[test]
+    fn a_live_set_verifies_its_claims_without_annotations() {
+        // The controller's own rule: template of the set, same namespace, labels matching
+        // the selector. No provenance needed.
+        let c = claim("data-db-2", "db");
+        assert!(c.annotations.is_empty());
+        let orphans = classify(std::slice::from_ref(&c), &[set("db", 2)], &[]);
+        assert_eq!(
+            names(&orphans),
+            vec![("data-db-2", Reason::ScaledDown, true)]
+        );
+        // Another namespace: not the set's claim; its name reads as a guess of a deleted
+        // set "db" there (unverified).
+        let mut elsewhere = c.clone();
+        elsewhere.namespace = "other".into();
+        let orphans = classify(&[elsewhere], &[set("db", 2)], &[]);
+        assert_eq!(
+            names(&orphans),
+            vec![("data-db-2", Reason::SetDeleted, false)]
+        );
+        // Not one of the set's templates: left alone (the name reads as a live set's).
+        let mut s = set("db", 2);
+        s.templates = vec!["wal".into()];
+        assert!(classify(std::slice::from_ref(&c), &[s], &[]).is_empty());
+        // A selector with expressions is honoured too.
+        let mut s = set("db", 2);
+        s.selector = LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                    key: "app".into(),
+                    operator: "In".into(),
+                    values: Some(vec!["db".into(), "db2".into()]),
+                },
+            ]),
+        };
+        assert_eq!(
+            names(&classify(&[c], &[s], &[])),
+            vec![("data-db-2", Reason::ScaledDown, true)]
+        );
+    }
+
+    #[test]
+    fn provenance_of_a_deleted_set_does_not_verify_a_claim_of_another_live_set() {
+        // Provenance names "old" (gone); the live set "db" claims the claim by name,
+        // template and labels: it is db's, verified by db, in range here.
+        let c = with_provenance(claim("data-db-1", "db"), "old");
+        assert!(classify(std::slice::from_ref(&c), &[set("db", 2)], &[]).is_empty());
+        assert_eq!(
+            names(&classify(&[c], &[set("db", 1)], &[])),
+            vec![("data-db-1", Reason::ScaledDown, true)]
+        );
+    }
+
+    #[test]
+    fn claim_names_parse_against_live_set_names_longest_first() {
+        assert_eq!(
+            parse_claim_name("data-my-db-0", &["db", "my-db"]),
+            Some(("data", "my-db", 0, true))
+        );
+        assert_eq!(
+            parse_claim_name("data-my-db-0", &["db"]),
+            Some(("data-my", "db", 0, true))
+        );
+        assert_eq!(
+            parse_claim_name("data-my-db-0", &[]),
+            Some(("data", "my-db", 0, false))
+        );
+        assert_eq!(parse_claim_name("data-my-db-01", &[]), None);
+        assert_eq!(parse_claim_name("db-0", &["db"]), None);
+        // No template before the live name: a guess (template "x" of a set "db").
+        assert_eq!(
+            parse_claim_name("x-db-0", &["x-db"]),
+            Some(("x", "db", 0, false))
+        );
+
+        // "my-data-web-3" of the live set "web" whose selector does not match the claim's
+        // labels: left alone. Split at the first dash it would have read as a claim of a
+        // deleted set "data-web".
+        let orphans = classify(&[claim("my-data-web-3", "other")], &[set("web", 1)], &[]);
+        assert!(orphans.is_empty(), "{orphans:?}");
+        let orphans = classify(&[claim("my-data-web-3", "other")], &[], &[]);
+        assert_eq!(orphans[0].statefulset, "data-web");
+        assert_eq!(orphans[0].template, "my");
+
+        // Two live sets could claim one name: the longer set name wins.
+        let mut short = set("db", 5);
+        short.templates = vec!["data-my".into()];
+        short.selector = set("my-db", 1).selector;
+        let long = set("my-db", 1);
+        let c = claim("data-my-db-3", "my-db");
+        let sets = [short, long];
+        let live = claims_of_live_sets(std::slice::from_ref(&c), &sets);
+        assert_eq!(live[0].1.name, "my-db");
+        let orphans = classify(&[c], &sets, &[]);
+        assert_eq!(
+            (
+                orphans[0].statefulset.as_str(),
+                orphans[0].template.as_str()
+            ),
+            ("my-db", "data")
         );
     }
 }

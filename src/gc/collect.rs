@@ -1,6 +1,7 @@
 //! `stateward gc`: list claims, sets and pods, print the plan, and on `--delete` remove
 //! the planned claims with uid and resourceVersion preconditions, so a claim re-created
-//! or changed since the plan is never removed.
+//! or changed since the plan is never removed. A signal during the deletions finishes the
+//! one in flight and skips the rest.
 use std::io::Write;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -10,6 +11,7 @@ use kube::{Api, Client};
 use serde::Serialize;
 
 use super::classify::{ClaimView, Orphan, PodView, SetView, classify};
+use super::shutdown::Shutdown;
 use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
 
@@ -19,8 +21,16 @@ pub enum GcError {
     List { what: &'static str, message: String },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error("invalid --min-age `{0}`: use a number with s, m, h or d (e.g. 30m, 7d)")]
-    Duration(String),
+    #[error("invalid {flag} `{value}`: use a number with s, m, h or d (e.g. 30m, 7d)")]
+    Duration { flag: &'static str, value: String },
+}
+
+/// Parses `--flag` as a duration in seconds (`90s`, `30m`, `12h`, `7d`).
+pub fn parse_duration_flag(flag: &'static str, text: &str) -> Result<i64, GcError> {
+    parse_age(text).ok_or_else(|| GcError::Duration {
+        flag,
+        value: text.to_owned(),
+    })
 }
 
 /// Parses `90s`, `30m`, `12h`, `7d` into seconds.
@@ -210,9 +220,24 @@ pub struct Outcome {
     pub reason: String,
 }
 
+/// Says, before each write, whether writing must stop and why (a signal, lost
+/// leadership, a store that is not current).
+pub type Gate<'a> = &'a (dyn Fn() -> Option<&'static str> + Send + Sync);
+
+/// A gate that never closes.
+pub fn open_gate() -> Option<&'static str> {
+    None
+}
+
 /// Deletes each planned claim with uid and resourceVersion preconditions. A conflict
 /// (changed or re-created since the plan) or a claim already gone is skipped, not retried.
-pub async fn delete(client: &Client, orphans: &[Orphan], include_unverified: bool) -> Vec<Outcome> {
+/// Once `gate` closes the remaining claims are skipped (the request in flight completes).
+pub async fn delete(
+    client: &Client,
+    orphans: &[Orphan],
+    include_unverified: bool,
+    gate: Gate<'_>,
+) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     let total = orphans.len();
     for (i, orphan) in orphans.iter().enumerate() {
@@ -225,8 +250,12 @@ pub async fn delete(client: &Client, orphans: &[Orphan], include_unverified: boo
         if !orphan.verified && !include_unverified {
             outcomes.push(outcome(
                 "skipped",
-                "unverified (no provenance annotations); pass --include-unverified".into(),
+                "unverified: its StatefulSet is gone and the claim has no provenance annotations (written by gc --watch while the set lived); pass --include-unverified to delete it by name and labels".into(),
             ));
+            continue;
+        }
+        if let Some(why) = gate() {
+            outcomes.push(outcome("skipped", format!("not attempted: {why}")));
             continue;
         }
         let params = DeleteParams {
@@ -352,8 +381,18 @@ pub fn render(
 }
 
 pub async fn run_once(args: &GcArgs, client: Client, now: i64) -> Result<(String, Exit), GcError> {
+    run_once_gated(args, client, now, &open_gate).await
+}
+
+/// [`run_once`], with deletions stopped when `gate` closes (a signal).
+pub async fn run_once_gated(
+    args: &GcArgs,
+    client: Client,
+    now: i64,
+    gate: Gate<'_>,
+) -> Result<(String, Exit), GcError> {
     let min_age = match args.min_age.as_deref() {
-        Some(text) => parse_age(text).ok_or_else(|| GcError::Duration(text.to_owned()))?,
+        Some(text) => parse_duration_flag("--min-age", text)?,
         None => 0,
     };
     let namespace = if args.all_namespaces {
@@ -366,7 +405,7 @@ pub async fn run_once(args: &GcArgs, client: Client, now: i64) -> Result<(String
     if !args.delete {
         return Ok((render(&orphans, None, now, args.output), Exit::Ok));
     }
-    let outcomes = delete(&client, &orphans, args.include_unverified).await;
+    let outcomes = delete(&client, &orphans, args.include_unverified, gate).await;
     let failed = outcomes.iter().any(|o| o.result == "failed");
     Ok((
         render(&orphans, Some(&outcomes), now, args.output),
@@ -385,7 +424,9 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let exit = runtime.block_on(async {
+        // The one signal listener of the process, before anything else.
+        let shutdown = Shutdown::install();
         let client = match crate::cluster::client(
             crate::cli::ClusterMode::Required,
             args.kubeconfig.as_deref(),
@@ -403,9 +444,10 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
             }
         };
         if args.watch {
-            return super::watch::run(args, client).await;
+            return super::watch::run(args, client, shutdown).await;
         }
-        match run_once(&args, client, now_seconds()).await {
+        let gate = move || shutdown.requested().then_some("stopped by a signal");
+        match run_once_gated(&args, client, now_seconds(), &gate).await {
             Ok((text, exit)) => {
                 std::io::stdout().write_all(text.as_bytes())?;
                 Ok(exit)
@@ -415,7 +457,10 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
                 Ok(Exit::Usage)
             }
         }
-    })
+    });
+    // Watches and the admin server end with the runtime; nothing of theirs is awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    exit
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! `stateward gc --watch`: the reconcile loop. kube-runtime reflectors keep watch-fed
-//! stores of StatefulSets, claims, pods and namespaces; every `--interval` a pass
-//! classifies a snapshot of the stores (nothing is listed per pass), then
+//! `stateward gc --watch`: the reconcile loop. Watch-fed stores (the webhook's cache design,
+//! [`crate::cluster::Cache`]) keep projections of StatefulSets, claims, pods and namespaces;
+//! every `--interval` a pass classifies a snapshot of the stores (nothing is listed per
+//! pass), then
 //!
 //! 1. keeps provenance annotations (`stateward.io/statefulset`, `…-uid`) on the claims of
 //!    live sets, so a claim whose set is deleted later is known for sure (a set re-created
@@ -13,23 +14,26 @@
 //!    grace period, with uid and resourceVersion preconditions. For a deleted set only the
 //!    namespace annotation can opt in.
 //!
-//! It runs as a single replica, so no two loops delete at once. The clock is a parameter
-//! of [`reconcile`], so tests need no sleeps.
+//! No decision on stale data: a pass writes anything only when every store has been listed
+//! and has seen no watch error since (after an error a store is dropped and listed afresh,
+//! with a backoff); otherwise it logs which store is not current, counts
+//! `gc_stale_passes_total` and writes nothing. The same check (with the leadership and the
+//! process's signal flag) is made again before every single write of a pass.
+//!
+//! Several replicas elect a leader over a Lease ([`crate::leader`]); only the leader runs
+//! passes. `-n` watches one namespace only (a Role there is enough; namespace annotations
+//! are then not read), `-l` only the claims with those labels, and `--min-age` leaves out
+//! claims younger than that, as in the one-shot plan. The clock is a parameter of
+//! [`reconcile`], so tests need no sleeps.
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{
-    Namespace, ObjectReference, PersistentVolumeClaim, Pod, PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, PersistentVolumeClaim, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -37,13 +41,20 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use tokio::sync::watch as signal;
 
 use super::classify::{
-    OPT_IN, ORPHANED_SINCE, Reason, SET_ANNOTATION, SET_UID_ANNOTATION, claims_of_live_sets,
+    ClaimView, OPT_IN, ORPHANED_SINCE, PodView, Reason, SET_ANNOTATION, SET_UID_ANNOTATION,
+    SetView, claims_of_live_sets,
 };
-use super::collect::{GcError, Snapshot, claim_view, delete, plan, pod_view, set_view};
+use super::collect::{
+    Gate, GcError, Snapshot, claim_view, delete, parse_duration_flag, plan, pod_view, set_view,
+};
+use super::shutdown::Shutdown;
 use crate::Exit;
 use crate::cli::GcArgs;
+use crate::cluster::{Cache, CacheMetrics, MAX_BACKOFF, Project, feed};
+use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
 use crate::metrics::Metrics;
 use crate::server::{ReadyCheck, admin_router};
 
@@ -64,6 +75,10 @@ pub struct GcMetrics {
     orphan_bytes: Family<ReasonLabels, Gauge>,
     deletions: Family<ResultLabels, Counter>,
     errors: Counter,
+    /// Passes that wrote nothing because a store was not current.
+    pub stale_passes: Counter,
+    /// 1 while this replica holds the lease (or runs without election).
+    pub leader: Gauge,
 }
 
 impl GcMetrics {
@@ -89,6 +104,16 @@ impl GcMetrics {
             "Reconcile passes that failed",
             m.errors.clone(),
         );
+        registry.register(
+            "gc_stale_passes",
+            "Passes that wrote nothing because a store was not listed or had a watch error since its last list",
+            m.stale_passes.clone(),
+        );
+        registry.register(
+            "gc_leader",
+            "1 while this replica holds the lease and may write",
+            m.leader.clone(),
+        );
         m
     }
 }
@@ -102,6 +127,18 @@ pub struct PassReport {
     pub deleted: Vec<String>,
     pub skipped: Vec<String>,
     pub failed: Vec<String>,
+    /// Why the pass stopped writing before its end (the gate closed).
+    pub stopped: Option<&'static str>,
+}
+
+/// The clock and limits of one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Seconds since the Unix epoch.
+    pub now: i64,
+    pub grace_seconds: i64,
+    /// Claims younger than this are left out (`--min-age`).
+    pub min_age_seconds: i64,
 }
 
 fn rfc3339(seconds: i64) -> String {
@@ -163,8 +200,9 @@ fn set_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {
     }
 }
 
-/// One reconcile pass at time `now` (seconds since the epoch) over a snapshot of the
-/// cluster (from the watch caches, or listed); the client is used only to write.
+/// One reconcile pass over a snapshot of the cluster (from the stores, or listed); the
+/// client is used only to write, and only while `gate` stays open (checked before every
+/// write: the request in flight completes, the rest of the pass is skipped).
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     client: &Client,
@@ -172,13 +210,25 @@ pub async fn reconcile(
     metrics: &GcMetrics,
     snapshot: Snapshot,
     opted_in: &HashSet<String>,
-    now: i64,
-    grace_seconds: i64,
+    options: &PassOptions,
+    gate: Gate<'_>,
 ) -> Result<PassReport, GcError> {
+    let PassOptions {
+        now,
+        grace_seconds,
+        min_age_seconds,
+    } = *options;
     let Snapshot { claims, sets, pods } = snapshot;
     let namespaces = opted_in;
     let mut report = PassReport::default();
     let mut touched: HashSet<(String, String)> = HashSet::new();
+    // Closes the gate for the rest of the pass once it closed for one write.
+    let closed = |report: &mut PassReport| -> bool {
+        if report.stopped.is_none() {
+            report.stopped = gate();
+        }
+        report.stopped.is_some()
+    };
 
     // 1. Provenance on the claims of live sets.
     for (claim, set, _) in claims_of_live_sets(&claims, &sets) {
@@ -188,6 +238,9 @@ pub async fn reconcile(
         );
         if current == (Some(&set.name), Some(&set.uid)) {
             continue;
+        }
+        if closed(&mut report) {
+            break;
         }
         let annotations = json!({SET_ANNOTATION: set.name, SET_UID_ANNOTATION: set.uid});
         match annotate(client, &claim.namespace, &claim.name, annotations).await {
@@ -203,10 +256,17 @@ pub async fn reconcile(
 
     // 2. Orphan bookkeeping and metrics.
     let snapshot = Snapshot { claims, sets, pods };
-    let orphans = plan(&snapshot, now, 0);
-    let orphan_keys: HashSet<(&str, &str)> = orphans
+    // Every orphan (a claim `--min-age` leaves out is still not wanted), and those old
+    // enough to be marked, counted and deleted.
+    let every_orphan = plan(&snapshot, now, 0);
+    let orphan_keys: HashSet<(&str, &str)> = every_orphan
         .iter()
         .map(|o| (o.namespace.as_str(), o.claim.as_str()))
+        .collect();
+    let orphans: Vec<_> = every_orphan
+        .iter()
+        .filter(|o| o.created.is_none_or(|c| now - c >= min_age_seconds))
+        .cloned()
         .collect();
     for reason in [Reason::ScaledDown, Reason::SetDeleted] {
         let of_reason = orphans.iter().filter(|o| o.reason == reason);
@@ -226,15 +286,20 @@ pub async fn reconcile(
         let key = (claim.namespace.as_str(), claim.name.as_str());
         let wanted_again =
             claim.annotations.contains_key(ORPHANED_SINCE) && !orphan_keys.contains(&key);
-        if wanted_again
-            && annotate(
-                client,
-                &claim.namespace,
-                &claim.name,
-                json!({ORPHANED_SINCE: null}),
-            )
-            .await
-            .is_ok()
+        if !wanted_again {
+            continue;
+        }
+        if closed(&mut report) {
+            break;
+        }
+        if annotate(
+            client,
+            &claim.namespace,
+            &claim.name,
+            json!({ORPHANED_SINCE: null}),
+        )
+        .await
+        .is_ok()
         {
             report
                 .cleared
@@ -252,6 +317,9 @@ pub async fn reconcile(
             .and_then(|c| c.annotations.get(ORPHANED_SINCE))
             .and_then(|t| parse_time(t));
         let Some(since) = since else {
+            if closed(&mut report) {
+                break;
+            }
             if annotate(
                 client,
                 &orphan.namespace,
@@ -269,6 +337,7 @@ pub async fn reconcile(
                     .sets
                     .iter()
                     .find(|s| s.namespace == orphan.namespace && s.name == orphan.statefulset)
+                    && !closed(&mut report)
                 {
                     let event = Event {
                         type_: EventType::Warning,
@@ -306,8 +375,11 @@ pub async fn reconcile(
         }
     }
 
-    // 3. Deletion of what is due, with preconditions.
-    for outcome in delete(client, &due, false).await {
+    // 3. Deletion of what is due, with preconditions, while the gate is open.
+    if report.stopped.is_some() {
+        due.clear();
+    }
+    for outcome in delete(client, &due, false, gate).await {
         let name = format!("{}/{}", outcome.namespace, outcome.claim);
         metrics
             .deletions
@@ -320,7 +392,12 @@ pub async fn reconcile(
                 tracing::info!(claim = %name, "deleted orphaned claim");
                 report.deleted.push(name);
             }
-            "skipped" => report.skipped.push(name),
+            "skipped" => {
+                if outcome.reason.starts_with("not attempted") && report.stopped.is_none() {
+                    report.stopped = gate();
+                }
+                report.skipped.push(name);
+            }
             _ => {
                 tracing::warn!(claim = %name, reason = %outcome.reason, "deletion failed");
                 report.failed.push(name);
@@ -342,12 +419,86 @@ pub fn recorder(client: &Client) -> Recorder {
 
 /// Parses `--grace` (`30m`, `1h`, `2d`).
 pub fn grace_seconds(text: &str) -> Result<i64, GcError> {
-    super::collect::parse_age(text).ok_or_else(|| GcError::Duration(text.to_owned()))
+    parse_duration_flag("--grace", text)
 }
 
-pub async fn run(args: GcArgs, client: Client) -> anyhow::Result<Exit> {
-    let grace = match grace_seconds(&args.grace) {
-        Ok(grace) => grace,
+/// What `gc --watch` watches: one namespace or all, and which claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// `-n`: only this namespace (and no Namespace objects are read).
+    pub namespace: Option<String>,
+    /// `-l`: only claims with these labels.
+    pub selector: Option<String>,
+}
+
+impl Scope {
+    pub fn of(args: &GcArgs) -> Scope {
+        Scope {
+            namespace: if args.all_namespaces {
+                None
+            } else {
+                args.namespace.clone()
+            },
+            selector: args.selector.clone(),
+        }
+    }
+}
+
+/// The settings of `gc --watch`, checked before anything starts.
+struct Settings {
+    grace: i64,
+    min_age: i64,
+    lease: Option<LeaseSettings>,
+}
+
+fn settings(args: &GcArgs, scope: &Scope) -> Result<Settings, GcError> {
+    let grace = grace_seconds(&args.grace)?;
+    let min_age = match args.min_age.as_deref() {
+        Some(text) => parse_duration_flag("--min-age", text)?,
+        None => 0,
+    };
+    let lease = if args.leader_elect {
+        let seconds = parse_duration_flag("--lease-duration", &args.lease_duration)?;
+        if seconds < 3 {
+            return Err(GcError::Duration {
+                flag: "--lease-duration (at least 3s)",
+                value: args.lease_duration.clone(),
+            });
+        }
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .or_else(|| scope.namespace.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        Some(LeaseSettings::new(
+            &args.lease_name,
+            &namespace,
+            &default_identity(),
+            Duration::from_secs(seconds as u64),
+        ))
+    } else {
+        None
+    };
+    Ok(Settings {
+        grace,
+        min_age,
+        lease,
+    })
+}
+
+pub async fn run(args: GcArgs, client: Client, shutdown: Shutdown) -> anyhow::Result<Exit> {
+    let scope = Scope::of(&args);
+    let Settings {
+        grace,
+        min_age,
+        lease,
+    } = match settings(&args, &scope) {
+        Ok(settings) => settings,
         Err(err) => {
             eprintln!("error: {err}");
             return Ok(Exit::Usage);
@@ -355,13 +506,18 @@ pub async fn run(args: GcArgs, client: Client) -> anyhow::Result<Exit> {
     };
     let mut metrics = Metrics::new();
     let gc_metrics = GcMetrics::register(metrics.registry_mut());
-    let reconciled = Arc::new(AtomicBool::new(false));
-    let ready = reconciled.clone();
+    let stores = Arc::new(Stores::start(
+        &client,
+        &scope,
+        metrics.registry_mut(),
+        MAX_BACKOFF,
+    ));
+    let synced = stores.clone();
     let admin = admin_router(
         Arc::new(metrics),
         vec![ReadyCheck {
-            name: "first reconcile",
-            ready: Box::new(move || ready.load(Ordering::Relaxed)),
+            name: "stores listed",
+            ready: Box::new(move || synced.first_synced()),
         }],
     );
     let listener = match tokio::net::TcpListener::bind(args.admin_listen).await {
@@ -374,36 +530,75 @@ pub async fn run(args: GcArgs, client: Client) -> anyhow::Result<Exit> {
     tokio::spawn(async move {
         let _ = axum::serve(listener, admin).await;
     });
-    let recorder = recorder(&client);
-    let caches = Caches::start(&client);
-    tracing::info!("waiting for the StatefulSet, claim, pod and namespace caches");
-    tokio::select! {
-        _ = caches.ready() => {}
-        _ = tokio::signal::ctrl_c() => return Ok(Exit::Ok),
-        _ = terminate() => return Ok(Exit::Ok),
+    let (leadership, elector) = match lease {
+        Some(settings) => {
+            let (leadership, elector) =
+                Elector::spawn(client.clone(), settings, gc_metrics.leader.clone());
+            (leadership, Some(elector))
+        }
+        None => {
+            gc_metrics.leader.set(1);
+            (Leadership::always(), None)
+        }
+    };
+    if scope.namespace.is_some() {
+        tracing::info!(
+            "--namespace: only StatefulSet annotations opt in (namespace annotations are not read, which would need cluster-wide permission)"
+        );
     }
+    tracing::info!(
+        namespace = scope.namespace.as_deref().unwrap_or("(all)"),
+        selector = scope.selector.as_deref().unwrap_or(""),
+        grace_seconds = grace,
+        min_age_seconds = min_age,
+        leader_elect = elector.is_some(),
+        identity = leadership.identity(),
+        "waiting for the StatefulSet, claim, pod and namespace stores"
+    );
+    let stop = |elector: Option<Elector>| async move {
+        if let Some(elector) = elector {
+            elector.release(Duration::from_millis(800)).await;
+        }
+        tracing::info!("stopped");
+        Ok(Exit::Ok)
+    };
+    loop {
+        if stores.first_synced() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.wait() => return stop(elector).await,
+        }
+    }
+    let recorder = recorder(&client);
     let mut ticker = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
-    tracing::info!(grace_seconds = grace, "gc reconcile loop started");
+    tracing::info!("gc reconcile loop started");
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
-            _ = terminate() => break,
+            _ = shutdown.wait() => break,
         }
-        let (snapshot, opted_in) = caches.snapshot();
-        match reconcile(
-            &client,
-            &recorder,
-            &gc_metrics,
-            snapshot,
-            &opted_in,
-            super::collect::now_seconds(),
-            grace,
-        )
-        .await
-        {
-            Ok(report) => {
-                reconciled.store(true, Ordering::Relaxed);
+        if !leadership.is_leader() {
+            continue;
+        }
+        let gate = || {
+            if shutdown.requested() {
+                Some("stopped by a signal")
+            } else if !leadership.is_leader() {
+                Some("this replica is not the leader any more")
+            } else {
+                None
+            }
+        };
+        let options = PassOptions {
+            now: super::collect::now_seconds(),
+            grace_seconds: grace,
+            min_age_seconds: min_age,
+        };
+        match pass(&client, &recorder, &gc_metrics, &stores, &options, &gate).await {
+            Ok(PassOutcome::Stale(_)) => {}
+            Ok(PassOutcome::Done(report)) => {
                 tracing::info!(
                     annotated = report.annotated.len(),
                     marked = report.marked.len(),
@@ -411,6 +606,7 @@ pub async fn run(args: GcArgs, client: Client) -> anyhow::Result<Exit> {
                     deleted = report.deleted.len(),
                     skipped = report.skipped.len(),
                     failed = report.failed.len(),
+                    stopped = report.stopped.unwrap_or(""),
                     "reconciled"
                 );
             }
@@ -419,114 +615,247 @@ pub async fn run(args: GcArgs, client: Client) -> anyhow::Result<Exit> {
                 tracing::error!(error = %err, "reconcile failed; retrying at the next interval");
             }
         }
-    }
-    tracing::info!("stopped");
-    Ok(Exit::Ok)
-}
-
-async fn terminate() {
-    #[cfg(unix)]
-    {
-        if let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            term.recv().await;
-            return;
+        if shutdown.requested() {
+            break;
         }
     }
-    std::future::pending::<()>().await;
+    stop(elector).await
 }
 
-/// Watch-fed stores (kube-runtime reflectors) of everything a pass needs, so a pass lists
-/// nothing. Pods are stripped to their claim volumes and phase before they are stored.
-pub struct Caches {
-    claims: Store<PersistentVolumeClaim>,
-    sets: Store<StatefulSet>,
-    pods: Store<Pod>,
-    namespaces: Store<Namespace>,
+/// What a pass of the loop did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// Some store was not current: nothing was written (why, per store).
+    Stale(Vec<String>),
+    Done(PassReport),
 }
 
-fn slim_metadata(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
+/// One pass of the loop over the stores: nothing at all unless every store is current
+/// (then it logs why and counts `gc_stale_passes_total`); otherwise [`reconcile`] on a
+/// snapshot, with the stores' currency checked again before every write besides `gate`.
+pub async fn pass(
+    client: &Client,
+    recorder: &Recorder,
+    metrics: &GcMetrics,
+    stores: &Stores,
+    options: &PassOptions,
+    gate: Gate<'_>,
+) -> Result<PassOutcome, GcError> {
+    let stale = stores.not_current();
+    if !stale.is_empty() {
+        metrics.stale_passes.inc();
+        tracing::warn!(
+            stores = %stale.join("; "),
+            "not every store is current: this pass deletes and writes nothing"
+        );
+        return Ok(PassOutcome::Stale(stale));
+    }
+    let (snapshot, opted_in) = stores.snapshot();
+    let gate = || {
+        gate().or_else(|| {
+            (!stores.current()).then_some("a store is not current any more (watch error)")
+        })
+    };
+    reconcile(
+        client, recorder, metrics, snapshot, &opted_in, options, &gate,
+    )
+    .await
+    .map(PassOutcome::Done)
 }
 
-impl Caches {
-    pub fn start(client: &Client) -> Caches {
-        fn spawn_reflector<K>(api: Api<K>, modify: fn(&mut K)) -> Store<K>
-        where
-            K: kube::Resource
-                + Clone
-                + serde::de::DeserializeOwned
-                + std::fmt::Debug
-                + Send
-                + Sync
-                + 'static,
-            K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-        {
-            let (reader, writer) = reflector::store();
-            let stream = watcher::watcher(api, watcher::Config::default())
-                .default_backoff()
-                .modify(modify)
-                .reflect(writer)
-                .for_each(|event| {
-                    if let Err(err) = event {
-                        tracing::warn!(error = %err, "watch failed; retrying");
-                    }
-                    std::future::ready(())
-                });
-            tokio::spawn(stream);
-            reader
+/// A Namespace as the loop reads it: whether it opted in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceView {
+    pub name: String,
+    pub opted_in: bool,
+}
+
+impl Project<PersistentVolumeClaim> for ClaimView {
+    fn project(object: &PersistentVolumeClaim) -> (String, String, Self) {
+        let view = claim_view(object);
+        (view.namespace.clone(), view.name.clone(), view)
+    }
+}
+
+impl Project<StatefulSet> for SetView {
+    fn project(object: &StatefulSet) -> (String, String, Self) {
+        let view = set_view(object);
+        (view.namespace.clone(), view.name.clone(), view)
+    }
+}
+
+impl Project<Pod> for PodView {
+    fn project(object: &Pod) -> (String, String, Self) {
+        let view = pod_view(object);
+        let name = object.metadata.name.clone().unwrap_or_default();
+        (view.namespace.clone(), name, view)
+    }
+}
+
+impl Project<Namespace> for NamespaceView {
+    fn project(object: &Namespace) -> (String, String, Self) {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let opted_in = object
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(OPT_IN))
+            .is_some_and(|v| v == "true");
+        (
+            String::new(),
+            name.clone(),
+            NamespaceView { name, opted_in },
+        )
+    }
+}
+
+/// Watch-fed stores of everything a pass needs (projections only), so a pass lists
+/// nothing. Each is listed afresh after a watch error and is not current until then.
+pub struct Stores {
+    claims: Arc<Cache<ClaimView>>,
+    sets: Arc<Cache<SetView>>,
+    pods: Arc<Cache<PodView>>,
+    /// Not read under `-n` (it would need cluster-wide permission).
+    namespaces: Option<Arc<Cache<NamespaceView>>>,
+    /// The feeds stop when this is dropped.
+    _stop: signal::Sender<bool>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+impl Stores {
+    /// Starts the watches on the current runtime; `max_backoff` bounds the wait between
+    /// two lists after watch errors.
+    pub fn start(
+        client: &Client,
+        scope: &Scope,
+        registry: &mut Registry,
+        max_backoff: Duration,
+    ) -> Stores {
+        let metrics = CacheMetrics::register(registry);
+        let (stop, stopped) = signal::channel(false);
+        let ns = scope.namespace.as_deref();
+        let claims = Arc::new(Cache::new("persistentvolumeclaims", metrics.clone()));
+        let sets = Arc::new(Cache::new("statefulsets", metrics.clone()));
+        let pods = Arc::new(Cache::new("pods", metrics.clone()));
+        let mut claim_config = watcher::Config::default();
+        if let Some(selector) = &scope.selector {
+            claim_config = claim_config.labels(selector);
         }
-        Caches {
-            claims: spawn_reflector(Api::all(client.clone()), |c: &mut PersistentVolumeClaim| {
-                slim_metadata(&mut c.metadata);
-                c.status = None;
-            }),
-            sets: spawn_reflector(Api::all(client.clone()), |s: &mut StatefulSet| {
-                slim_metadata(&mut s.metadata);
-                s.spec.template = Default::default();
-                s.status = None;
-            }),
-            pods: spawn_reflector(Api::all(client.clone()), |p: &mut Pod| {
-                slim_metadata(&mut p.metadata);
-                p.metadata.labels = None;
-                p.metadata.annotations = None;
-                if let Some(spec) = p.spec.as_mut() {
-                    spec.containers.clear();
-                    spec.init_containers = None;
-                    if let Some(volumes) = spec.volumes.as_mut() {
-                        volumes.retain(|v| v.persistent_volume_claim.is_some());
-                    }
+        tokio::spawn(feed(
+            api::<PersistentVolumeClaim>(client, ns),
+            claim_config,
+            claims.clone(),
+            stopped.clone(),
+            max_backoff,
+        ));
+        tokio::spawn(feed(
+            api::<StatefulSet>(client, ns),
+            watcher::Config::default(),
+            sets.clone(),
+            stopped.clone(),
+            max_backoff,
+        ));
+        tokio::spawn(feed(
+            api::<Pod>(client, ns),
+            watcher::Config::default(),
+            pods.clone(),
+            stopped.clone(),
+            max_backoff,
+        ));
+        let namespaces = ns.is_none().then(|| {
+            let cache = Arc::new(Cache::new("namespaces", metrics));
+            tokio::spawn(feed(
+                Api::<Namespace>::all(client.clone()),
+                watcher::Config::default(),
+                cache.clone(),
+                stopped,
+                max_backoff,
+            ));
+            cache
+        });
+        Stores {
+            claims,
+            sets,
+            pods,
+            namespaces,
+            _stop: stop,
+        }
+    }
+
+    /// Each store with its name: (name, listed at least once, current).
+    fn states(&self) -> Vec<(&'static str, bool, bool)> {
+        let mut states = vec![
+            (
+                self.claims.name(),
+                self.claims.first_synced(),
+                self.claims.available(),
+            ),
+            (
+                self.sets.name(),
+                self.sets.first_synced(),
+                self.sets.available(),
+            ),
+            (
+                self.pods.name(),
+                self.pods.first_synced(),
+                self.pods.available(),
+            ),
+        ];
+        if let Some(n) = &self.namespaces {
+            states.push((n.name(), n.first_synced(), n.available()));
+        }
+        states
+    }
+
+    /// Every store has completed its first list (readiness).
+    pub fn first_synced(&self) -> bool {
+        self.states().iter().all(|(_, listed, _)| *listed)
+    }
+
+    /// Every store is listed and has seen no watch error since its last list.
+    pub fn current(&self) -> bool {
+        self.states().iter().all(|(_, _, current)| *current)
+    }
+
+    /// Why each store that is not current is not.
+    pub fn not_current(&self) -> Vec<String> {
+        self.states()
+            .into_iter()
+            .filter(|(_, _, current)| !current)
+            .map(|(name, listed, _)| {
+                if listed {
+                    format!("{name}: watch error since the last list, listing again")
+                } else {
+                    format!("{name}: not listed yet")
                 }
-                if let Some(status) = p.status.as_mut() {
-                    *status = PodStatus {
-                        phase: status.phase.take(),
-                        ..PodStatus::default()
-                    };
-                }
-            }),
-            namespaces: spawn_reflector(Api::all(client.clone()), |n: &mut Namespace| {
-                slim_metadata(&mut n.metadata);
-            }),
-        }
-    }
-
-    /// Resolves once every store has completed its first list.
-    pub async fn ready(&self) {
-        let _ = self.claims.wait_until_ready().await;
-        let _ = self.sets.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
-        let _ = self.namespaces.wait_until_ready().await;
+            })
+            .collect()
     }
 
     /// The current contents, as the classifier reads them, and the opted-in namespaces.
     pub fn snapshot(&self) -> (Snapshot, HashSet<String>) {
         let snapshot = Snapshot {
-            claims: self.claims.state().iter().map(|c| claim_view(c)).collect(),
-            sets: self.sets.state().iter().map(|s| set_view(s)).collect(),
-            pods: self.pods.state().iter().map(|p| pod_view(p)).collect(),
+            claims: self.claims.values().iter().map(|c| (**c).clone()).collect(),
+            sets: self.sets.values().iter().map(|s| (**s).clone()).collect(),
+            pods: self.pods.values().iter().map(|p| (**p).clone()).collect(),
         };
-        let namespaces = self.namespaces.state();
-        (snapshot, opted_in(namespaces.iter().map(|n| n.as_ref())))
+        let namespaces = self
+            .namespaces
+            .iter()
+            .flat_map(|n| n.values())
+            .filter(|n| n.opted_in)
+            .map(|n| n.name.clone())
+            .collect();
+        (snapshot, namespaces)
     }
 }

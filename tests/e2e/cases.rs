@@ -20,7 +20,8 @@ use crate::k8s::{
 
 pub type Case = fn(Arc<Env>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Every case in run order; `apiserver_restart` last.
+/// Every case in run order: the collector's cases (tests/e2e/gc.rs) before
+/// `apiserver_restart`, and `rolling_restart_keeps_answering` (it stops the webhook) last.
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("scale_down_completes", |e| {
@@ -55,6 +56,27 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("audit_findings_are_logged", |e| {
             Box::pin(audit_findings_are_logged(e))
         }),
+        ("gc_plan_and_delete_scaled_down_claim", |e| {
+            Box::pin(crate::gc::plan_and_delete_scaled_down_claim(e))
+        }),
+        ("gc_mounted_claim_is_never_deleted", |e| {
+            Box::pin(crate::gc::mounted_claim_is_never_deleted(e))
+        }),
+        ("gc_recreated_set_keeps_its_claims", |e| {
+            Box::pin(crate::gc::recreated_set_keeps_its_claims(e))
+        }),
+        ("gc_watch_deletes_only_the_orphan_after_grace", |e| {
+            Box::pin(crate::gc::watch_deletes_only_the_orphan_after_grace(e))
+        }),
+        ("gc_watch_survives_apiserver_restart", |e| {
+            Box::pin(crate::gc::watch_survives_apiserver_restart(e))
+        }),
+        ("gc_leader_election", |e| {
+            Box::pin(crate::gc::leader_election(e))
+        }),
+        ("gc_sigterm_during_a_pass", |e| {
+            Box::pin(crate::gc::sigterm_during_a_pass(e))
+        }),
         ("apiserver_restart", |e| Box::pin(apiserver_restart(e))),
         // Stops stateward: always the last case.
         ("rolling_restart_keeps_answering", |e| {
@@ -63,11 +85,11 @@ pub fn all() -> Vec<(&'static str, Case)> {
     ]
 }
 
-fn say(case: &str, text: impl AsRef<str>) {
+pub(crate) fn say(case: &str, text: impl AsRef<str>) {
     println!("    [{case}] {}", text.as_ref());
 }
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 
 fn dry_run() -> PostParams {
     PostParams {
@@ -77,7 +99,7 @@ fn dry_run() -> PostParams {
 }
 
 /// Panics listing every problem, when there is any.
-fn verdict(problems: Vec<String>) {
+pub(crate) fn verdict(problems: Vec<String>) {
     assert!(
         problems.is_empty(),
         "{} problem(s):\n  - {}",
@@ -86,14 +108,14 @@ fn verdict(problems: Vec<String>) {
     );
 }
 
-fn check(problems: &mut Vec<String>, ok: bool, what: impl Into<String>) {
+pub(crate) fn check(problems: &mut Vec<String>, ok: bool, what: impl Into<String>) {
     if !ok {
         problems.push(what.into());
     }
 }
 
 /// Creates headless Service `name` and StatefulSet `name` (valid, Parallel) in `ns`.
-async fn create_set(env: &Env, ns: &str, name: &str, replicas: i32) -> Reply {
+pub(crate) async fn create_set(env: &Env, ns: &str, name: &str, replicas: i32) -> Reply {
     let svc = send(
         &env.admin,
         services(ns).create(
@@ -116,7 +138,7 @@ async fn create_set(env: &Env, ns: &str, name: &str, replicas: i32) -> Reply {
 }
 
 /// The pods with `app=<app>` (name, uid, deletionTimestamp?).
-async fn list_pods(env: &Env, ns: &str, app: &str) -> Vec<Value> {
+pub(crate) async fn list_pods(env: &Env, ns: &str, app: &str) -> Vec<Value> {
     let r = send(
         &env.admin,
         pods(ns).list(&ListParams::default().labels(&format!("app={app}"))),
@@ -126,7 +148,7 @@ async fn list_pods(env: &Env, ns: &str, app: &str) -> Vec<Value> {
     r.body["items"].as_array().cloned().unwrap_or_default()
 }
 
-fn pod_summary(pods: &[Value]) -> String {
+pub(crate) fn pod_summary(pods: &[Value]) -> String {
     let parts: Vec<String> = pods
         .iter()
         .map(|p| {
@@ -143,7 +165,7 @@ fn pod_summary(pods: &[Value]) -> String {
 }
 
 /// Waits until the set's `n` pods exist.
-async fn wait_pods(env: &Env, ns: &str, app: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn wait_pods(env: &Env, ns: &str, app: &str, n: usize) -> Vec<Value> {
     wait_for(&format!("{n} pods of {ns}/{app}"), WAIT, || async move {
         let pods = list_pods(env, ns, app).await;
         if pods.len() == n {
@@ -155,13 +177,13 @@ async fn wait_pods(env: &Env, ns: &str, app: &str, n: usize) -> Vec<Value> {
     .await
 }
 
-async fn get_pod(env: &Env, ns: &str, name: &str) -> Reply {
+pub(crate) async fn get_pod(env: &Env, ns: &str, name: &str) -> Reply {
     send(&env.admin, pods(ns).get(name, &GetParams::default())).await
 }
 
 /// Binds the pod to node n1 (as the scheduler would) and, as the kubelet, reports it
 /// Running and Ready. Returns its uid.
-async fn run_on_node(env: &Env, ns: &str, name: &str) -> String {
+pub(crate) async fn run_on_node(env: &Env, ns: &str, name: &str) -> String {
     let binding = json!({
         "apiVersion": "v1",
         "kind": "Binding",
@@ -215,7 +237,12 @@ async fn run_on_node(env: &Env, ns: &str, name: &str) -> String {
 }
 
 /// Waits until pod `name` with `uid` is gone (404, or a pod of that name with another uid).
-async fn wait_pod_replaced(env: &Env, ns: &str, name: &str, uid: &str) -> Option<String> {
+pub(crate) async fn wait_pod_replaced(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    uid: &str,
+) -> Option<String> {
     wait_for(
         &format!("pod {ns}/{name} uid {uid} to be gone"),
         WAIT,
@@ -848,7 +875,7 @@ struct Readyz {
 }
 
 /// Aborts the task when dropped (a failing case must not leave its poller running).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

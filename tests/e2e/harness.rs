@@ -35,7 +35,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn b64(text: &str) -> String {
+/// The stateward binary under test (`STATEWARD_E2E_BIN` runs another build, e.g. an older
+/// one, for a before/after run).
+pub fn stateward_binary() -> PathBuf {
+    std::env::var_os("STATEWARD_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stateward")))
+}
+
+pub fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
@@ -228,10 +236,7 @@ impl Env {
         std::fs::write(&tls_key, &bundle.key).expect("write key");
         let (webhook_port, admin_port) = (free_port(), free_port());
         let stateward_admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
-        // STATEWARD_E2E_BIN runs another build (e.g. an older one, for a before/after run).
-        let binary = std::env::var_os("STATEWARD_E2E_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_stateward")));
+        let binary = stateward_binary();
         println!("e2e: stateward binary {}", binary.display());
         let sw = Spec::new(
             "stateward",
@@ -353,6 +358,16 @@ impl Env {
             stopped.as_secs_f64(),
             (started.elapsed() - stopped).as_secs_f64()
         );
+    }
+
+    /// A copy of the admin kubeconfig that impersonates `user` (for RBAC-limited clients:
+    /// the admin may impersonate anyone).
+    pub fn kubeconfig_as(&self, user: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.admin_kubeconfig).expect("admin kubeconfig");
+        let text = text.replacen("  user:\n", &format!("  user:\n    as: {user}\n"), 1);
+        let path = self.dir.join(format!("{user}.kubeconfig"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
     }
 
     /// stateward's log (JSON lines).

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 /// SIGKILL 5 s later if it is still there (kube-apiserver can linger long after SIGTERM).
 const WRAPPER: &str = r#"exec 3<&0; pidfile=$1; shift; "$@" & pid=$!; echo $pid > "$pidfile"; (read _ <&3; kill $pid 2>/dev/null && sleep 5 && kill -9 $pid 2>/dev/null) & wait $pid"#;
 
-/// What to run: a name (used for the log and pid files), a program and its arguments.
+/// What to run: a name (used for the log and pid files), a program, its arguments and
+/// extra environment variables.
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -25,13 +27,21 @@ impl Spec {
             name: name.into(),
             program: program.into(),
             args,
+            env: Vec::new(),
         }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Spec {
+        self.env.push((key.into(), value.into()));
+        self
     }
 }
 
 /// A running process; stopping it (or dropping the guard) kills it.
 pub struct Proc {
     pub log: PathBuf,
+    /// Standard output, when kept apart from the log ([`Proc::start_split`]).
+    pub out: Option<PathBuf>,
     pidfile: PathBuf,
     wrapper: Child,
     stdin: Option<ChildStdin>,
@@ -41,15 +51,31 @@ pub struct Proc {
 impl Proc {
     /// Starts `spec` with stdout and stderr appended to `dir/<name>.log`.
     pub fn start(spec: &Spec, dir: &Path) -> Proc {
+        Proc::start_with(spec, dir, false)
+    }
+
+    /// Starts `spec` with stdout to `dir/<name>.out` and stderr to `dir/<name>.log`.
+    pub fn start_split(spec: &Spec, dir: &Path) -> Proc {
+        Proc::start_with(spec, dir, true)
+    }
+
+    fn start_with(spec: &Spec, dir: &Path, split: bool) -> Proc {
         let log = dir.join(format!("{}.log", spec.name));
         let pidfile = dir.join(format!("{}.pid", spec.name));
         let _ = std::fs::remove_file(&pidfile);
-        let out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
-        let err = out.try_clone().expect("clone the log file handle");
+        let open = |path: &Path| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
+        };
+        let err = open(&log);
+        let out_path = split.then(|| dir.join(format!("{}.out", spec.name)));
+        let out = match &out_path {
+            Some(path) => open(path),
+            None => err.try_clone().expect("clone the log file handle"),
+        };
         let mut wrapper = Command::new("sh")
             .arg("-c")
             .arg(WRAPPER)
@@ -57,6 +83,7 @@ impl Proc {
             .arg(&pidfile)
             .arg(&spec.program)
             .args(&spec.args)
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(out)
             .stderr(err)
@@ -65,6 +92,7 @@ impl Proc {
         let stdin = wrapper.stdin.take();
         Proc {
             log,
+            out: out_path,
             pidfile,
             wrapper,
             stdin,
@@ -87,6 +115,12 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `SIG<name>` (e.g. `TERM`, `KILL`) to the binary.
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().expect("the pid of a started process");
+        signal(name, pid);
     }
 
     /// The exit status, when the process has ended.
