@@ -25,7 +25,10 @@ pub enum Command {
     /// Evaluate manifests offline (files, directories or `-` for stdin).
     #[command(after_help = "Examples:\n  stateward check -f examples/web.yaml\n  \
         helm template my-release ./chart | stateward check -f - -o json\n  \
-        stateward check -f manifests/ --policy policies/strict.yaml\n\n\
+        stateward check -f manifests/ --policy policies/strict.yaml\n  \
+        stateward check -f manifests/ -o sarif > stateward.sarif\n  \
+        stateward check -f manifests/ -o junit > stateward-junit.xml\n  \
+        stateward check -f manifests/ -o github   # annotations in a GitHub Actions step\n\n\
         Exit status: 0 no enforce violation, 1 at least one enforce violation, \
         2 usage error, unreadable input, invalid document or invalid policy.")]
     Check(CheckArgs),
@@ -96,9 +99,10 @@ pub struct CheckArgs {
     pub paths: Vec<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format: text, json, sarif (SARIF 2.1.0 for code scanning), junit (JUnit
+    /// XML) or github (GitHub Actions annotations).
+    #[arg(short, long, value_enum, default_value_t = CheckOutput::Text)]
+    pub output: CheckOutput,
     /// Treat unknown fields in StatefulSets, Services and Pods as errors (exit 2), as
     /// `kubectl apply --validate=strict` would; without it they are notices.
     #[arg(long)]
@@ -106,6 +110,21 @@ pub struct CheckArgs {
     /// Colour in text output: auto (only on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+/// `check`'s output formats: the common ones and the CI formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckOutput {
+    /// Grouped by object, for people.
+    Text,
+    /// One JSON object (findings, errors, notices, summary).
+    Json,
+    /// SARIF 2.1.0: GitHub code scanning, GitLab and other SARIF viewers.
+    Sarif,
+    /// JUnit XML: a test case per evaluated object, a failure per enforce finding.
+    Junit,
+    /// GitHub Actions workflow commands (`::error file=…,line=…,col=…`).
+    Github,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

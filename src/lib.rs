@@ -8,6 +8,7 @@ pub mod certs;
 pub mod check;
 pub mod cli;
 pub mod cluster;
+pub mod formats;
 pub mod gc;
 pub mod manifest;
 pub mod metrics;
