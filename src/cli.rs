@@ -2,12 +2,29 @@
 //! subcommands so every command spells common flags the same way.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// `stateward --version`: the version, the git commit it was built from and the Kubernetes
+/// API version of the types it was built with (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STATEWARD_GIT_COMMIT"),
+    ", Kubernetes API ",
+    env!("STATEWARD_K8S_API"),
+    ")"
+);
+
+/// The Kubernetes API version (`1.NN`) of the k8s-openapi types stateward was built with.
+pub const KUBERNETES_API: &str = env!("STATEWARD_K8S_API");
+
+/// The git commit stateward was built from, or `unknown`.
+pub const GIT_COMMIT: &str = env!("STATEWARD_GIT_COMMIT");
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stateward",
-    version,
+    version = VERSION,
     about = "Admission webhook and policy enforcer for Kubernetes StatefulSets",
     long_about = "stateward checks StatefulSets, their headless Services and their Pods \
                   against a policy, adds safe defaults, and finds storage left behind by \
@@ -61,6 +78,75 @@ pub enum Command {
         Without --delete nothing is changed. Exit status: 0 success (also nothing to do), \
         1 at least one deletion failed, 2 usage or connection error.")]
     Gc(GcArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell or elvish).
+    #[command(after_help = "Examples:\n  \
+        stateward completions bash > /etc/bash_completion.d/stateward\n  \
+        stateward completions zsh > \"${fpath[1]}/_stateward\"\n  \
+        stateward completions fish > ~/.config/fish/completions/stateward.fish\n  \
+        stateward completions powershell >> $PROFILE")]
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one page per command to a directory.
+    #[command(after_help = "Examples:\n  stateward man | man -l -\n  \
+        stateward man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write `stateward.1` and one page per subcommand (`stateward-check.1`, ...) here
+    /// instead of printing `stateward.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The name to show in usage and examples for the program file `argv0`: a kubectl plugin
+/// (`kubectl-stateward`) shows as kubectl runs it (`kubectl stateward`; in plugin file
+/// names `-` separates words and `_` stands for `-`), any other file under its own name.
+pub fn display_name(argv0: Option<&std::ffi::OsStr>) -> String {
+    let file = argv0
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = file.strip_suffix(".exe").unwrap_or(&file);
+    match file.strip_prefix("kubectl-") {
+        Some(plugin) if !plugin.is_empty() => {
+            let words: Vec<String> = plugin.split('-').map(|w| w.replace('_', "-")).collect();
+            format!("kubectl {}", words.join(" "))
+        }
+        _ if file.is_empty() => "stateward".to_owned(),
+        _ => file.to_owned(),
+    }
+}
+
+/// The command line as shown to a user who called the program `name` (see
+/// [`display_name`]): usage lines and examples use that name.
+pub fn command(name: &str) -> clap::Command {
+    let mut cmd = Cli::command();
+    if name == "stateward" {
+        return cmd;
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for sub in names {
+        cmd = cmd.mut_subcommand(&sub, |s| match s.get_after_help() {
+            Some(help) => {
+                let help = help.to_string().replace("stateward ", &format!("{name} "));
+                s.after_help(help)
+            }
+            None => s,
+        });
+    }
+    cmd.bin_name(name.to_owned())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -187,6 +273,10 @@ pub struct ServeArgs {
     /// Kubeconfig file (otherwise in-cluster config, KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (as kubectl's --context; the current context
+    /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Largest request body accepted, in bytes (larger: 413).
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -268,6 +358,10 @@ pub struct GcArgs {
     /// Kubeconfig file (otherwise in-cluster, KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (as kubectl's --context; the current context
+    /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Run the reconcile loop: provenance annotations, orphan metrics and events, and
     /// deletion of opted-in orphans after --grace.
     #[arg(long, conflicts_with_all = ["delete", "include_unverified"])]

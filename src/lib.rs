@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod formats;
 pub mod gc;
+pub mod generate;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;
