@@ -78,6 +78,9 @@ pub enum Command {
         Without --delete nothing is changed. Exit status: 0 success (also nothing to do), \
         1 at least one deletion failed, 2 usage or connection error.")]
     Gc(GcArgs),
+    /// Policy files: print their JSON Schema, or validate them.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Print a shell completion script (bash, zsh, fish, powershell or elvish).
     #[command(after_help = "Examples:\n  \
         stateward completions bash > /etc/bash_completion.d/stateward\n  \
@@ -89,6 +92,32 @@ pub enum Command {
     #[command(after_help = "Examples:\n  stateward man | man -l -\n  \
         stateward man --dir /usr/local/share/man/man1")]
     Man(ManArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the JSON Schema of policy files (draft-07; `policies/policy.schema.json`).
+    #[command(
+        after_help = "Examples:\n  stateward policy schema > policy.schema.json\n\n\
+        Editors with the YAML language server validate a policy file whose first line is\n  \
+        # yaml-language-server: $schema=./policy.schema.json"
+    )]
+    Schema,
+    /// Validate policy files as `serve`, `check` and `mutate` read them.
+    #[command(
+        after_help = "Examples:\n  stateward policy check policies/strict.yaml\n  \
+        stateward policy check my-policy.yaml other.yaml\n\n\
+        Exit status: 0 every file is a valid policy, 2 at least one is not (the error names \
+        the file, the line and the field)."
+    )]
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyCheckArgs {
+    /// Policy files to validate.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -14,6 +14,7 @@ pub mod generate;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;
+pub mod policy_cmd;
 pub mod reload;
 pub mod rules_cmd;
 pub mod serve;
