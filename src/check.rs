@@ -514,7 +514,8 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<Exit> {
     let Some(policy) = policy_or_report(args.policy.policy.as_deref()) else {
         return Ok(Exit::Usage);
     };
-    let (sources, read_errors) = manifest::read_paths(&args.paths);
+    let paths: Vec<_> = args.paths.iter().chain(&args.files).cloned().collect();
+    let (sources, read_errors) = manifest::read_paths(&paths);
     let checked = check_sources(&policy, &sources);
     let report = build_report(&checked, &read_errors, args.strict_fields);
     let text = match args.output {

@@ -208,10 +208,14 @@ pub struct PolicyArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["paths", "files"])))]
 pub struct CheckArgs {
     /// A file, a directory (read recursively: *.yaml, *.yml, *.json) or `-` for stdin.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// More paths, as -f takes them (for tools that append file names, such as pre-commit).
+    #[arg(value_name = "PATH")]
+    pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Output format: text, json, sarif (SARIF 2.1.0 for code scanning), junit (JUnit

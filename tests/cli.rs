@@ -581,3 +581,61 @@ fn krew_manifest_template_installs_kubectl_stateward() {
         assert!(p["selector"]["matchLabels"]["os"].is_string());
     }
 }
+
+#[test]
+fn pre_commit_hooks_run_stateward_on_the_files_given() {
+    let text = std::fs::read_to_string(root().join(".pre-commit-hooks.yaml")).expect("hooks");
+    let hooks: Value = serde_saphyr::from_str(&text).expect("YAML");
+    let hooks = hooks.as_array().expect("a list of hooks");
+    let hook = |id: &str| -> Vec<String> {
+        let hook = hooks
+            .iter()
+            .find(|h| h["id"] == id)
+            .unwrap_or_else(|| panic!("hook {id}"));
+        for field in ["name", "entry", "language"] {
+            assert!(hook[field].is_string(), "{id}: {field}");
+        }
+        let entry: Vec<String> = hook["entry"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(entry[0], "stateward", "{id}");
+        entry[1..].to_vec()
+    };
+    // pre-commit appends the staged file names to the entry.
+    let with_files = |args: &[String], files: &[&str]| {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend(files);
+        code(&run(&all))
+    };
+    let check = hook("stateward-check");
+    assert_eq!(hook("stateward-check-system"), check);
+    assert_eq!(
+        with_files(
+            &check,
+            &[
+                "tests/fixtures/allow/postgres-complete.yaml",
+                "tests/fixtures/allow/excluded-namespace.yaml"
+            ]
+        ),
+        0
+    );
+    assert_eq!(
+        with_files(
+            &check,
+            &[
+                "tests/fixtures/allow/postgres-complete.yaml",
+                "tests/fixtures/deny/zero-grace-period.yaml"
+            ]
+        ),
+        1
+    );
+    let policy = hook("stateward-policy-check");
+    assert_eq!(
+        with_files(&policy, &["policies/baseline.yaml", "policies/strict.yaml"]),
+        0
+    );
+    assert_eq!(with_files(&policy, &["examples/web.yaml"]), 2);
+}
