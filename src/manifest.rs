@@ -228,26 +228,31 @@ fn parse_document(chunk: &str) -> Result<Value, String> {
             return Ok(value);
         }
     }
+    parse_yaml::<Value>(chunk).map_err(|err| first_line(&err))
+}
+
+/// Parses YAML as Kubernetes reads it ([`kubernetes_yaml`]).
+fn parse_yaml<T: serde::de::DeserializeOwned>(chunk: &str) -> Result<T, serde_saphyr::Error> {
     let mut text = std::borrow::Cow::Borrowed(chunk);
     for _ in 0..MAX_REINDENTS {
-        match serde_saphyr::from_str_with_options::<Value>(&text, kubernetes_yaml()) {
+        match serde_saphyr::from_str_with_options::<T>(&text, kubernetes_yaml()) {
             Ok(value) => return Ok(value),
             Err(err) => {
                 // go-yaml accepts continuation lines of a quoted scalar at the parent's
                 // indentation; YAML 1.2 does not. Their leading blanks are folded away,
-                // so indenting such a line changes nothing in the value.
+                // so indenting such a line changes nothing in the value (nor the position
+                // of any key).
                 let line = err.location().map(|l| l.line() as usize);
                 match line {
                     Some(line) if err.to_string().contains(QUOTED_INDENT_ERROR) && line > 0 => {
                         text = std::borrow::Cow::Owned(indent_line(&text, line - 1));
                     }
-                    _ => return Err(first_line(&err)),
+                    _ => return Err(err),
                 }
             }
         }
     }
-    serde_saphyr::from_str_with_options::<Value>(&text, kubernetes_yaml())
-        .map_err(|err| first_line(&err))
+    serde_saphyr::from_str_with_options::<T>(&text, kubernetes_yaml())
 }
 
 const QUOTED_INDENT_ERROR: &str = "invalid indentation in multiline quoted scalar";
@@ -303,11 +308,7 @@ impl Positions {
     /// that does not parse has none.
     pub fn of(text: &str) -> Positions {
         let mut positions = Positions::default();
-        let parsed = serde_saphyr::from_str_with_options::<serde_saphyr::Spanned<Node>>(
-            text,
-            kubernetes_yaml(),
-        );
-        if let Ok(root) = parsed {
+        if let Ok(root) = parse_yaml::<serde_saphyr::Spanned<Node>>(text) {
             let mut path = Vec::new();
             positions.collect(&mut path, &root.value);
         }
@@ -604,6 +605,13 @@ mod tests {
         assert_eq!(at("spec.template.spec.containers[2]"), None);
         assert_eq!(first_content_line(text), 2);
     }
+    #[test]
+    fn positions_survive_under_indented_quoted_continuation_lines() {
+        let positions = Positions::of("a:\n  b: '[\n    1\n  ]'\n  c: 0\n");
+        let c = positions.get(&parse_field_path("a.c"));
+        assert_eq!(c, Some(Position { line: 5, column: 3 }));
+    }
+
     #[test]
     fn field_paths_parse_keys_indices_and_bracketed_keys() {
         assert_eq!(
