@@ -17,6 +17,8 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=STATEWARD_GIT_COMMIT");
+    // Read by src/formats.rs (option_env!): where docs/rules.md is published.
+    println!("cargo::rerun-if-env-changed=STATEWARD_RULES_DOC_URL");
 
     let commit = match std::env::var("STATEWARD_GIT_COMMIT") {
         Ok(commit) if !commit.trim().is_empty() => commit.trim().to_owned(),

@@ -15,14 +15,26 @@ use crate::policy::{Finding, Level, Mode, Policy, RuleId};
 /// The rule documentation, whose sections the SARIF rules link to and quote.
 pub const RULES_DOC: &str = include_str!("../docs/rules.md");
 
-/// Where `docs/rules.md` is published: the repository named in Cargo.toml, or, without one,
-/// the path relative to the repository root.
-pub fn rules_doc_url() -> String {
-    let repository = env!("CARGO_PKG_REPOSITORY").trim_end_matches('/');
-    if repository.is_empty() {
-        "docs/rules.md".to_owned()
-    } else {
-        format!("{repository}/blob/main/docs/rules.md")
+/// Where `docs/rules.md` is published, if that is known: `STATEWARD_RULES_DOC_URL` at build
+/// time (the page's absolute URL), else the repository named in Cargo.toml. SARIF requires
+/// an absolute `helpUri` (code scanning rejects a log with a relative one), so without
+/// either there is none; the rule's documentation is in its `help` text all the same.
+pub fn rules_doc_url() -> Option<String> {
+    doc_url(
+        option_env!("STATEWARD_RULES_DOC_URL"),
+        env!("CARGO_PKG_REPOSITORY"),
+    )
+}
+
+fn doc_url(explicit: Option<&str>, repository: &str) -> Option<String> {
+    let absolute = |url: &str| url.starts_with("https://") || url.starts_with("http://");
+    match explicit {
+        Some(url) if absolute(url) => Some(url.to_owned()),
+        _ if absolute(repository) => Some(format!(
+            "{}/blob/main/docs/rules.md",
+            repository.trim_end_matches('/')
+        )),
+        _ => None,
     }
 }
 
@@ -205,7 +217,7 @@ fn rule_descriptor(policy: &Policy, id: RuleId, summary: &str) -> sarif::Reporti
             .build();
         descriptor.full_description = Some(text.clone());
         descriptor.help = Some(text);
-        descriptor.help_uri = Some(format!("{}#{anchor}", rules_doc_url()));
+        descriptor.help_uri = rules_doc_url().map(|url| format!("{url}#{anchor}"));
     }
     descriptor
 }
@@ -565,6 +577,20 @@ mod tests {
                 assert!(!body.is_empty(), "{}", info.id);
             }
         }
+    }
+
+    #[test]
+    fn help_uris_are_absolute_or_absent() {
+        assert_eq!(
+            doc_url(Some("https://docs.example/rules.html"), ""),
+            Some("https://docs.example/rules.html".to_owned())
+        );
+        assert_eq!(
+            doc_url(None, "https://github.com/o/stateward/"),
+            Some("https://github.com/o/stateward/blob/main/docs/rules.md".to_owned())
+        );
+        assert_eq!(doc_url(Some("docs/rules.md"), ""), None);
+        assert_eq!(doc_url(None, ""), None);
     }
 
     #[test]
