@@ -2,10 +2,14 @@
 # Multi-stage build: a static-ish release binary on a distroless, non-root base.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# The commit `stateward --version` names (.git is not in the build context):
+#   docker build --build-arg STATEWARD_GIT_COMMIT=$(git rev-parse --short HEAD) .
+ARG STATEWARD_GIT_COMMIT=unknown
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY benches ./benches
 COPY policies ./policies
+COPY docs/rules.md ./docs/rules.md
 RUN cargo build --release --locked --bin stateward
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::Exit;
-use crate::cli::{CheckArgs, ColorChoice, MutateArgs, OutputFormat};
+use crate::cli::{CheckArgs, CheckOutput, ColorChoice, MutateArgs};
 use crate::manifest::{self, Document, ReadError, Source};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::review::unknown_fields;
@@ -62,6 +62,8 @@ pub struct Checked {
     pub value: Option<Value>,
     pub text: String,
     pub list_parent: Option<usize>,
+    /// Lines of the source before the document's text.
+    pub line_offset: usize,
 }
 
 struct Prepared {
@@ -254,6 +256,7 @@ pub fn check_sources(policy: &Policy, sources: &[Source]) -> Vec<Checked> {
                 value: p.doc.value.ok(),
                 text: p.doc.text,
                 list_parent: p.doc.list_parent,
+                line_offset: p.doc.line_offset,
             }
         })
         .collect()
@@ -511,12 +514,16 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<Exit> {
     let Some(policy) = policy_or_report(args.policy.policy.as_deref()) else {
         return Ok(Exit::Usage);
     };
-    let (sources, read_errors) = manifest::read_paths(&args.paths);
+    let paths: Vec<_> = args.paths.iter().chain(&args.files).cloned().collect();
+    let (sources, read_errors) = manifest::read_paths(&paths);
     let checked = check_sources(&policy, &sources);
     let report = build_report(&checked, &read_errors, args.strict_fields);
     let text = match args.output {
-        OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => render_text(&checked, &report, use_color(args.color)),
+        CheckOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+        CheckOutput::Text => render_text(&checked, &report, use_color(args.color)),
+        CheckOutput::Sarif => crate::formats::render_sarif(&policy, &checked, &report)?,
+        CheckOutput::Junit => crate::formats::render_junit(&checked, &report),
+        CheckOutput::Github => crate::formats::render_github(&checked, &report),
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(report.exit())

@@ -2,12 +2,29 @@
 //! subcommands so every command spells common flags the same way.
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+/// `stateward --version`: the version, the git commit it was built from and the Kubernetes
+/// API version of the types it was built with (see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STATEWARD_GIT_COMMIT"),
+    ", Kubernetes API ",
+    env!("STATEWARD_K8S_API"),
+    ")"
+);
+
+/// The Kubernetes API version (`1.NN`) of the k8s-openapi types stateward was built with.
+pub const KUBERNETES_API: &str = env!("STATEWARD_K8S_API");
+
+/// The git commit stateward was built from, or `unknown`.
+pub const GIT_COMMIT: &str = env!("STATEWARD_GIT_COMMIT");
 
 #[derive(Debug, Parser)]
 #[command(
     name = "stateward",
-    version,
+    version = VERSION,
     about = "Admission webhook and policy enforcer for Kubernetes StatefulSets",
     long_about = "stateward checks StatefulSets, their headless Services and their Pods \
                   against a policy, adds safe defaults, and finds storage left behind by \
@@ -25,7 +42,10 @@ pub enum Command {
     /// Evaluate manifests offline (files, directories or `-` for stdin).
     #[command(after_help = "Examples:\n  stateward check -f examples/web.yaml\n  \
         helm template my-release ./chart | stateward check -f - -o json\n  \
-        stateward check -f manifests/ --policy policies/strict.yaml\n\n\
+        stateward check -f manifests/ --policy policies/strict.yaml\n  \
+        stateward check -f manifests/ -o sarif > stateward.sarif\n  \
+        stateward check -f manifests/ -o junit > stateward-junit.xml\n  \
+        stateward check -f manifests/ -o github   # annotations in a GitHub Actions step\n\n\
         Exit status: 0 no enforce violation, 1 at least one enforce violation, \
         2 usage error, unreadable input, invalid document or invalid policy.")]
     Check(CheckArgs),
@@ -62,6 +82,104 @@ pub enum Command {
         Exit status: 0 success (also nothing to do, or stopped by a signal), 1 at least one \
         deletion failed, 2 usage or connection error.")]
     Gc(GcArgs),
+    /// Policy files: print their JSON Schema, or validate them.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell or elvish).
+    #[command(after_help = "Examples:\n  \
+        stateward completions bash > /etc/bash_completion.d/stateward\n  \
+        stateward completions zsh > \"${fpath[1]}/_stateward\"\n  \
+        stateward completions fish > ~/.config/fish/completions/stateward.fish\n  \
+        stateward completions powershell >> $PROFILE")]
+    Completions(CompletionsArgs),
+    /// Print the man page, or write one page per command to a directory.
+    #[command(after_help = "Examples:\n  stateward man | man -l -\n  \
+        stateward man --dir /usr/local/share/man/man1")]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the JSON Schema of policy files (draft-07; `policies/policy.schema.json`).
+    #[command(
+        after_help = "Examples:\n  stateward policy schema > policy.schema.json\n\n\
+        Editors with the YAML language server validate a policy file whose first line is\n  \
+        # yaml-language-server: $schema=./policy.schema.json"
+    )]
+    Schema,
+    /// Validate policy files as `serve`, `check` and `mutate` read them.
+    #[command(
+        after_help = "Examples:\n  stateward policy check policies/strict.yaml\n  \
+        stateward policy check my-policy.yaml other.yaml\n\n\
+        Exit status: 0 every file is a valid policy, 2 at least one is not (the error names \
+        the file, the line and the field)."
+    )]
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyCheckArgs {
+    /// Policy files to validate.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write `stateward.1` and one page per subcommand (`stateward-check.1`, ...) here
+    /// instead of printing `stateward.1`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// The name to show in usage and examples for the program file `argv0`: a kubectl plugin
+/// (`kubectl-stateward`) shows as kubectl runs it (`kubectl stateward`; in plugin file
+/// names `-` separates words and `_` stands for `-`), any other file under its own name.
+pub fn display_name(argv0: Option<&std::ffi::OsStr>) -> String {
+    let file = argv0
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = file.strip_suffix(".exe").unwrap_or(&file);
+    match file.strip_prefix("kubectl-") {
+        Some(plugin) if !plugin.is_empty() => {
+            let words: Vec<String> = plugin.split('-').map(|w| w.replace('_', "-")).collect();
+            format!("kubectl {}", words.join(" "))
+        }
+        _ if file.is_empty() => "stateward".to_owned(),
+        _ => file.to_owned(),
+    }
+}
+
+/// The command line as shown to a user who called the program `name` (see
+/// [`display_name`]): usage lines and examples use that name.
+pub fn command(name: &str) -> clap::Command {
+    let mut cmd = Cli::command();
+    if name == "stateward" {
+        return cmd;
+    }
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for sub in names {
+        cmd = cmd.mut_subcommand(&sub, |s| match s.get_after_help() {
+            Some(help) => {
+                let help = help.to_string().replace("stateward ", &format!("{name} "));
+                s.after_help(help)
+            }
+            None => s,
+        });
+    }
+    cmd.bin_name(name.to_owned())
 }
 
 #[derive(Debug, Clone, Args)]
@@ -94,15 +212,20 @@ pub struct PolicyArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).multiple(true).args(["paths", "files"])))]
 pub struct CheckArgs {
     /// A file, a directory (read recursively: *.yaml, *.yml, *.json) or `-` for stdin.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    #[arg(short = 'f', long = "filename", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// More paths, as -f takes them (for tools that append file names, such as pre-commit).
+    #[arg(value_name = "PATH")]
+    pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Output format: text, json, sarif (SARIF 2.1.0 for code scanning), junit (JUnit
+    /// XML) or github (GitHub Actions annotations).
+    #[arg(short, long, value_enum, default_value_t = CheckOutput::Text)]
+    pub output: CheckOutput,
     /// Treat unknown fields in StatefulSets, Services and Pods as errors (exit 2), as
     /// `kubectl apply --validate=strict` would; without it they are notices.
     #[arg(long)]
@@ -110,6 +233,21 @@ pub struct CheckArgs {
     /// Colour in text output: auto (only on a terminal), always or never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+}
+
+/// `check`'s output formats: the common ones and the CI formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckOutput {
+    /// Grouped by object, for people.
+    Text,
+    /// One JSON object (findings, errors, notices, summary).
+    Json,
+    /// SARIF 2.1.0: GitHub code scanning, GitLab and other SARIF viewers.
+    Sarif,
+    /// JUnit XML: a test case per evaluated object, a failure per enforce finding.
+    Junit,
+    /// GitHub Actions workflow commands (`::error file=…,line=…,col=…`).
+    Github,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,6 +310,10 @@ pub struct ServeArgs {
     /// Kubeconfig file (otherwise in-cluster config, KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (as kubectl's --context; the current context
+    /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Largest request body accepted, in bytes (larger: 413).
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -255,6 +397,10 @@ pub struct GcArgs {
     /// Kubeconfig file (otherwise in-cluster, KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (as kubectl's --context; the current context
+    /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Run the reconcile loop: provenance annotations, orphan metrics and events, and
     /// deletion of opted-in orphans after --grace.
     #[arg(long, conflicts_with_all = ["delete", "include_unverified"])]

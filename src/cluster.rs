@@ -53,30 +53,42 @@ pub enum ClusterError {
     Client(String),
 }
 
-/// A client per `--cluster` and `--kubeconfig`: `None` when running without a cluster.
+/// A client per `--cluster`, `--kubeconfig` and `--context`: `None` when running without a
+/// cluster. As with kubectl, `--context` picks a context of the kubeconfig (the file given,
+/// else `KUBECONFIG` or `~/.kube/config`) and so never falls back to in-cluster config.
 pub async fn client(
     mode: ClusterMode,
     kubeconfig: Option<&Path>,
+    context: Option<&str>,
 ) -> Result<Option<Client>, ClusterError> {
     if mode == ClusterMode::Off {
         return Ok(None);
     }
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                ClusterError::Kubeconfig {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                }
-            })?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..kube::config::KubeConfigOptions::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let kubeconfig_error = |message: String| ClusterError::Kubeconfig {
+                path: path.display().to_string(),
+                message,
+            };
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| kubeconfig_error(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| kubeconfig_error(e.to_string()))?
+        }
+        (None, Some(_)) => {
+            kube::Config::from_kubeconfig(&options)
                 .await
                 .map_err(|e| ClusterError::Kubeconfig {
-                    path: path.display().to_string(),
+                    path: std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".into()),
                     message: e.to_string(),
                 })?
         }
-        None => match kube::Config::infer().await {
+        (None, None) => match kube::Config::infer().await {
             Ok(config) => config,
             Err(err) if mode == ClusterMode::Auto => {
                 tracing::info!(reason = %err, "no cluster configuration found; running without cluster context");

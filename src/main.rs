@@ -3,11 +3,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use stateward::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Installed as `kubectl-stateward`, usage and examples say `kubectl stateward`.
+    let argv0 = std::env::args_os().next();
+    let name = stateward::cli::display_name(argv0.as_deref());
+    let matches = stateward::cli::command(&name).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     stateward::telemetry::init(&cli.global);
     let result = match cli.command {
         Command::Check(args) => stateward::check::run_check(args),
@@ -16,6 +20,18 @@ fn main() -> ExitCode {
         Command::Serve(args) => stateward::serve::run(args),
         Command::Certs(args) => stateward::certs::run(args),
         Command::Gc(args) => stateward::gc::run(args),
+        Command::Policy(command) => stateward::policy_cmd::run(command),
+        Command::Completions(args) => {
+            // Completion scripts complete the program file as it is installed.
+            let file = argv0
+                .as_deref()
+                .map(std::path::Path::new)
+                .and_then(std::path::Path::file_name)
+                .map(|f| f.to_string_lossy().trim_end_matches(".exe").to_owned())
+                .unwrap_or_else(|| "stateward".to_owned());
+            stateward::generate::run_completions(args, &file)
+        }
+        Command::Man(args) => stateward::generate::run_man(args),
     };
     match result {
         Ok(code) => code.into(),

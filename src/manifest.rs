@@ -122,12 +122,21 @@ pub struct Document {
     pub value: Result<Value, String>,
     /// Set on items expanded from a `kind: List` (index of the List document).
     pub list_parent: Option<usize>,
+    /// Lines of the source before the document's text (items share their List's).
+    pub line_offset: usize,
 }
 
 /// Splits a source into documents and parses each one.
 pub fn documents(source: &Source) -> Vec<Document> {
     let mut out = Vec::new();
+    let base = source.text.as_ptr() as usize;
     for chunk in split_documents(&source.text) {
+        // Every chunk is a slice of the source's text.
+        let start = (chunk.as_ptr() as usize).saturating_sub(base);
+        let line_offset = source
+            .text
+            .get(..start)
+            .map_or(0, |before| before.matches('\n').count());
         let value = parse_document(chunk);
         let index = out.len();
         let items = match &value {
@@ -141,6 +150,7 @@ pub fn documents(source: &Source) -> Vec<Document> {
             text: chunk.to_owned(),
             value,
             list_parent: None,
+            line_offset,
         });
         for item in items.into_iter().flatten() {
             let text = serde_json::to_string(&item).unwrap_or_default();
@@ -149,6 +159,7 @@ pub fn documents(source: &Source) -> Vec<Document> {
                 text,
                 value: Ok(item),
                 list_parent: Some(index),
+                line_offset,
             });
         }
     }
@@ -217,26 +228,31 @@ fn parse_document(chunk: &str) -> Result<Value, String> {
             return Ok(value);
         }
     }
+    parse_yaml::<Value>(chunk).map_err(|err| first_line(&err))
+}
+
+/// Parses YAML as Kubernetes reads it ([`kubernetes_yaml`]).
+fn parse_yaml<T: serde::de::DeserializeOwned>(chunk: &str) -> Result<T, serde_saphyr::Error> {
     let mut text = std::borrow::Cow::Borrowed(chunk);
     for _ in 0..MAX_REINDENTS {
-        match serde_saphyr::from_str_with_options::<Value>(&text, kubernetes_yaml()) {
+        match serde_saphyr::from_str_with_options::<T>(&text, kubernetes_yaml()) {
             Ok(value) => return Ok(value),
             Err(err) => {
                 // go-yaml accepts continuation lines of a quoted scalar at the parent's
                 // indentation; YAML 1.2 does not. Their leading blanks are folded away,
-                // so indenting such a line changes nothing in the value.
+                // so indenting such a line changes nothing in the value (nor the position
+                // of any key).
                 let line = err.location().map(|l| l.line() as usize);
                 match line {
                     Some(line) if err.to_string().contains(QUOTED_INDENT_ERROR) && line > 0 => {
                         text = std::borrow::Cow::Owned(indent_line(&text, line - 1));
                     }
-                    _ => return Err(first_line(&err)),
+                    _ => return Err(err),
                 }
             }
         }
     }
-    serde_saphyr::from_str_with_options::<Value>(&text, kubernetes_yaml())
-        .map_err(|err| first_line(&err))
+    serde_saphyr::from_str_with_options::<T>(&text, kubernetes_yaml())
 }
 
 const QUOTED_INDENT_ERROR: &str = "invalid indentation in multiline quoted scalar";
@@ -262,6 +278,235 @@ fn first_line(err: &serde_saphyr::Error) -> String {
         .unwrap_or("invalid YAML")
         .trim_start_matches("error: ")
         .to_owned()
+}
+
+// ---- positions -----------------------------------------------------------------------
+
+/// One step of a field path: a mapping key or a sequence index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// A line and column in a source, both 1-based (columns count characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Where each field of one document is written: a mapping entry's position is that of its
+/// key, a sequence item's that of the item. Positions are relative to the document's text.
+#[derive(Debug, Clone, Default)]
+pub struct Positions {
+    fields: std::collections::HashMap<Vec<Segment>, Position>,
+}
+
+impl Positions {
+    /// Reads the positions of a document's text (as YAML; JSON is YAML too). A document
+    /// that does not parse has none.
+    pub fn of(text: &str) -> Positions {
+        let mut positions = Positions::default();
+        if let Ok(root) = parse_yaml::<serde_saphyr::Spanned<Node>>(text) {
+            let mut path = Vec::new();
+            positions.collect(&mut path, &root.value);
+        }
+        positions
+    }
+
+    fn collect(&mut self, path: &mut Vec<Segment>, node: &Node) {
+        match node {
+            Node::Map(entries) => {
+                for (key, value) in entries {
+                    path.push(Segment::Key(key.value.0.clone()));
+                    if let Some(position) = position_of(&key.referenced) {
+                        // A repeated key keeps the last one, as the value does.
+                        self.fields.insert(path.clone(), position);
+                    }
+                    self.collect(path, &value.value);
+                    path.pop();
+                }
+            }
+            Node::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Segment::Index(i));
+                    if let Some(position) = position_of(&item.referenced) {
+                        self.fields.insert(path.clone(), position);
+                    }
+                    self.collect(path, &item.value);
+                    path.pop();
+                }
+            }
+            Node::Scalar => {}
+        }
+    }
+
+    /// The position of a field path, if the field is written in the document.
+    pub fn get(&self, path: &[Segment]) -> Option<Position> {
+        self.fields.get(path).copied()
+    }
+}
+
+fn position_of(location: &serde_saphyr::Location) -> Option<Position> {
+    let (line, column) = (location.line(), location.column());
+    (line > 0 && column > 0).then_some(Position {
+        line: line as usize,
+        column: column as usize,
+    })
+}
+
+/// Parses a finding's field path as the rules write it: dotted keys, `[n]` for sequence
+/// items and `[key]` for map keys that contain dots (`spec.selector[app.kubernetes.io/x]`).
+pub fn parse_field_path(field: &str) -> Vec<Segment> {
+    let mut segments = Vec::new();
+    let mut current = String::new();
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !current.is_empty() {
+                    segments.push(Segment::Key(std::mem::take(&mut current)));
+                }
+            }
+            '[' => {
+                if !current.is_empty() {
+                    segments.push(Segment::Key(std::mem::take(&mut current)));
+                }
+                let inner: String = chars.by_ref().take_while(|&c| c != ']').collect();
+                segments.push(match inner.parse::<usize>() {
+                    Ok(index) => Segment::Index(index),
+                    Err(_) => Segment::Key(inner),
+                });
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        segments.push(Segment::Key(current));
+    }
+    segments
+}
+
+/// The 1-based line of the first line of `chunk` that holds content (not a comment or a
+/// blank line).
+pub fn first_content_line(chunk: &str) -> usize {
+    chunk
+        .lines()
+        .position(|l| {
+            let t = l.trim();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .map_or(1, |i| i + 1)
+}
+
+/// A YAML node with the positions of its keys and items, for [`Positions`].
+#[derive(Debug)]
+enum Node {
+    Map(Vec<(serde_saphyr::Spanned<KeyText>, serde_saphyr::Spanned<Node>)>),
+    Seq(Vec<serde_saphyr::Spanned<Node>>),
+    Scalar,
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_i128<E>(self, _: i128) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_bytes<E>(self, _: &[u8]) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(Node::Map(entries))
+    }
+}
+
+/// A mapping key as text (Kubernetes keys are strings; others are kept as written).
+#[derive(Debug)]
+struct KeyText(String);
+
+impl<'de> serde::Deserialize<'de> for KeyText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a scalar key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_owned()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<KeyText, E> {
+                Ok(KeyText("null".into()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +554,8 @@ mod tests {
             kinds,
             vec![(0, None), (1, Some(0)), (2, Some(0)), (3, None)]
         );
+        let offsets: Vec<usize> = docs.iter().map(|d| d.line_offset).collect();
+        assert_eq!(offsets, vec![0, 0, 0, 6]);
     }
 
     #[test]
@@ -334,5 +581,48 @@ mod tests {
         let docs = documents(&source("{\"kind\": \"Service\", \"apiVersion\": \"v1\"}"));
         assert_eq!(docs.len(), 1);
         assert!(docs[0].value.is_ok());
+    }
+    #[test]
+    fn positions_point_at_keys_and_items() {
+        let text = "# comment\napiVersion: apps/v1\nspec:\n  template:\n    spec:\n      terminationGracePeriodSeconds: 0\n      containers:\n        - name: a\n        - {name: b, image: x}\n  selector: {matchLabels: {app.kubernetes.io/name: web}}\n";
+        let positions = Positions::of(text);
+        let at = |path: &str| {
+            positions
+                .get(&parse_field_path(path))
+                .map(|p| (p.line, p.column))
+        };
+        assert_eq!(at("apiVersion"), Some((2, 1)));
+        assert_eq!(
+            at("spec.template.spec.terminationGracePeriodSeconds"),
+            Some((6, 7))
+        );
+        assert_eq!(at("spec.template.spec.containers[0].name"), Some((8, 11)));
+        assert_eq!(at("spec.template.spec.containers[1].image"), Some((9, 21)));
+        assert_eq!(
+            at("spec.selector.matchLabels[app.kubernetes.io/name]"),
+            Some((10, 28))
+        );
+        assert_eq!(at("spec.template.spec.containers[2]"), None);
+        assert_eq!(first_content_line(text), 2);
+    }
+    #[test]
+    fn positions_survive_under_indented_quoted_continuation_lines() {
+        let positions = Positions::of("a:\n  b: '[\n    1\n  ]'\n  c: 0\n");
+        let c = positions.get(&parse_field_path("a.c"));
+        assert_eq!(c, Some(Position { line: 5, column: 3 }));
+    }
+
+    #[test]
+    fn field_paths_parse_keys_indices_and_bracketed_keys() {
+        assert_eq!(
+            parse_field_path("spec.a[0].b[statefulset.kubernetes.io/pod-name]"),
+            vec![
+                Segment::Key("spec".into()),
+                Segment::Key("a".into()),
+                Segment::Index(0),
+                Segment::Key("b".into()),
+                Segment::Key("statefulset.kubernetes.io/pod-name".into()),
+            ]
+        );
     }
 }

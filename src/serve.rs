@@ -248,10 +248,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
 async fn cluster_context(
     mode: ClusterMode,
     kubeconfig: Option<&Path>,
+    kube_context: Option<&str>,
     metrics: &mut Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(Arc<dyn Context>, Vec<ReadyCheck>), crate::cluster::ClusterError> {
-    let Some(client) = crate::cluster::client(mode, kubeconfig).await? else {
+    let Some(client) = crate::cluster::client(mode, kubeconfig, kube_context).await? else {
         return Ok((Arc::new(NoContext), Vec::new()));
     };
     let context = ClusterContext::spawn(client, metrics.registry_mut(), shutdown);
@@ -365,6 +366,7 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
     let (context, ready_checks) = cluster_context(
         args.cluster,
         args.kubeconfig.as_deref(),
+        args.context.as_deref(),
         &mut metrics,
         watches_stopped,
     )

@@ -367,3 +367,275 @@ spec:
             .is_some_and(|m| m.contains("spec.selectr"))
     );
 }
+
+#[test]
+fn version_names_commit_and_kubernetes_api() {
+    let out = run(&["--version"]);
+    assert_eq!(code(&out), 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.trim_end();
+    let prefix = format!("stateward {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(line.starts_with(&prefix), "{line}");
+    let rest = line.trim_start_matches(&prefix);
+    let (commit, api) = rest
+        .trim_end_matches(')')
+        .split_once(", Kubernetes API ")
+        .expect("commit and API");
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit}"
+    );
+    let (major, minor) = api.split_once('.').expect("1.NN");
+    assert_eq!(major, "1", "{api}");
+    assert!(minor.parse::<u32>().is_ok_and(|m| m >= 30), "{api}");
+}
+
+#[cfg(unix)]
+#[test]
+fn as_a_kubectl_plugin_usage_shows_kubectl_stateward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugin = dir.path().join("kubectl-stateward");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_stateward"), &plugin).expect("symlink");
+    let out = Command::new(&plugin)
+        .arg("--help")
+        .output()
+        .expect("plugin runs");
+    assert_eq!(code(&out), 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Usage: kubectl stateward [OPTIONS] <COMMAND>"),
+        "{help}"
+    );
+    let out = Command::new(&plugin)
+        .args(["check", "--help"])
+        .output()
+        .expect("plugin runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Usage: kubectl stateward check"), "{help}");
+    assert!(
+        help.contains("kubectl stateward check -f examples/web.yaml"),
+        "examples use the plugin name: {help}"
+    );
+    // Usage errors too, with the contract's exit status.
+    let out = Command::new(&plugin)
+        .arg("bogus")
+        .output()
+        .expect("plugin runs");
+    assert_eq!(code(&out), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: kubectl stateward"));
+    // It works as the binary does.
+    let out = Command::new(&plugin)
+        .args(["check", "-f", "examples/web.yaml", "-o", "json"])
+        .current_dir(root())
+        .output()
+        .expect("plugin runs");
+    assert_eq!(code(&out), 1);
+    // The cluster commands take kubectl's --context and -n.
+    for sub in ["gc", "serve"] {
+        let out = Command::new(&plugin)
+            .args([sub, "--help"])
+            .output()
+            .expect("plugin runs");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("--context <NAME>"),
+            "{sub}"
+        );
+    }
+    let out = Command::new(&plugin)
+        .args(["gc", "--help"])
+        .output()
+        .expect("plugin runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("-n, --namespace"));
+}
+
+#[test]
+fn unknown_kubeconfig_context_is_a_connection_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: here\n  context: {cluster: c, user: u}\ncurrent-context: here\n",
+    )
+    .expect("write");
+    let out = run(&[
+        "gc",
+        "--kubeconfig",
+        kubeconfig.to_str().expect("path"),
+        "--context",
+        "elsewhere",
+    ]);
+    assert_eq!(code(&out), 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("elsewhere"), "{err}");
+}
+
+#[test]
+fn completions_are_generated_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(code(&out), 0, "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        // (fish spells long options `-l filename`.)
+        for word in ["check", "gc", "filename", "sarif", "context"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let bash = run(&["completions", "bash"]);
+    let check = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    if let Ok(mut child) = check {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&bash.stdout)
+            .expect("write");
+        let status = child.wait_with_output().expect("bash exits");
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    assert_eq!(code(&run(&["completions", "tcsh"])), 2);
+}
+
+#[test]
+fn man_pages_are_current() {
+    let out = run(&["man"]);
+    assert_eq!(code(&out), 0);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH stateward 1"), "{page}");
+    assert!(page.contains("check") && page.contains("completions"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(&["man", "--dir", dir.path().to_str().expect("path")]);
+    assert_eq!(code(&out), 0);
+    let mut generated: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    generated.sort();
+    let mut checked_in: Vec<String> = std::fs::read_dir(root().join("docs/man"))
+        .expect("docs/man")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    checked_in.sort();
+    assert_eq!(
+        generated, checked_in,
+        "docs/man is out of date: cargo run -- man --dir docs/man"
+    );
+    assert!(generated.contains(&"stateward-check.1".to_owned()));
+    for name in generated {
+        let new = std::fs::read_to_string(dir.path().join(&name)).expect("generated");
+        let old = std::fs::read_to_string(root().join("docs/man").join(&name)).expect("checked in");
+        assert!(
+            new == old,
+            "docs/man/{name} is out of date: cargo run -- man --dir docs/man"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(root().join("docs/man/stateward.1")).expect("page"),
+        page,
+        "`stateward man` prints docs/man/stateward.1"
+    );
+}
+
+#[test]
+fn krew_manifest_template_installs_kubectl_stateward() {
+    let text =
+        std::fs::read_to_string(root().join("deploy/krew/stateward.yaml")).expect("template");
+    let manifest: Value = serde_saphyr::from_str(&text).expect("the template is YAML");
+    assert_eq!(
+        manifest["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(manifest["kind"], "Plugin");
+    assert_eq!(manifest["metadata"]["name"], "stateward");
+    let spec = &manifest["spec"];
+    for field in ["version", "homepage", "shortDescription", "description"] {
+        assert!(spec[field].is_string(), "{field}");
+    }
+    let platforms = spec["platforms"].as_array().expect("platforms");
+    assert!(platforms.len() >= 2);
+    for p in platforms {
+        assert_eq!(p["bin"], "kubectl-stateward");
+        assert!(
+            p["files"]
+                .as_array()
+                .expect("files")
+                .iter()
+                .any(|f| f["from"] == "stateward" && f["to"] == "kubectl-stateward")
+        );
+        let uri = p["uri"].as_str().expect("uri");
+        assert!(uri.starts_with("${REPOSITORY}/") && uri.contains("${VERSION}"));
+        assert!(
+            p["sha256"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("${SHA256_"))
+        );
+        assert!(p["selector"]["matchLabels"]["os"].is_string());
+    }
+}
+
+#[test]
+fn pre_commit_hooks_run_stateward_on_the_files_given() {
+    let text = std::fs::read_to_string(root().join(".pre-commit-hooks.yaml")).expect("hooks");
+    let hooks: Value = serde_saphyr::from_str(&text).expect("YAML");
+    let hooks = hooks.as_array().expect("a list of hooks");
+    let hook = |id: &str| -> Vec<String> {
+        let hook = hooks
+            .iter()
+            .find(|h| h["id"] == id)
+            .unwrap_or_else(|| panic!("hook {id}"));
+        for field in ["name", "entry", "language"] {
+            assert!(hook[field].is_string(), "{id}: {field}");
+        }
+        let entry: Vec<String> = hook["entry"]
+            .as_str()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(entry[0], "stateward", "{id}");
+        entry[1..].to_vec()
+    };
+    // pre-commit appends the staged file names to the entry.
+    let with_files = |args: &[String], files: &[&str]| {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend(files);
+        code(&run(&all))
+    };
+    let check = hook("stateward-check");
+    assert_eq!(hook("stateward-check-system"), check);
+    assert_eq!(
+        with_files(
+            &check,
+            &[
+                "tests/fixtures/allow/postgres-complete.yaml",
+                "tests/fixtures/allow/excluded-namespace.yaml"
+            ]
+        ),
+        0
+    );
+    assert_eq!(
+        with_files(
+            &check,
+            &[
+                "tests/fixtures/allow/postgres-complete.yaml",
+                "tests/fixtures/deny/zero-grace-period.yaml"
+            ]
+        ),
+        1
+    );
+    let policy = hook("stateward-policy-check");
+    assert_eq!(
+        with_files(&policy, &["policies/baseline.yaml", "policies/strict.yaml"]),
+        0
+    );
+    assert_eq!(with_files(&policy, &["examples/web.yaml"]), 2);
+}

@@ -430,6 +430,7 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
         let client = match crate::cluster::client(
             crate::cli::ClusterMode::Required,
             args.kubeconfig.as_deref(),
+            args.context.as_deref(),
         )
         .await
         {

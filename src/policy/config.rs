@@ -2,6 +2,7 @@
 //! the engine reads without allocating.
 use std::path::Path;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::rules::{Action, Mode, RULES, RuleId};
@@ -206,85 +207,167 @@ fn line_of_field(text: &str, field: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// The JSON Schema (draft-07, as editors read it) of policy files, generated from the types
+/// they are read into: unknown fields are `additionalProperties: false`, as the reader
+/// rejects them, and each rule and mutation id is described by its summary.
+pub fn schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let root = generator.into_root_schema_for::<PolicyFile>();
+    let mut schema = serde_json::to_value(root).unwrap_or_default();
+    if let Some(map) = schema.as_object_mut() {
+        map.insert("title".into(), "stateward policy".into());
+        map.insert(
+            "description".into(),
+            "A stateward policy file (`stateward policy schema` prints this schema; \
+             `stateward policy check FILE` validates a file)."
+                .into(),
+        );
+    }
+    for section in ["RulesSection", "MutationsSection"] {
+        let Some(properties) = schema
+            .pointer_mut(&format!("/definitions/{section}/properties"))
+            .and_then(serde_json::Value::as_object_mut)
+        else {
+            continue;
+        };
+        for (id, property) in properties.iter_mut() {
+            let (Ok(id), Some(property)) = (id.parse::<RuleId>(), property.as_object_mut()) else {
+                continue;
+            };
+            let info = id.info();
+            // Draft-07 ignores the siblings of `$ref`: the reference goes into `allOf`.
+            if let Some(reference) = property.remove("$ref") {
+                property.insert("allOf".into(), serde_json::json!([{ "$ref": reference }]));
+            }
+            property.insert(
+                "description".into(),
+                format!("{} (default: {})", info.summary, info.default_label()).into(),
+            );
+        }
+    }
+    schema
+}
+
 // ---- file schema ---------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PolicyFile {
+    /// Always `stateward.io/v1alpha1`.
+    #[schemars(extend("const" = API_VERSION))]
     api_version: String,
+    /// Always `Policy`.
+    #[schemars(extend("const" = "Policy"))]
     kind: String,
     metadata: FileMetadata,
     #[serde(default)]
     spec: PolicySpec,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FileMetadata {
+    /// The policy's name (in logs and metrics).
+    #[schemars(length(min = 1))]
     name: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PolicySpec {
+    /// Objects in these namespaces are never evaluated (default: kube-system,
+    /// kube-node-lease).
     excluded_namespaces: Option<Vec<String>>,
+    /// Validation rules by id; a rule not listed keeps its default.
     #[serde(default)]
     rules: RulesSection,
+    /// Mutations by id; a mutation not listed keeps its default.
     #[serde(default)]
     mutations: MutationsSection,
 }
 
 /// Settings every validation rule takes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Plain {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
     mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct StorageRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
     mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// Storage classes a claim template may use (absent: any class).
     allowed_storage_classes: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct GraceRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
     mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// Smallest terminationGracePeriodSeconds allowed.
+    #[schemars(range(min = 0))]
     min_seconds: Option<i64>,
+    /// Largest terminationGracePeriodSeconds allowed.
+    #[schemars(range(min = 0))]
     max_seconds: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ResourcesRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
     mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// Resources every container must also set a limit for (e.g. `memory`).
     required_limits: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AntiAffinityRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
     mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// The topology key the pods must be spread over (default `kubernetes.io/hostname`).
+    #[schemars(length(min = 1))]
     topology_key: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ForceDeleteRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
     mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// Users who may force-delete StatefulSet pods (default: the pod garbage collector and
+    /// the node controller).
     exempt_users: Option<Vec<String>>,
+    /// Annotation that allows a force delete when set to "true" (default
+    /// `stateward.io/allow-force-delete`).
+    #[schemars(length(min = 1))]
     override_annotation: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RulesSection {
     #[serde(rename = "statefulset.name-length", default)]
@@ -333,37 +416,48 @@ struct RulesSection {
     force_delete: ForceDeleteRule,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Toggle {
+    /// Whether the mutation adds its default.
     enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct PodManagementToggle {
+    /// Whether the mutation adds its default.
     enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// The podManagementPolicy to add (default `OrderedReady`).
     value: Option<PodManagementPolicy>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 enum PodManagementPolicy {
     OrderedReady,
     Parallel,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct AntiAffinityToggle {
+    /// Whether the mutation adds its default.
     enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// Weight of the preferred term, 1 to 100 (default 100).
+    #[schemars(range(min = 1, max = 100))]
     weight: Option<i32>,
+    /// Topology key of the preferred term (default `kubernetes.io/hostname`).
+    #[schemars(length(min = 1))]
     topology_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 enum RetentionValue {
     Retain,
     Delete,
@@ -378,24 +472,31 @@ impl RetentionValue {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RetentionToggle {
+    /// Whether the mutation adds its default.
     enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// whenDeleted to add (default `Retain`).
     when_deleted: Option<RetentionValue>,
+    /// whenScaled to add (default `Delete`).
     when_scaled: Option<RetentionValue>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct IdentityLabelsToggle {
+    /// Whether the mutation adds its default.
     enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
     skippable: Option<bool>,
+    /// Extra label keys set to the pod's name.
     alias_labels: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct MutationsSection {
     #[serde(rename = "statefulset.default-pod-management-policy", default)]
