@@ -268,15 +268,7 @@ impl Admission {
         else {
             return Ok(None);
         };
-        let namespace = request
-            .namespace
-            .or_else(|| {
-                object
-                    .as_ref()
-                    .or(old_object.as_ref())
-                    .and_then(|o| o.metadata().namespace.clone())
-            })
-            .unwrap_or_default();
+        let namespace = namespace_of(request.namespace, object.as_ref(), old_object.as_ref());
         let review = Review {
             operation: operation_of(op),
             kind,
@@ -366,16 +358,11 @@ impl Admission {
         };
         let object = request.object.take().map(wrap);
         let old_object = request.old_object.take().map(wrap);
-        let namespace = request
-            .namespace
-            .clone()
-            .or_else(|| {
-                object
-                    .as_ref()
-                    .or(old_object.as_ref())
-                    .and_then(|o| o.metadata().namespace.clone())
-            })
-            .unwrap_or_default();
+        let namespace = namespace_of(
+            request.namespace.clone(),
+            object.as_ref(),
+            old_object.as_ref(),
+        );
         let review = Review {
             operation: operation(&request.operation),
             kind,
@@ -566,6 +553,21 @@ impl Admission {
 
 fn encode(response: &wire::Response<'_>) -> Result<Vec<u8>, AdmissionError> {
     wire::encode(response).map_err(|e| AdmissionError::Encode(e.to_string()))
+}
+
+/// The request's namespace, else the object's.
+fn namespace_of(
+    given: Option<String>,
+    object: Option<&Resource>,
+    old_object: Option<&Resource>,
+) -> String {
+    given
+        .or_else(|| {
+            object
+                .or(old_object)
+                .and_then(|o| o.metadata().namespace.clone())
+        })
+        .unwrap_or_default()
 }
 
 /// `spec.replicas` of a Scale.

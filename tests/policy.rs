@@ -1,21 +1,11 @@
 //! `stateward policy schema` and `stateward policy check`: the JSON Schema of policy files
 //! is generated from the types they are read into and agrees with the reader.
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stateward"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("binary runs")
-}
+#[path = "support/binary.rs"]
+mod binary;
+use binary::{root, run};
 
 fn code(output: &Output) -> i32 {
     output.status.code().expect("exit code")
