@@ -247,6 +247,13 @@ fn storage_class(claim: &PersistentVolumeClaim) -> String {
 /// threshold. Its pod cannot start, and under OrderedReady no later pod starts either.
 pub fn claim_unbound(input: &LiveInput<'_>, sink: &mut Sink) {
     let threshold = input.policy.params.claim_pending_after_seconds;
+    let ordered = input
+        .set
+        .spec
+        .pod_management_policy
+        .as_deref()
+        .unwrap_or("OrderedReady")
+        == "OrderedReady";
     let mut claims: Vec<&&PersistentVolumeClaim> = input.claims.iter().collect();
     claims.sort_by_key(|c| name_of(&c.metadata).to_owned());
     for claim in claims {
@@ -267,13 +274,18 @@ pub fn claim_unbound(input: &LiveInput<'_>, sink: &mut Sink) {
             continue;
         }
         let name = name_of(&claim.metadata);
+        let later = if ordered {
+            ", and under OrderedReady no later pod starts either"
+        } else {
+            ""
+        };
         sink.violation(
             format!("persistentvolumeclaims/{name}"),
             format!(
-                "claim {name} ({}) has been Pending for {}: its pod cannot start, and under \
-                 OrderedReady no later pod starts either. See its events (kubectl describe pvc \
-                 {name} -n {}): no provisioner for the class, no matching PersistentVolume, or \
-                 WaitForFirstConsumer with a pod that cannot be scheduled",
+                "claim {name} ({}) has been Pending for {}: its pod cannot start{later}. See \
+                 its events (kubectl describe pvc {name} -n {}): no provisioner for the class, \
+                 no matching PersistentVolume, or WaitForFirstConsumer with a pod that cannot \
+                 be scheduled",
                 storage_class(claim),
                 human_duration(pending),
                 input.namespace()
@@ -586,6 +598,10 @@ mod tests {
             v[0].message
         );
         assert!(v[0].message.contains("60m"), "{}", v[0].message);
+        assert!(
+            v[0].message.contains("no later pod"),
+            "OrderedReady by default"
+        );
         f.policy.params.claim_pending_after_seconds = 1;
         assert_eq!(f.run(claim_unbound).len(), 2);
     }
