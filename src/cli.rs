@@ -82,6 +82,18 @@ pub enum Command {
         Exit status: 0 success (also nothing to do, or stopped by a signal), 1 at least one \
         deletion failed, 2 usage or connection error.")]
     Gc(GcArgs),
+    /// Report what is wrong with the StatefulSets running in a cluster now (read-only).
+    #[command(after_help = "Examples:\n  stateward audit\n  \
+        stateward audit -n shop -o json\n  \
+        stateward audit -A -l tier=db --policy policies/strict.yaml\n  \
+        stateward audit --context prod --kubeconfig ~/.kube/prod\n\n\
+        Lists StatefulSets, Services, PodDisruptionBudgets, pods, claims and nodes (500 per \
+        page), evaluates every StatefulSet and Service as the webhook would admit it, and \
+        adds the live-state rules (blocked rollouts, pods stuck Terminating, unbound \
+        claims, PodDisruptionBudgets that block drains, orphaned claims). Nothing is \
+        changed. Exit status: 0 no enforce finding, 1 at least one enforce finding, 2 usage \
+        error, invalid policy or API error (a forbidden list names the resource).")]
+    Audit(AuditArgs),
     /// Policy files: print their JSON Schema, or validate them.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -367,6 +379,32 @@ pub struct CertsArgs {
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Only this namespace (a Role there is enough, plus read access to nodes).
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Every namespace (the default when no --namespace is given).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Only StatefulSets with these labels (e.g. `app=db,tier!=cache`), the Services they
+    /// name and their orphaned claims.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Output format: a table grouped by StatefulSet, or one JSON object.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Kubeconfig file (otherwise in-cluster, KUBECONFIG or ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (as kubectl's --context; the current context
+    /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -222,13 +222,16 @@ fn rule_descriptor(policy: &Policy, id: RuleId, summary: &str) -> sarif::Reporti
     descriptor
 }
 
-/// The report as a SARIF 2.1.0 log: one rule per validation rule (its level the policy's
-/// mode), one result per validation finding.
+/// The report as a SARIF 2.1.0 log: one rule per validation rule `check` evaluates (its
+/// level the policy's mode; not the live-state rules of `audit`), one result per
+/// validation finding.
 pub fn sarif_log(policy: &Policy, checked: &[Checked], report: &Report<'_>) -> sarif::Sarif {
     let mut rules = Vec::new();
     let mut rule_index = HashMap::new();
     for info in RULES {
-        if let Action::Validate { .. } = info.action {
+        if let Action::Validate { check, .. } = info.action
+            && !check.is_live()
+        {
             rule_index.insert(info.id, rules.len());
             rules.push(rule_descriptor(policy, info.id, info.summary));
         }

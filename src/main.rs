@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => stateward::serve::run(args),
         Command::Certs(args) => stateward::certs::run(args),
         Command::Gc(args) => stateward::gc::run(args),
+        Command::Audit(args) => stateward::audit::run(args),
         Command::Policy(command) => stateward::policy_cmd::run(command),
         Command::Completions(args) => {
             // Completion scripts complete the program file as it is installed.

@@ -65,7 +65,11 @@ pub fn render(policy: &Policy, format: OutputFormat) -> String {
                     "{:width$}  {:11}  {:20}  {:7}  {:7}  {}\n",
                     r.id,
                     r.kind,
-                    r.operations.join(","),
+                    if r.operations.is_empty() {
+                        "live (audit)".to_owned()
+                    } else {
+                        r.operations.join(",")
+                    },
                     r.default,
                     r.mode,
                     r.summary

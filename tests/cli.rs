@@ -278,7 +278,7 @@ fn rules_lists_every_rule() {
     assert_eq!(code(&out), 0);
     let doc = json(&out);
     let rules = doc["rules"].as_array().expect("rules");
-    assert_eq!(rules.len(), 27);
+    assert_eq!(rules.len(), 32);
     let grace = rules
         .iter()
         .find(|r| r["id"] == "statefulset.termination-grace-period")
@@ -286,13 +286,25 @@ fn rules_lists_every_rule() {
     assert_eq!(grace["default"], "enforce");
     assert_eq!(grace["kind"], "StatefulSet");
     assert_eq!(grace["operations"], serde_json::json!(["CREATE", "UPDATE"]));
+    let blocked = rules
+        .iter()
+        .find(|r| r["id"] == "statefulset.rollout-blocked")
+        .expect("live rule");
+    assert_eq!(blocked["operations"], serde_json::json!([]));
+    assert_eq!(blocked["default"], "warn");
     let text = run(&["rules"]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains("pod.force-delete"));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("pod.force-delete"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("statefulset.claim-unbound") && l.contains("live (audit)")),
+        "{text}"
+    );
 }
 
 #[test]
 fn help_has_examples() {
-    for sub in ["check", "mutate", "rules"] {
+    for sub in ["check", "mutate", "rules", "audit"] {
         let out = run(&[sub, "--help"]);
         assert_eq!(code(&out), 0);
         assert!(

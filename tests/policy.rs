@@ -114,7 +114,19 @@ fn every_object_in_the_schema_rejects_unknown_fields() {
     let rules = definitions["RulesSection"]["properties"]
         .as_object()
         .expect("rules");
-    assert_eq!(rules.len(), 22, "every validation rule");
+    assert_eq!(
+        rules.len(),
+        27,
+        "every validation rule, live-state rules included"
+    );
+    assert_eq!(
+        rules["statefulset.claim-unbound"]["allOf"][0]["$ref"],
+        "#/definitions/ClaimUnboundRule"
+    );
+    assert_eq!(
+        definitions["ClaimUnboundRule"]["properties"]["pendingFor"]["pattern"],
+        "^[0-9]+[smhd]$"
+    );
     assert!(
         rules["statefulset.termination-grace-period"]["description"]
             .as_str()

@@ -39,6 +39,12 @@ pub struct Params {
     pub claim_retention_when_deleted: String,
     pub claim_retention_when_scaled: String,
     pub alias_labels: Vec<String>,
+    /// `statefulset.rollout-blocked` `notReadyFor`, in seconds.
+    pub rollout_blocked_after_seconds: i64,
+    /// `statefulset.pod-stuck-terminating` `margin`, in seconds.
+    pub stuck_terminating_margin_seconds: i64,
+    /// `statefulset.claim-unbound` `pendingFor`, in seconds.
+    pub claim_pending_after_seconds: i64,
 }
 
 pub const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
@@ -63,6 +69,9 @@ impl Default for Params {
             claim_retention_when_deleted: "Retain".into(),
             claim_retention_when_scaled: "Delete".into(),
             alias_labels: Vec::new(),
+            rollout_blocked_after_seconds: 600,
+            stuck_terminating_margin_seconds: 300,
+            claim_pending_after_seconds: 600,
         }
     }
 }
@@ -367,6 +376,56 @@ struct ForceDeleteRule {
     override_annotation: Option<String>,
 }
 
+/// A duration as policy files write it: a whole number of seconds, minutes, hours or days.
+const DURATION_PATTERN: &str = "^[0-9]+[smhd]$";
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RolloutBlockedRule {
+    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
+    mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    skippable: Option<bool>,
+    /// How long a pod of the update revision may stay not Ready before the rollout counts
+    /// as blocked (`90s`, `10m`, `2h`, `1d`; default `10m`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    not_ready_for: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StuckTerminatingRule {
+    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
+    mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    skippable: Option<bool>,
+    /// How long past its grace period a terminating pod counts as stuck (default `5m`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    margin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ClaimUnboundRule {
+    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
+    mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    skippable: Option<bool>,
+    /// How long a claim may stay Pending (default `10m`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pending_for: Option<String>,
+}
+
+/// Parses a policy duration (`90s`, `10m`, `2h`, `1d`) into seconds.
+fn duration_seconds(text: &str, field: &str) -> Result<i64, ResolveError> {
+    crate::gc::collect::parse_age(text).ok_or_else(|| {
+        (
+            field.to_owned(),
+            format!("`{text}` is not a duration: use a whole number with s, m, h or d (e.g. 10m)"),
+        )
+    })
+}
+
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RulesSection {
@@ -406,6 +465,16 @@ struct RulesSection {
     api_version: Plain,
     #[serde(rename = "statefulset.pod-disruption-budget", default)]
     pod_disruption_budget: Plain,
+    #[serde(rename = "statefulset.rollout-blocked", default)]
+    rollout_blocked: RolloutBlockedRule,
+    #[serde(rename = "statefulset.pod-stuck-terminating", default)]
+    pod_stuck_terminating: StuckTerminatingRule,
+    #[serde(rename = "statefulset.claim-unbound", default)]
+    claim_unbound: ClaimUnboundRule,
+    #[serde(rename = "statefulset.disruption-blocked", default)]
+    disruption_blocked: Plain,
+    #[serde(rename = "statefulset.orphaned-claim", default)]
+    orphaned_claim: Plain,
     #[serde(rename = "service.headless-in-use", default)]
     headless_in_use: Plain,
     #[serde(rename = "service.headless-shape", default)]
@@ -577,6 +646,8 @@ impl PolicyFile {
             ),
             (R::StatefulSetApiVersion, &r.api_version),
             (R::StatefulSetPodDisruptionBudget, &r.pod_disruption_budget),
+            (R::StatefulSetDisruptionBlocked, &r.disruption_blocked),
+            (R::StatefulSetOrphanedClaim, &r.orphaned_claim),
             (R::ServiceHeadlessInUse, &r.headless_in_use),
             (R::ServiceHeadlessShape, &r.headless_shape),
             (R::ServicePodNameSelector, &r.pod_name_selector),
@@ -607,6 +678,21 @@ impl PolicyFile {
             R::PodForceDelete,
             r.force_delete.mode,
             r.force_delete.skippable,
+        );
+        set(
+            R::StatefulSetRolloutBlocked,
+            r.rollout_blocked.mode,
+            r.rollout_blocked.skippable,
+        );
+        set(
+            R::StatefulSetPodStuckTerminating,
+            r.pod_stuck_terminating.mode,
+            r.pod_stuck_terminating.skippable,
+        );
+        set(
+            R::StatefulSetClaimUnbound,
+            r.claim_unbound.mode,
+            r.claim_unbound.skippable,
         );
 
         let m = self.spec.mutations;
@@ -698,6 +784,18 @@ impl PolicyFile {
                 ));
             }
             p.force_delete_override_annotation = annotation;
+        }
+        if let Some(text) = &r.rollout_blocked.not_ready_for {
+            p.rollout_blocked_after_seconds =
+                duration_seconds(text, "spec.rules.statefulset.rollout-blocked.notReadyFor")?;
+        }
+        if let Some(text) = &r.pod_stuck_terminating.margin {
+            p.stuck_terminating_margin_seconds =
+                duration_seconds(text, "spec.rules.statefulset.pod-stuck-terminating.margin")?;
+        }
+        if let Some(text) = &r.claim_unbound.pending_for {
+            p.claim_pending_after_seconds =
+                duration_seconds(text, "spec.rules.statefulset.claim-unbound.pendingFor")?;
         }
         if let Some(value) = m.pod_management_policy.value {
             p.pod_management_policy = format!("{value:?}");
@@ -835,6 +933,30 @@ mod tests {
         let err = error_of("apiVersion: v1\nkind: Policy\nmetadata: {name: x}\n");
         assert_eq!(err.field.as_deref(), Some("apiVersion"));
         assert_eq!(err.line, Some(1));
+    }
+
+    #[test]
+    fn live_state_thresholds_are_durations() {
+        let policy = Policy::from_yaml(
+            &format!(
+                "{HEAD}  rules:\n    statefulset.rollout-blocked: {{notReadyFor: 90s}}\n    statefulset.pod-stuck-terminating: {{margin: 2m}}\n    statefulset.claim-unbound: {{mode: enforce, pendingFor: 1h}}\n"
+            ),
+            "p.yaml",
+        )
+        .expect("valid");
+        assert_eq!(policy.params.rollout_blocked_after_seconds, 90);
+        assert_eq!(policy.params.stuck_terminating_margin_seconds, 120);
+        assert_eq!(policy.params.claim_pending_after_seconds, 3600);
+        assert_eq!(policy.mode(RuleId::StatefulSetClaimUnbound), Mode::Enforce);
+        let err = error_of(&format!(
+            "{HEAD}  rules:\n    statefulset.claim-unbound:\n      pendingFor: soon\n"
+        ));
+        assert_eq!(
+            err.field.as_deref(),
+            Some("spec.rules.statefulset.claim-unbound.pendingFor")
+        );
+        assert_eq!(err.line, Some(8));
+        assert!(err.message.contains("not a duration"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::context::Context;
 use super::review::{Kind, Operation, Resource, Review};
 
 pub mod defaults;
+pub mod live;
 pub mod pod;
 pub mod service;
 pub mod statefulset;
@@ -94,6 +95,11 @@ rule_ids! {
     StatefulSetScaleDownRetainsClaims => "statefulset.scale-down-retains-claims",
     StatefulSetApiVersion => "statefulset.api-version",
     StatefulSetPodDisruptionBudget => "statefulset.pod-disruption-budget",
+    StatefulSetRolloutBlocked => "statefulset.rollout-blocked",
+    StatefulSetPodStuckTerminating => "statefulset.pod-stuck-terminating",
+    StatefulSetClaimUnbound => "statefulset.claim-unbound",
+    StatefulSetDisruptionBlocked => "statefulset.disruption-blocked",
+    StatefulSetOrphanedClaim => "statefulset.orphaned-claim",
     ServiceHeadlessInUse => "service.headless-in-use",
     ServiceHeadlessShape => "service.headless-shape",
     ServicePodNameSelector => "service.pod-name-selector",
@@ -193,6 +199,19 @@ pub enum Check {
     Pod(fn(&Input<'_, Pod>, &mut Sink)),
     /// Evaluated by the offline checker on documents the engine cannot decode.
     Offline,
+    /// A live-state rule: evaluated only by `stateward audit`, on a set with its pods,
+    /// claims, PodDisruptionBudgets and nodes.
+    Live(fn(&live::LiveInput<'_>, &mut Sink)),
+    /// Orphaned claims, from the collector's classifier: evaluated only by `stateward
+    /// audit`.
+    OrphanedClaims,
+}
+
+impl Check {
+    /// Only `stateward audit` evaluates the rule (it reads live state).
+    pub fn is_live(self) -> bool {
+        matches!(self, Check::Live(_) | Check::OrphanedClaims)
+    }
 }
 
 /// What a mutation added: the field and a sentence for reports.
@@ -441,6 +460,46 @@ pub static RULES: &[RuleInfo] = &[
         action: validate(Mode::Audit, Check::StatefulSet(s::pod_disruption_budget)),
         skippable: true,
         summary: "with 2+ replicas, a PodDisruptionBudget selects the pods",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetRolloutBlocked,
+        kind: Kind::StatefulSet,
+        operations: &[],
+        action: validate(Mode::Warn, Check::Live(live::rollout_blocked)),
+        skippable: true,
+        summary: "audit only: a rollout waits on a pod of the update revision not Ready for longer than notReadyFor: names the pod to delete",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetPodStuckTerminating,
+        kind: Kind::StatefulSet,
+        operations: &[],
+        action: validate(Mode::Warn, Check::Live(live::pod_stuck_terminating)),
+        skippable: true,
+        summary: "audit only: a pod Terminating past its grace period plus margin on a node not Ready: confirm the node is down, then force delete",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetClaimUnbound,
+        kind: Kind::StatefulSet,
+        operations: &[],
+        action: validate(Mode::Warn, Check::Live(live::claim_unbound)),
+        skippable: true,
+        summary: "audit only: a claim of the set Pending for longer than pendingFor: names it and its storage class",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetDisruptionBlocked,
+        kind: Kind::StatefulSet,
+        operations: &[],
+        action: validate(Mode::Warn, Check::Live(live::disruption_blocked)),
+        skippable: true,
+        summary: "audit only: a PodDisruptionBudget selecting the set allows no disruption at full health, so drains hang",
+    },
+    RuleInfo {
+        id: RuleId::StatefulSetOrphanedClaim,
+        kind: Kind::StatefulSet,
+        operations: &[],
+        action: validate(Mode::Warn, Check::OrphanedClaims),
+        skippable: false,
+        summary: "audit only: a claim left by a scale-down or a deleted set (the collector's classifier), with its size",
     },
     RuleInfo {
         id: RuleId::ServiceHeadlessInUse,

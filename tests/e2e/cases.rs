@@ -20,8 +20,8 @@ use crate::k8s::{
 
 pub type Case = fn(Arc<Env>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Every case in run order: the collector's cases (tests/e2e/gc.rs) before
-/// `apiserver_restart`, and `rolling_restart_keeps_answering` (it stops the webhook) last.
+/// Every case in run order: the collector's cases (tests/e2e/gc.rs) and the audit's
+/// (tests/e2e/audit.rs) before `apiserver_restart`, and `rolling_restart_keeps_answering` (it stops the webhook) last.
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
         ("scale_down_completes", |e| {
@@ -76,6 +76,23 @@ pub fn all() -> Vec<(&'static str, Case)> {
         }),
         ("gc_sigterm_during_a_pass", |e| {
             Box::pin(crate::gc::sigterm_during_a_pass(e))
+        }),
+        ("audit_sets_created_before_the_webhook", |e| {
+            Box::pin(crate::audit::sets_created_before_the_webhook_are_reported(
+                e,
+            ))
+        }),
+        ("audit_rollout_blocked", |e| {
+            Box::pin(crate::audit::rollout_blocked_by_never_ready_pod(e))
+        }),
+        ("audit_pod_stuck_terminating", |e| {
+            Box::pin(crate::audit::pod_stuck_terminating_on_unknown_node(e))
+        }),
+        ("audit_pending_claim", |e| {
+            Box::pin(crate::audit::pending_claim_is_reported(e))
+        }),
+        ("audit_forbidden_list", |e| {
+            Box::pin(crate::audit::forbidden_list_is_named(e))
         }),
         ("apiserver_restart", |e| Box::pin(apiserver_restart(e))),
         // Stops stateward: always the last case.

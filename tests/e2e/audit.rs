@@ -1,0 +1,536 @@
+//! `stateward audit` on the real control plane: the binary, run with the admin kubeconfig,
+//! against objects the controllers made and statuses set as the kubelet would. Logs go to
+//! the work directory (`audit-*.log`). A policy with 1 s thresholds (`audit-policy.yaml`)
+//! keeps the live-state cases short.
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kube::core::Request;
+use kube::core::params::{DeleteParams, GetParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::cases::{WAIT, check, get_pod, run_on_node, say, verdict, wait_pods};
+use crate::harness::{Env, NODE, stateward_binary};
+use crate::k8s::{
+    headless_service, pods, send, services, statefulset, statefulsets, to_vec, wait_for,
+};
+use crate::process::{Proc, Spec};
+
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+const POLICY: &str = "apiVersion: stateward.io/v1alpha1
+kind: Policy
+metadata: {name: e2e-audit}
+spec:
+  rules:
+    statefulset.rollout-blocked: {notReadyFor: 1s}
+    statefulset.pod-stuck-terminating: {margin: 1s}
+    statefulset.claim-unbound: {pendingFor: 1s}
+";
+
+/// A finished `stateward audit`.
+struct AuditRun {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl AuditRun {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "audit -o json printed no JSON ({e}): {}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// (rule, mode, name, field, message) of every finding.
+    fn findings(&self) -> Vec<(String, String, String, String, String)> {
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        self.json()["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| {
+                (
+                    s(&f["rule"]),
+                    s(&f["mode"]),
+                    s(&f["name"]),
+                    s(&f["field"]),
+                    s(&f["message"]),
+                )
+            })
+            .collect()
+    }
+
+    fn has(&self, rule: &str, field: &str) -> Option<String> {
+        self.findings()
+            .into_iter()
+            .find(|(r, _, _, f, _)| r == rule && f == field)
+            .map(|(_, mode, _, _, message)| format!("{mode}: {message}"))
+    }
+}
+
+fn policy_file(env: &Env) -> PathBuf {
+    let path = env.dir.join("audit-policy.yaml");
+    if !path.exists() {
+        std::fs::write(&path, POLICY).expect("write the audit policy");
+    }
+    path
+}
+
+/// Runs `stateward audit ARGS --kubeconfig ADMIN` to the end.
+async fn audit_once(env: &Env, args: &[&str]) -> AuditRun {
+    let mut argv = vec!["audit".to_owned()];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    argv.extend([
+        "--kubeconfig".into(),
+        env.admin_kubeconfig.display().to_string(),
+    ]);
+    let name = format!("audit-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+    let spec = Spec::new(&name, stateward_binary(), argv);
+    let mut proc = Proc::start_split(&spec, &env.dir);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = proc.exited() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "stateward audit {args:?} still running after 60 s; log {}",
+            proc.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    AuditRun {
+        status,
+        stdout: proc.out.as_deref().map(read).unwrap_or_default(),
+        stderr: read(&proc.log),
+    }
+}
+
+/// Runs audit until `found` says what it looked for is there (the clock must pass the
+/// 1 s thresholds; the controllers must catch up).
+async fn audit_until(
+    env: &Env,
+    args: &[&str],
+    what: &str,
+    found: impl Fn(&AuditRun) -> Option<String>,
+) -> (AuditRun, String) {
+    let started = Instant::now();
+    loop {
+        let run = audit_once(env, args).await;
+        if let Some(hit) = found(&run) {
+            return (run, hit);
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "no {what} within {WAIT:?}; last run exit {:?}:\n{}\n{}",
+            run.status.code(),
+            run.stdout,
+            run.stderr
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A namespace without the label that sends it to the webhook.
+async fn unwatched_namespace(env: &Env, case: &str) -> String {
+    let name = format!("e2e-{}", case.replace('_', "-"));
+    let name = name[..name.len().min(63)].trim_end_matches('-').to_owned();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    let r = send(
+        &env.admin,
+        Request::new("/api/v1/namespaces").create(&PostParams::default(), to_vec(&ns)),
+    )
+    .await;
+    assert!(
+        r.status == 201 || r.status == 409,
+        "create namespace {name}: {r}"
+    );
+    name
+}
+
+async fn create(env: &Env, ns: &str, service: Value, set: Value) {
+    let r = send(
+        &env.admin,
+        services(ns).create(&PostParams::default(), to_vec(&service)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "create Service: {r}");
+    let r = send(
+        &env.admin,
+        statefulsets(ns).create(&PostParams::default(), to_vec(&set)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "create StatefulSet: {r}");
+}
+
+/// A set the webhook would deny (grace 0), created where the webhook does not look, as if
+/// before it was installed: audit reports it at enforce and exits 1.
+pub async fn sets_created_before_the_webhook_are_reported(env: std::sync::Arc<Env>) {
+    let c = "audit_sets_created_before_the_webhook";
+    let env = &*env;
+    let ns = &unwatched_namespace(env, c).await;
+    let mut set = statefulset("legacy", 1, "legacy");
+    set["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(0);
+    create(env, ns, headless_service("legacy", "legacy"), set).await;
+    say(
+        c,
+        format!("created {ns}/legacy with grace 0 (namespace not watched)"),
+    );
+
+    let run = audit_once(env, &["-n", ns, "-o", "json"]).await;
+    say(
+        c,
+        format!("audit -n {ns} -o json: exit {:?}", run.status.code()),
+    );
+    let mut problems = Vec::new();
+    let hit = run.has(
+        "statefulset.termination-grace-period",
+        "spec.template.spec.terminationGracePeriodSeconds",
+    );
+    say(c, format!("termination-grace-period: {hit:?}"));
+    check(
+        &mut problems,
+        hit.as_deref().is_some_and(|h| h.starts_with("enforce")),
+        format!("grace 0 reported at enforce: {}", run.stdout),
+    );
+    check(
+        &mut problems,
+        run.status.code() == Some(1),
+        format!(
+            "exit 1 with an enforce finding, got {:?}",
+            run.status.code()
+        ),
+    );
+    check(
+        &mut problems,
+        run.json()["summary"]["statefulsets"] == 1,
+        format!("one set evaluated: {}", run.json()["summary"]),
+    );
+    let text = audit_once(env, &["-n", ns]).await;
+    say(c, format!("text output:\n{}", text.stdout));
+    check(
+        &mut problems,
+        text.stdout
+            .starts_with(&format!("StatefulSet {ns}/legacy\n  ENFORCE")),
+        "text output grouped by set, enforce first",
+    );
+    // The live state of the same namespace is read without error.
+    check(
+        &mut problems,
+        run.stderr.is_empty() || !run.stderr.contains("error"),
+        format!("no error: {}", run.stderr),
+    );
+    verdict(problems);
+}
+
+/// OrderedReady + RollingUpdate: a template change whose new pod never becomes Ready (set
+/// Running but not Ready as the kubelet would) blocks the rollout; audit names the pod.
+pub async fn rollout_blocked_by_never_ready_pod(env: std::sync::Arc<Env>) {
+    let c = "audit_rollout_blocked";
+    let env = &*env;
+    let ns = &env.namespace(c).await;
+    let mut set = statefulset("web", 1, "web");
+    set["spec"]["podManagementPolicy"] = json!("OrderedReady");
+    set["spec"]["updateStrategy"] = json!({"type": "RollingUpdate"});
+    create(env, ns, headless_service("web", "web"), set).await;
+    wait_pods(env, ns, "web", 1).await;
+    let uid = run_on_node(env, ns, "web-0").await;
+    let (ns_ref, env_ref) = (ns.as_str(), env);
+    let current = wait_for("the set's revisions to settle", WAIT, || async move {
+        let r = send(
+            &env_ref.admin,
+            statefulsets(ns_ref).get("web", &GetParams::default()),
+        )
+        .await;
+        let s = &r.body["status"];
+        match (s["currentRevision"].as_str(), s["updateRevision"].as_str()) {
+            (Some(c), Some(u)) if c == u && s["readyReplicas"] == 1 => Ok(c.to_owned()),
+            _ => Err(s.to_string()),
+        }
+    })
+    .await;
+    say(c, format!("web-0 Ready, revision {current}"));
+
+    let change = json!({"spec": {"template": {"metadata": {"annotations": {"rev": "2"}}}}});
+    let r = send(
+        &env.admin,
+        statefulsets(ns).patch("web", &PatchParams::default(), &Patch::Merge(&change)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "template change: {r}");
+    // The controller deletes web-0 gracefully; the kubelet (played here) finishes it.
+    let uid_ref = uid.as_str();
+    wait_for("web-0 to be terminating", WAIT, || async move {
+        let r = get_pod(env_ref, ns_ref, "web-0").await;
+        if r.body["metadata"]["deletionTimestamp"].is_string() || r.status == 404 {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(kube::core::params::Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let r = send(&env.kubelet, pods(ns).delete("web-0", &dp)).await;
+    say(
+        c,
+        format!(
+            "as the kubelet: final delete of the old web-0: {}",
+            r.status
+        ),
+    );
+    let (update, new_uid) = wait_for("web-0 of the update revision", WAIT, || async move {
+        let r = get_pod(env_ref, ns_ref, "web-0").await;
+        let hash = r.body["metadata"]["labels"]["controller-revision-hash"].as_str();
+        let new_uid = r.body["metadata"]["uid"].as_str();
+        match (hash, new_uid) {
+            (Some(h), Some(u)) if r.status == 200 && u != uid_ref => {
+                Ok((h.to_owned(), u.to_owned()))
+            }
+            _ => Err(r.to_string()),
+        }
+    })
+    .await;
+    say(
+        c,
+        format!("replacement web-0 uid {new_uid}, revision {update}"),
+    );
+    // As the scheduler and the kubelet: bound, Running, never Ready.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web-0"},
+                         "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}});
+    let r = send(
+        &env.admin,
+        pods(ns).create_subresource("binding", "web-0", &PostParams::default(), to_vec(&binding)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "bind the replacement: {r}");
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let status = json!({"status": {
+        "phase": "Running", "startTime": now,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady",
+             "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "main", "image": "busybox", "imageID": "",
+            "ready": false, "restartCount": 3, "started": false,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]
+    }});
+    let r = send(
+        &env.kubelet,
+        pods(ns).patch_subresource(
+            "status",
+            "web-0",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "as the kubelet: web-0 Running, not Ready: {r}"
+    );
+
+    let policy = policy_file(env);
+    let policy = policy.display().to_string();
+    let args = ["-n", ns.as_str(), "-o", "json", "--policy", policy.as_str()];
+    let (run, hit) = audit_until(env, &args, "statefulset.rollout-blocked", |run| {
+        run.has("statefulset.rollout-blocked", "pods/web-0")
+    })
+    .await;
+    say(c, format!("audit: exit {:?}; {hit}", run.status.code()));
+    let mut problems = Vec::new();
+    check(
+        &mut problems,
+        hit.contains("kubectl delete pod web-0") && hit.contains(&update),
+        format!("names the pod and the update revision: {hit}"),
+    );
+    check(
+        &mut problems,
+        run.status.code() == Some(0),
+        format!("a warning only: exit 0, got {:?}", run.status.code()),
+    );
+    verdict(problems);
+}
+
+/// A pod deleted gracefully on a node whose Ready condition is Unknown stays Terminating:
+/// audit says to confirm the node is down, then force delete with the override.
+pub async fn pod_stuck_terminating_on_unknown_node(env: std::sync::Arc<Env>) {
+    let c = "audit_pod_stuck_terminating";
+    let env = &*env;
+    let ns = &env.namespace(c).await;
+    let node = "e2e-audit-down";
+    let nodes = Request::new("/api/v1/nodes");
+    let body = json!({"apiVersion": "v1", "kind": "Node",
+                      "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}});
+    let r = send(
+        &env.admin,
+        nodes.create(&PostParams::default(), to_vec(&body)),
+    )
+    .await;
+    assert!(r.status == 201 || r.status == 409, "create node: {r}");
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let status = json!({"status": {"conditions": [{
+        "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "message": "Kubelet stopped posting node status.",
+        "lastHeartbeatTime": now, "lastTransitionTime": now
+    }]}});
+    let r = send(
+        &env.admin,
+        nodes.patch_subresource(
+            "status",
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "node status Unknown: {r}");
+
+    create(
+        env,
+        ns,
+        headless_service("db", "db"),
+        statefulset("db", 1, "db"),
+    )
+    .await;
+    wait_pods(env, ns, "db", 1).await;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "db-0"},
+                         "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+    let r = send(
+        &env.admin,
+        pods(ns).create_subresource("binding", "db-0", &PostParams::default(), to_vec(&binding)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "bind db-0 to {node}: {r}");
+    let dp = DeleteParams {
+        grace_period_seconds: Some(1),
+        ..DeleteParams::default()
+    };
+    let r = send(&env.admin, pods(ns).delete("db-0", &dp)).await;
+    assert_eq!(r.status, 200, "graceful delete of db-0: {r}");
+    let pod = get_pod(env, ns, "db-0").await;
+    say(
+        c,
+        format!(
+            "db-0 on {node} (Ready Unknown) deleted with grace 1: deletionTimestamp {}",
+            pod.body["metadata"]["deletionTimestamp"]
+        ),
+    );
+
+    let policy = policy_file(env);
+    let policy = policy.display().to_string();
+    let args = ["-n", ns.as_str(), "-o", "json", "--policy", policy.as_str()];
+    let (run, hit) = audit_until(env, &args, "statefulset.pod-stuck-terminating", |run| {
+        run.has("statefulset.pod-stuck-terminating", "pods/db-0")
+    })
+    .await;
+    say(c, format!("audit: exit {:?}; {hit}", run.status.code()));
+    let mut problems = Vec::new();
+    check(
+        &mut problems,
+        hit.contains(node) && hit.contains("Unknown"),
+        format!("names the node and its condition: {hit}"),
+    );
+    check(
+        &mut problems,
+        hit.contains("Confirm the node is down")
+            && hit.contains("stateward.io/allow-force-delete=true")
+            && hit.contains("--grace-period=0 --force"),
+        format!("says confirm first, then how: {hit}"),
+    );
+    // Leave nothing bound to the fake node (the pod garbage collector removes its pods).
+    let r = send(&env.admin, nodes.delete(node, &DeleteParams::default())).await;
+    say(c, format!("deleted node {node}: {}", r.status));
+    verdict(problems);
+}
+
+/// No provisioner: the controller's claim stays Pending; past the 1 s threshold audit names
+/// it and its storage class.
+pub async fn pending_claim_is_reported(env: std::sync::Arc<Env>) {
+    let c = "audit_pending_claim";
+    let env = &*env;
+    let ns = &env.namespace(c).await;
+    create(
+        env,
+        ns,
+        headless_service("kv", "kv"),
+        statefulset("kv", 1, "kv"),
+    )
+    .await;
+    let policy = policy_file(env);
+    let policy = policy.display().to_string();
+    let args = ["-n", ns.as_str(), "-o", "json", "--policy", policy.as_str()];
+    let (run, hit) = audit_until(env, &args, "statefulset.claim-unbound", |run| {
+        run.has(
+            "statefulset.claim-unbound",
+            "persistentvolumeclaims/data-kv-0",
+        )
+    })
+    .await;
+    say(c, format!("audit: exit {:?}; {hit}", run.status.code()));
+    let mut problems = Vec::new();
+    check(
+        &mut problems,
+        hit.contains("data-kv-0") && hit.contains("storage class `standard`"),
+        format!("names the claim and its class: {hit}"),
+    );
+    check(
+        &mut problems,
+        run.status.code() == Some(0),
+        format!("a warning only: exit 0, got {:?}", run.status.code()),
+    );
+    verdict(problems);
+}
+
+/// Without the right to list nodes, audit exits 2 and names the list that failed.
+pub async fn forbidden_list_is_named(env: std::sync::Arc<Env>) {
+    let c = "audit_forbidden_list";
+    let env = &*env;
+    let ns = &env.namespace(c).await;
+    // A user with no RBAC at all: the first list (statefulsets) is forbidden.
+    let kubeconfig = env.kubeconfig_as("e2e-audit-nobody");
+    let mut argv = vec!["audit".to_owned(), "-n".into(), ns.clone()];
+    argv.extend(["--kubeconfig".into(), kubeconfig.display().to_string()]);
+    let spec = Spec::new(
+        &format!("audit-{}", RUNS.fetch_add(1, Ordering::Relaxed)),
+        stateward_binary(),
+        argv,
+    );
+    let mut proc = Proc::start_split(&spec, &env.dir);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = proc.exited() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "audit hangs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stderr = std::fs::read_to_string(&proc.log).unwrap_or_default();
+    say(c, format!("exit {:?}: {}", status.code(), stderr.trim()));
+    let mut problems = Vec::new();
+    check(&mut problems, status.code() == Some(2), "exit 2");
+    check(
+        &mut problems,
+        stderr.contains(&format!("cannot list statefulsets in namespace {ns}"))
+            && stderr.contains("forbidden"),
+        format!("names the list: {stderr}"),
+    );
+    verdict(problems);
+}
