@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
-//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30]
+//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity]
 //! STATEWARD_K8S_ASSETS=... STATEWARD_HELM=... \
 //!   cargo bench --bench apiserver -- --scale 100000 10000 [--bin OTHER/stateward]...
 //! ```
@@ -18,7 +18,10 @@
 //! its scheduled time whatever the others do, and its latency counts from that time),
 //! round-robin across three namespaces: served by stateward, by the no-op, by no webhook.
 //! The report gives p50 and p99 per namespace, what each webhook adds over the namespace
-//! without one, and stateward's addition over the no-op's.
+//! without one, and stateward's addition over the no-op's. stateward's mutating webhook
+//! adds a pod anti-affinity to this set (a JSON patch the API server then applies);
+//! `--with-affinity` gives every set that anti-affinity already, so stateward patches
+//! nothing and the comparison is of the webhook calls alone.
 //!
 //! **Memory at scale** (`--scale N_SERVICES N_SETS`): the controller manager is stopped
 //! (it would otherwise write an EndpointSlice per Service and a status per set while the
@@ -133,6 +136,13 @@ fn main() {
 /// about 7 KB with labels, annotations and environment variables as real sets carry them.
 fn statefulset(name: &str) -> Value {
     let mut sts = k8s::statefulset(name, 0, name);
+    if std::env::args().any(|a| a == "--with-affinity") {
+        // What stateward's mutating webhook would add, so it has nothing to patch.
+        sts["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+                "labelSelector": {"matchLabels": {"app": name}},
+                "topologyKey": "kubernetes.io/hostname"}}]}});
+    }
     sts["metadata"]["labels"] = json!({
         "app": name, "app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "shop",
         "app.kubernetes.io/managed-by": "bench", "team": "orders"});
@@ -213,8 +223,9 @@ async fn register_noop(env: &Env, addr: SocketAddr, ca_pem: &str) {
     }
 }
 
-/// Creates `sts` as `name` in `ns`; the latency when the API server answers 201.
-async fn create_set(env: &Env, ns: &str, name: &str) -> Option<Duration> {
+/// Creates `sts` as `name` in `ns`; the latency (and the object as created) when the API
+/// server answers 201.
+async fn create_set(env: &Env, ns: &str, name: &str) -> Option<(Duration, Value)> {
     let sts = statefulset(name);
     let started = Instant::now();
     let reply = send(
@@ -223,7 +234,7 @@ async fn create_set(env: &Env, ns: &str, name: &str) -> Option<Duration> {
     )
     .await;
     if reply.status == 201 {
-        Some(started.elapsed())
+        Some((started.elapsed(), reply.body))
     } else {
         eprintln!("create {ns}/{name}: {reply}");
         None
@@ -288,11 +299,31 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
         to_vec(&statefulset("orders-db-0000")).len()
     );
     // Warm-up: every path (connections to both webhooks, the API server's caches).
+    let mut specs = Vec::new();
     for i in 0..10 {
+        specs.clear();
         for (_, ns) in &namespaces {
-            create_set(&env, ns, &format!("warm-{i}")).await;
+            let created = create_set(&env, ns, &format!("warm-{i}")).await;
+            specs.push(created.map(|(_, object)| object["spec"].clone()));
         }
     }
+    // The sets are alike but for the namespace: what stateward's mutation changed.
+    let patched: Vec<String> = match (&specs[0], &specs[2]) {
+        (Some(Value::Object(stateward)), Some(Value::Object(none))) => stateward
+            .iter()
+            .filter(|(k, v)| none.get(*k) != Some(*v))
+            .map(|(k, _)| format!("spec.{k}"))
+            .collect(),
+        _ => vec!["(no object to compare)".into()],
+    };
+    println!(
+        "stateward's mutating webhook changes {} of the set",
+        if patched.is_empty() {
+            "nothing".to_owned()
+        } else {
+            patched.join(", ")
+        }
+    );
 
     let total = (rate * seconds) as usize;
     println!(
