@@ -27,9 +27,10 @@
 //! (it would otherwise write an EndpointSlice per Service and a status per set while the
 //! figures are taken), then N Services (a selector, a named port; every other one headless)
 //! and N StatefulSets (the same ~7 KB set, replicas 0) are created in 100 namespaces
-//! without webhooks, 64 requests in flight: minutes for 100,000. Then each stateward binary
-//! (the one cargo built, plus every `--bin PATH`, in turn, twice) runs
-//! `serve --cluster required` against it; the report gives the time to the first
+//! without webhooks, 64 requests in flight: minutes for 100,000 (about 25 for 65,000 on a
+//! shared 2-core machine). After each quarter of the objects, each stateward binary (the
+//! one cargo built, plus every `--bin PATH`, in turn; twice at the end) runs
+//! `serve --cluster required` against the cluster; the report gives the time to the first
 //! `/readyz` 200 and the process RSS (VmRSS, and the peak VmHWM) two seconds after.
 //!
 //! The stateward binary is the one cargo builds for this bench (`CARGO_BIN_EXE_stateward`)
@@ -507,35 +508,42 @@ async fn scale(
         create_namespace(&env, &format!("scale-{i:03}"), json!({})).await;
     }
     let ns = |i: usize| format!("scale-{:03}", i % SCALE_NAMESPACES);
-    let requests = (0..services)
-        .map(|i| {
-            (
-                format!("/api/v1/namespaces/{}/services", ns(i)),
-                service(&format!("svc-{i:06}"), i % 2 == 1 || i >= 100_000),
-            )
-        })
-        .collect();
-    create_all(&env, "Services", requests).await;
-    let requests = (0..sets)
-        .map(|i| {
-            (
-                format!("/apis/apps/v1/namespaces/{}/statefulsets", ns(i)),
-                statefulset(&format!("db-{i:06}")),
-            )
-        })
-        .collect();
-    create_all(&env, "StatefulSets", requests).await;
-
-    println!("serve --cluster required against {services} Services and {sets} StatefulSets:");
+    // In quarters, measured after each: a slope, and figures even if the run is cut short.
+    let quarters = |total: usize, q: usize| total * q / 4..total * (q + 1) / 4;
     let mut run = 0;
-    for round in 0..2 {
-        for binary in binaries {
-            let (ready, rss, peak) = measure_serve(&env, dir, binary, run).await;
-            run += 1;
-            println!(
-                "  round {round} {}: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB)",
-                binary.display()
-            );
+    for q in 0..4 {
+        let requests = quarters(services, q)
+            .map(|i| {
+                (
+                    format!("/api/v1/namespaces/{}/services", ns(i)),
+                    service(&format!("svc-{i:06}"), i % 2 == 1 || i >= 100_000),
+                )
+            })
+            .collect();
+        create_all(&env, "Services", requests).await;
+        let requests = quarters(sets, q)
+            .map(|i| {
+                (
+                    format!("/apis/apps/v1/namespaces/{}/statefulsets", ns(i)),
+                    statefulset(&format!("db-{i:06}")),
+                )
+            })
+            .collect();
+        create_all(&env, "StatefulSets", requests).await;
+        let (now_services, now_sets) = (services * (q + 1) / 4, sets * (q + 1) / 4);
+        println!(
+            "serve --cluster required against {now_services} Services and {now_sets} StatefulSets:"
+        );
+        // Twice at the end, once at the other quarters.
+        for round in 0..(if q == 3 { 2 } else { 1 }) {
+            for binary in binaries {
+                let (ready, rss, peak) = measure_serve(&env, dir, binary, run).await;
+                run += 1;
+                println!(
+                    "  round {round} {}: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB)",
+                    binary.display()
+                );
+            }
         }
     }
 }
