@@ -1,6 +1,7 @@
 //! Memory of the cluster caches: RSS with 50,000 Services (and 5,000 StatefulSets) fed
 //! through a scripted API server, as the webhook holds them (projections only).
-//! Run: `cargo bench --bench cluster_memory`.
+//! Run: `cargo bench --bench cluster_memory [-- N_SERVICES N_SETS]`. The same on a real
+//! API server, with the whole `stateward serve` process: `benches/apiserver.rs --scale`.
 use std::time::{Duration, Instant};
 
 use axum::http::{Request, Response};
@@ -8,8 +9,17 @@ use kube::client::Body;
 use serde_json::json;
 use stateward::cluster::ClusterContext;
 
-const SERVICES: usize = 50_000;
-const STATEFULSETS: usize = 5_000;
+static SERVICES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+static STATEFULSETS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// The numbers after `--bench` (cargo passes it first), else 50,000 and 5,000.
+fn counts() -> (usize, usize) {
+    let numbers: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    (
+        numbers.first().copied().unwrap_or(50_000),
+        numbers.get(1).copied().unwrap_or(5_000),
+    )
+}
 
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -48,6 +58,9 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    let (services, sets) = counts();
+    SERVICES.get_or_init(|| services);
+    STATEFULSETS.get_or_init(|| sets);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,9 +86,9 @@ fn main() {
                     .unwrap_or(0);
                 let (total, kind, version, make): (usize, &str, &str, fn(usize) -> serde_json::Value) =
                     if uri.contains("/services") {
-                        (SERVICES, "ServiceList", "v1", service)
+                        (*SERVICES.get().unwrap_or(&0), "ServiceList", "v1", service)
                     } else if uri.contains("/statefulsets") {
-                        (STATEFULSETS, "StatefulSetList", "apps/v1", statefulset)
+                        (*STATEFULSETS.get().unwrap_or(&0), "StatefulSetList", "apps/v1", statefulset)
                     } else {
                         (0, "PodDisruptionBudgetList", "policy/v1", service)
                     };

@@ -14,6 +14,9 @@
 //!
 //! The no-op baseline is the cheapest honest webhook on the same stack (tokio-rustls,
 //! hyper-util, axum): decode the body into a `serde_json::Value`, echo the uid, allow.
+#[path = "support/noop.rs"]
+mod noop;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -41,19 +44,6 @@ const FIXED_RATE: u64 = 1000;
 const FIXED_DURATION: Duration = Duration::from_secs(4);
 
 // ---- child: one server ---------------------------------------------------------------
-
-/// The baseline: decode to a `Value` (no more), echo the uid, allow.
-async fn noop(body: Bytes) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let review: Value = match serde_json::from_slice(&body) {
-        Ok(review) => review,
-        Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
-    };
-    let Some(uid) = review.pointer("/request/uid").and_then(Value::as_str) else {
-        return axum::http::StatusCode::BAD_REQUEST.into_response();
-    };
-    allow(uid)
-}
 
 /// A JSON tree as `serde_json::Value` is without its `preserve_order` feature (objects in
 /// a `BTreeMap`). This crate needs `preserve_order` (`stateward mutate` keeps the key order
@@ -130,18 +120,7 @@ async fn noop_tree(body: Bytes) -> axum::response::Response {
         },
         _ => return axum::http::StatusCode::BAD_REQUEST.into_response(),
     };
-    allow(&uid)
-}
-
-fn allow(uid: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": true}});
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&answer).unwrap_or_default(),
-    )
-        .into_response()
+    noop::allow(&uid)
 }
 
 fn child(role: &str, dir: &Path) {
@@ -158,29 +137,13 @@ fn child(role: &str, dir: &Path) {
             let addr = running.tls_addr;
             std::mem::forget(running);
             addr
+        } else if role == "noop-tree" {
+            let router = Router::new()
+                .route("/validate", post(noop_tree))
+                .route("/mutate", post(noop_tree));
+            noop::serve(router, &cert, &key).await
         } else {
-            let key = stateward::tls::load_certified_key(&cert, &key).expect("certificate");
-            let config = stateward::tls::server_config(stateward::tls::SwappableCert::new(key))
-                .expect("tls config");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let router = if role == "noop-tree" {
-                Router::new()
-                    .route("/validate", post(noop_tree))
-                    .route("/mutate", post(noop_tree))
-            } else {
-                Router::new()
-                    .route("/validate", post(noop))
-                    .route("/mutate", post(noop))
-            };
-            let (_tx, rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                let _tx = _tx;
-                stateward::tls::serve_tls(listener, config, router, Default::default(), rx).await
-            });
-            addr
+            noop::serve(noop::router(), &cert, &key).await
         };
         println!("PORT {}", addr.port());
         // Serve until the parent closes stdin.

@@ -1,7 +1,8 @@
 //! Cluster context for the webhook: watch-fed caches of Services, StatefulSets and
 //! PodDisruptionBudgets (all namespaces) that implement the engine's [`Context`]. The
 //! caches keep only the projections the rules read (`ServiceInfo`, `StatefulSetInfo`,
-//! `PdbInfo`), indexed by namespace; the request path never calls the API.
+//! `PdbInfo`), indexed by namespace; the request path never calls the API. The watches
+//! decode [`Slim`] objects: only the fields the projections read are parsed into memory.
 //!
 //! A cache is *available* to the rules once a list completed and no watch error has been
 //! seen since: after an error (an API server restart, RBAC drift, 410 Gone) the watch is
@@ -39,6 +40,9 @@ use tokio::sync::watch as signal;
 use crate::cli::ClusterMode;
 use crate::policy::Context;
 use crate::policy::context::{ContextKind, PdbInfo, ServiceInfo, StatefulSetInfo};
+
+mod slim;
+pub use slim::Slim;
 
 /// The longest wait between two attempts to list a cache whose watch failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -268,23 +272,23 @@ pub trait Project<K>: Sized {
     fn project(object: &K) -> (String, String, Self);
 }
 
-impl Project<Service> for ServiceInfo {
-    fn project(object: &Service) -> (String, String, Self) {
-        let info = ServiceInfo::from_service(object, "default");
+impl Project<Slim<Service>> for ServiceInfo {
+    fn project(object: &Slim<Service>) -> (String, String, Self) {
+        let info = ServiceInfo::from_service(&object.0, "default");
         (info.namespace.clone(), info.name.clone(), info)
     }
 }
 
-impl Project<StatefulSet> for StatefulSetInfo {
-    fn project(object: &StatefulSet) -> (String, String, Self) {
-        let info = StatefulSetInfo::from_statefulset(object, "default");
+impl Project<Slim<StatefulSet>> for StatefulSetInfo {
+    fn project(object: &Slim<StatefulSet>) -> (String, String, Self) {
+        let info = StatefulSetInfo::from_statefulset(&object.0, "default");
         (info.namespace.clone(), info.name.clone(), info)
     }
 }
 
-impl Project<PodDisruptionBudget> for PdbInfo {
-    fn project(object: &PodDisruptionBudget) -> (String, String, Self) {
-        let info = PdbInfo::from_pdb(object, "default");
+impl Project<Slim<PodDisruptionBudget>> for PdbInfo {
+    fn project(object: &Slim<PodDisruptionBudget>) -> (String, String, Self) {
+        let info = PdbInfo::from_pdb(&object.0, "default");
         (info.namespace.clone(), info.name.clone(), info)
     }
 }
@@ -397,21 +401,21 @@ impl ClusterContext {
             pdbs: Arc::new(Cache::new("poddisruptionbudgets", metrics)),
         };
         tokio::spawn(feed(
-            Api::<Service>::all(client.clone()),
+            Api::<Slim<Service>>::all(client.clone()),
             watcher::Config::default(),
             context.services.clone(),
             shutdown.clone(),
             max_backoff,
         ));
         tokio::spawn(feed(
-            Api::<StatefulSet>::all(client.clone()),
+            Api::<Slim<StatefulSet>>::all(client.clone()),
             watcher::Config::default(),
             context.statefulsets.clone(),
             shutdown.clone(),
             max_backoff,
         ));
         tokio::spawn(feed(
-            Api::<PodDisruptionBudget>::all(client),
+            Api::<Slim<PodDisruptionBudget>>::all(client),
             watcher::Config::default(),
             context.pdbs.clone(),
             shutdown,

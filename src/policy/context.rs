@@ -7,7 +7,7 @@ use std::sync::Arc;
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Service, policy::v1::PodDisruptionBudget};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::labels::Labels;
+use super::labels::LabelSet;
 
 /// Which kind of related object a rule needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,7 +40,7 @@ pub struct ServiceInfo {
     pub name: String,
     /// `spec.clusterIP: None`.
     pub headless: bool,
-    pub selector: Option<Labels>,
+    pub selector: Option<LabelSet>,
 }
 
 impl ServiceInfo {
@@ -56,7 +56,8 @@ impl ServiceInfo {
             headless: spec.and_then(|s| s.cluster_ip.as_deref()) == Some("None"),
             selector: spec
                 .and_then(|s| s.selector.clone())
-                .filter(|s| !s.is_empty()),
+                .filter(|s| !s.is_empty())
+                .map(LabelSet::from),
         }
     }
 }
@@ -69,7 +70,7 @@ pub struct StatefulSetInfo {
     pub service_name: Option<String>,
     pub replicas: i32,
     pub ordinals_start: i32,
-    pub pod_labels: Labels,
+    pub pod_labels: LabelSet,
     /// `volumeClaimTemplates[].metadata.name`.
     pub claim_templates: Vec<String>,
     /// `persistentVolumeClaimRetentionPolicy.whenScaled: Delete`.
@@ -97,6 +98,7 @@ impl StatefulSetInfo {
             pod_labels: spec
                 .and_then(|s| s.template.metadata.as_ref())
                 .and_then(|m| m.labels.clone())
+                .map(LabelSet::from)
                 .unwrap_or_default(),
             claim_templates: crate::policy::rules::statefulset::claim_template_names(sts),
             deletes_claims_on_scale_down:

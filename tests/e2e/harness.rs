@@ -331,6 +331,15 @@ impl Env {
         assert!(status.success(), "kill -TERM {pid}");
     }
 
+    /// Stops kube-controller-manager for good (a benchmark that must not see its writes).
+    #[allow(dead_code)] // benches/apiserver.rs, not the suite.
+    pub fn stop_controller_manager(&self) {
+        let kcm = lock(&self.procs.kcm).take();
+        if let Some(mut kcm) = kcm {
+            tokio::task::block_in_place(|| kcm.stop());
+        }
+    }
+
     /// stateward's exit status once it has ended.
     pub fn stateward_exited(&self) -> Option<std::process::ExitStatus> {
         lock(&self.procs.stateward).as_mut().and_then(Proc::exited)

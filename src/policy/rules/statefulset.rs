@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::{Input, Sink};
 use crate::policy::context::ContextKind;
-use crate::policy::labels::{Labels, map_selector_matches, selector_is_empty, selector_matches};
+use crate::policy::labels::{Labels, selector_is_empty, selector_matches};
 use crate::policy::names::is_dns1123_label;
 
 /// The longest StatefulSet name: pods carry `controller-revision-hash=<name>-<10-char hash>`
@@ -175,12 +175,12 @@ pub fn headless_service(input: &Input<'_, StatefulSet>, out: &mut Sink) {
                  are managed by hand"
             ),
         ),
-        Some(selector) if !map_selector_matches(selector, labels) => out.violation(
+        Some(selector) if !selector.selects(labels) => out.violation(
             field,
             format!(
                 "Service \"{name}\" selects {} which does not match the pod template labels: \
                  make its selector select the set's pods",
-                render_map(selector)
+                render_pairs(selector.iter())
             ),
         ),
         Some(_) => {}
@@ -188,7 +188,13 @@ pub fn headless_service(input: &Input<'_, StatefulSet>, out: &mut Sink) {
 }
 
 fn render_map(map: &Labels) -> String {
-    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    render_pairs(map.iter())
+}
+
+fn render_pairs<K: std::fmt::Display, V: std::fmt::Display>(
+    pairs: impl Iterator<Item = (K, V)>,
+) -> String {
+    let parts: Vec<String> = pairs.map(|(k, v)| format!("{k}={v}")).collect();
     format!("{{{}}}", parts.join(","))
 }
 

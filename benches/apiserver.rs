@@ -1,0 +1,549 @@
+//! Benchmarks through a real API server: the control plane of the end-to-end suite (etcd,
+//! kube-apiserver and kube-controller-manager from `STATEWARD_K8S_ASSETS`, the stateward
+//! binary behind the Helm chart's webhooks, see tests/e2e/harness.rs).
+//!
+//! ```text
+//! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
+//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity]
+//! STATEWARD_K8S_ASSETS=... STATEWARD_HELM=... \
+//!   cargo bench --bench apiserver -- --scale 100000 10000 [--bin OTHER/stateward]...
+//! ```
+//!
+//! **Latency** (the default): a no-op webhook (benches/support/noop.rs, the baseline of
+//! benches/load.rs: decode into a `serde_json::Value`, echo the uid, allow) is served over
+//! TLS in this process and registered as a mutating and a validating webhook on
+//! statefulsets CREATE/UPDATE for namespaces labelled `bench-noop: on`; stateward's
+//! webhooks (the chart's) serve namespaces labelled `stateward-e2e: on`. Creates of a ~7 KB
+//! StatefulSet with replicas 0 go out at a fixed rate (open loop: each create is sent at
+//! its scheduled time whatever the others do, and its latency counts from that time),
+//! round-robin across three namespaces: served by stateward, by the no-op, by no webhook.
+//! The report gives p50 and p99 per namespace, what each webhook adds over the namespace
+//! without one, and stateward's addition over the no-op's. stateward's mutating webhook
+//! adds a pod anti-affinity to this set (a JSON patch the API server then applies);
+//! `--with-affinity` gives every set that anti-affinity already, so stateward patches
+//! nothing and the comparison is of the webhook calls alone.
+//!
+//! **Memory at scale** (`--scale N_SERVICES N_SETS`): the controller manager is stopped
+//! (it would otherwise write an EndpointSlice per Service and a status per set while the
+//! figures are taken), then N Services (a selector, a named port; every other one headless)
+//! and N StatefulSets (the same ~7 KB set, replicas 0) are created in 100 namespaces
+//! without webhooks, 64 requests in flight: minutes for 100,000 (about 25 for 65,000 on a
+//! shared 2-core machine). After each quarter of the objects, each stateward binary (the
+//! one cargo built, plus every `--bin PATH`, in turn; twice at the end) runs
+//! `serve --cluster required` against the cluster; the report gives the time to the first
+//! `/readyz` 200 and the process RSS (VmRSS, and the peak VmHWM) two seconds after.
+//!
+//! The stateward binary is the one cargo builds for this bench (`CARGO_BIN_EXE_stateward`)
+//! unless `STATEWARD_E2E_BIN` names another. Without `STATEWARD_K8S_ASSETS` or
+//! `STATEWARD_HELM` the bench prints what is missing and exits 0; under
+//! `cargo test --benches` (no `--bench` argument) it does nothing.
+#[allow(dead_code)]
+#[path = "../tests/e2e/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../tests/e2e/k8s.rs"]
+mod k8s;
+#[path = "support/noop.rs"]
+mod noop;
+#[allow(dead_code)]
+#[path = "../tests/e2e/pki.rs"]
+mod pki;
+#[allow(dead_code)]
+#[path = "../tests/e2e/process.rs"]
+mod process;
+#[path = "../tests/support/tiers.rs"]
+mod tiers;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::core::Request;
+use kube::core::params::PostParams;
+use serde_json::{Value, json};
+
+use harness::{Env, b64, free_port};
+use k8s::{send, to_vec};
+
+/// The label the no-op webhooks' namespaceSelector requires.
+const NOOP_LABEL: &str = "bench-noop";
+/// Namespaces the scale mode spreads its objects over.
+const SCALE_NAMESPACES: usize = 100;
+/// Creates in flight in the scale mode.
+const SCALE_IN_FLIGHT: usize = 64;
+
+fn arg_after(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets once with `--bench` absent: skip quietly.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let Some(assets) = tiers::k8s_assets() else {
+        return;
+    };
+    let Some(helm) = tiers::helm() else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("stateward-bench-")
+        .tempdir()
+        .expect("temporary directory");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--scale") {
+        let number = |j: usize, default: usize| {
+            args.get(i + j)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (services, sets) = (number(1, 100_000), number(2, 10_000));
+        let mut binaries = vec![harness::stateward_binary()];
+        for (j, a) in args.iter().enumerate() {
+            if a == "--bin"
+                && let Some(path) = args.get(j + 1)
+            {
+                binaries.push(PathBuf::from(path));
+            }
+        }
+        runtime.block_on(scale(dir.path(), &assets, &helm, services, sets, &binaries));
+    } else {
+        let rate: f64 = arg_after("--rate")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20.0);
+        let seconds: f64 = arg_after("--seconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30.0);
+        runtime.block_on(latency(dir.path(), &assets, &helm, rate, seconds));
+    }
+    drop(runtime);
+}
+
+// ---- objects -------------------------------------------------------------------------
+
+/// The e2e suite's StatefulSet (one the baseline policy admits), replicas 0, padded to
+/// about 7 KB with labels, annotations and environment variables as real sets carry them.
+fn statefulset(name: &str) -> Value {
+    let mut sts = k8s::statefulset(name, 0, name);
+    if std::env::args().any(|a| a == "--with-affinity") {
+        // What stateward's mutating webhook would add, so it has nothing to patch.
+        sts["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
+                "labelSelector": {"matchLabels": {"app": name}},
+                "topologyKey": "kubernetes.io/hostname"}}]}});
+    }
+    sts["metadata"]["labels"] = json!({
+        "app": name, "app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "shop",
+        "app.kubernetes.io/managed-by": "bench", "team": "orders"});
+    sts["metadata"]["annotations"] =
+        json!({"owner": "team-orders", "runbook": "https://runbooks.example.com/orders-db"});
+    let env: Vec<Value> = (0..96)
+        .map(|i| json!({"name": format!("SETTING_NUMBER_{i:02}"), "value": format!("a-value-of-some-length-{i:02}")}))
+        .collect();
+    sts["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);
+    sts["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] =
+        json!({"httpGet": {"path": "/live", "port": 8080}, "periodSeconds": 20});
+    sts
+}
+
+fn service(name: &str, headless: bool) -> Value {
+    let mut svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "labels": {"app": name, "team": "orders"}},
+        "spec": {"selector": {"app": name},
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}});
+    if headless {
+        svc["spec"]["clusterIP"] = json!("None");
+    }
+    svc
+}
+
+async fn create_namespace(env: &Env, name: &str, labels: Value) {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": labels}});
+    let reply = send(
+        &env.admin,
+        Request::new("/api/v1/namespaces").create(&PostParams::default(), to_vec(&ns)),
+    )
+    .await;
+    assert!(
+        reply.status == 201 || reply.status == 409,
+        "create namespace {name}: {reply}"
+    );
+}
+
+// ---- latency -------------------------------------------------------------------------
+
+/// Registers the no-op at `addr` as a mutating and a validating webhook on statefulsets
+/// CREATE/UPDATE in namespaces labelled `bench-noop: on`.
+async fn register_noop(env: &Env, addr: SocketAddr, ca_pem: &str) {
+    for (kind, plural, path) in [
+        (
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            "/mutate",
+        ),
+        (
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            "/validate",
+        ),
+    ] {
+        let config = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+            "metadata": {"name": format!("bench-noop-{}", kind.to_lowercase())},
+            "webhooks": [{
+                "name": format!("{}.noop.bench", &path[1..]),
+                "clientConfig": {"url": format!("https://{addr}{path}"), "caBundle": b64(ca_pem)},
+                "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                           "resources": ["statefulsets"], "scope": "Namespaced"}],
+                "namespaceSelector": {"matchLabels": {NOOP_LABEL: "on"}},
+                "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 10,
+                "matchPolicy": "Equivalent", "admissionReviewVersions": ["v1"]
+            }]
+        });
+        let reply = send(
+            &env.admin,
+            Request::new(format!("/apis/admissionregistration.k8s.io/v1/{plural}"))
+                .create(&PostParams::default(), to_vec(&config)),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "create {kind}: {reply}");
+    }
+}
+
+/// Creates `sts` as `name` in `ns`; the latency (and the object as created) when the API
+/// server answers 201.
+async fn create_set(env: &Env, ns: &str, name: &str) -> Option<(Duration, Value)> {
+    let sts = statefulset(name);
+    let started = Instant::now();
+    let reply = send(
+        &env.admin,
+        k8s::statefulsets(ns).create(&PostParams::default(), to_vec(&sts)),
+    )
+    .await;
+    if reply.status == 201 {
+        Some((started.elapsed(), reply.body))
+    } else {
+        eprintln!("create {ns}/{name}: {reply}");
+        None
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64) {
+    let env = Arc::new(Env::start(dir, assets, helm, None).await);
+
+    // The no-op, with a count of the reviews it answered (to see its webhooks in effect).
+    let bundle = stateward::certs::generate(&["localhost".into(), "127.0.0.1".into()], 1)
+        .expect("no-op certificates");
+    let (cert, key) = (dir.join("noop.crt"), dir.join("noop.key"));
+    std::fs::write(&cert, &bundle.cert).expect("write cert");
+    std::fs::write(&key, &bundle.key).expect("write key");
+    static REVIEWS: AtomicU64 = AtomicU64::new(0);
+    let router = noop::router().layer(axum::middleware::map_request(
+        |request: axum::extract::Request| async move {
+            REVIEWS.fetch_add(1, Ordering::Relaxed);
+            request
+        },
+    ));
+    let addr = noop::serve(router, &cert, &key).await;
+    register_noop(&env, addr, &bundle.ca_cert).await;
+
+    let stateward_ns = env.namespace("bench").await;
+    let noop_ns = "bench-noop".to_owned();
+    let none_ns = "bench-none".to_owned();
+    create_namespace(&env, &noop_ns, json!({NOOP_LABEL: "on"})).await;
+    create_namespace(&env, &none_ns, json!({})).await;
+    let namespaces = [
+        ("stateward", stateward_ns),
+        ("no-op", noop_ns.clone()),
+        ("none", none_ns),
+    ];
+
+    // Both no-op webhooks in effect: a create in its namespace reaches both.
+    let waited = Instant::now();
+    let mut probe = 0;
+    loop {
+        let before = REVIEWS.load(Ordering::Relaxed);
+        create_set(&env, &noop_ns, &format!("probe-{probe}")).await;
+        probe += 1;
+        if REVIEWS.load(Ordering::Relaxed) >= before + 2 {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the no-op webhooks are not called"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "StatefulSet {} bytes of JSON; warming up",
+        to_vec(&statefulset("orders-db-0000")).len()
+    );
+    // Warm-up: every path (connections to both webhooks, the API server's caches).
+    let mut specs = Vec::new();
+    for i in 0..10 {
+        specs.clear();
+        for (_, ns) in &namespaces {
+            let created = create_set(&env, ns, &format!("warm-{i}")).await;
+            specs.push(created.map(|(_, object)| object["spec"].clone()));
+        }
+    }
+    // The sets are alike but for the namespace: what stateward's mutation changed.
+    let patched: Vec<String> = match (&specs[0], &specs[2]) {
+        (Some(Value::Object(stateward)), Some(Value::Object(none))) => stateward
+            .iter()
+            .filter(|(k, v)| none.get(*k) != Some(*v))
+            .map(|(k, _)| format!("spec.{k}"))
+            .collect(),
+        _ => vec!["(no object to compare)".into()],
+    };
+    println!(
+        "stateward's mutating webhook changes {} of the set",
+        if patched.is_empty() {
+            "nothing".to_owned()
+        } else {
+            patched.join(", ")
+        }
+    );
+
+    let total = (rate * seconds) as usize;
+    println!(
+        "{total} creates at {rate}/s over {seconds} s, round-robin over {} namespaces",
+        namespaces.len()
+    );
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let begin = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for n in 0..total {
+        let at = begin + interval * n as u32;
+        tokio::time::sleep_until(at).await;
+        let (env, which, ns) = (
+            env.clone(),
+            n % namespaces.len(),
+            namespaces[n % 3].1.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ok = create_set(&env, &ns, &format!("orders-db-{n:05}"))
+                .await
+                .is_some();
+            (which, ok, at.elapsed())
+        }));
+    }
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); namespaces.len()];
+    let mut failures = 0;
+    for task in tasks {
+        let (which, ok, latency) = task.await.expect("create task");
+        if ok {
+            latencies[which].push(latency.as_secs_f64() * 1000.0);
+        } else {
+            failures += 1;
+        }
+    }
+    let mut figures = Vec::new();
+    for ((name, ns), lat) in namespaces.iter().zip(latencies.iter_mut()) {
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let (p50, p99) = (percentile(lat, 0.50), percentile(lat, 0.99));
+        println!(
+            "{name:>9} ({ns}): {} creates, p50 {p50:.2} ms, p99 {p99:.2} ms, mean {:.2} ms",
+            lat.len(),
+            lat.iter().sum::<f64>() / lat.len().max(1) as f64
+        );
+        figures.push((p50, p99));
+    }
+    let (none50, none99) = figures[2];
+    let added = |i: usize| (figures[i].0 - none50, figures[i].1 - none99);
+    let (sw50, sw99) = added(0);
+    let (noop50, noop99) = added(1);
+    println!(
+        "added over no webhook: stateward p50 {sw50:+.2} ms, p99 {sw99:+.2} ms; no-op p50 {noop50:+.2} ms, p99 {noop99:+.2} ms"
+    );
+    println!(
+        "stateward-added / no-op-added: p50 {:.2}x, p99 {:.2}x ({failures} failed creates; the no-op answered {} reviews)",
+        sw50 / noop50,
+        sw99 / noop99,
+        REVIEWS.load(Ordering::Relaxed)
+    );
+}
+
+// ---- memory at scale -----------------------------------------------------------------
+
+/// Sends every request of `requests` with `SCALE_IN_FLIGHT` in flight; panics on any
+/// answer but 201 (409 counts as done: a re-run into the same cluster).
+async fn create_all(env: &Env, what: &str, requests: Vec<(String, Value)>) {
+    let total = requests.len();
+    let started = Instant::now();
+    let done = AtomicU64::new(0);
+    let admin = &env.admin;
+    let done = &done;
+    futures::stream::iter(requests)
+        .map(|(path, body)| async move {
+            let reply = send(
+                admin,
+                Request::new(path.clone()).create(&PostParams::default(), to_vec(&body)),
+            )
+            .await;
+            assert!(
+                reply.status == 201 || reply.status == 409,
+                "create in {path}: {reply}"
+            );
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_multiple_of(10_000) {
+                println!(
+                    "  {n} {what} after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        })
+        .buffer_unordered(SCALE_IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
+    println!(
+        "created {total} {what} in {:.0} s ({:.0}/s)",
+        started.elapsed().as_secs_f64(),
+        total as f64 / started.elapsed().as_secs_f64()
+    );
+}
+
+/// VmRSS and VmHWM of `pid`, in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Starts `binary serve --cluster required` against the cluster, waits for `/readyz` 200
+/// and reads its memory two seconds later: (seconds to ready, RSS MiB, peak RSS MiB).
+async fn measure_serve(env: &Env, dir: &Path, binary: &Path, run: usize) -> (f64, f64, f64) {
+    let cert = dir.join("stateward.crt");
+    let key = dir.join("stateward.key");
+    let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let spec = process::Spec::new(
+        &format!("scale-stateward-{run}"),
+        binary,
+        vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--admin-listen".into(),
+            admin.to_string(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--cluster".into(),
+            "required".into(),
+            "--kubeconfig".into(),
+            env.admin_kubeconfig.display().to_string(),
+            "--log-level".into(),
+            "warn".into(),
+        ],
+    );
+    let started = Instant::now();
+    let mut proc = process::Proc::start(&spec, dir);
+    loop {
+        if let Some(status) = proc.exited() {
+            panic!(
+                "{} exited ({status}); see {}",
+                binary.display(),
+                proc.log.display()
+            );
+        }
+        if let Ok((200, _)) = k8s::http_get(admin, "/readyz").await {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{} not ready after 300 s",
+            binary.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = proc.pid().expect("stateward's pid");
+    let (rss, peak) = memory_mib(pid);
+    tokio::task::block_in_place(|| proc.stop());
+    (ready, rss, peak)
+}
+
+async fn scale(
+    dir: &Path,
+    assets: &Path,
+    helm: &Path,
+    services: usize,
+    sets: usize,
+    binaries: &[PathBuf],
+) {
+    let env = Env::start(dir, assets, helm, None).await;
+    // The suite's own stateward would cache everything created below: stop it.
+    env.terminate_stateward();
+    env.stop_controller_manager();
+    for i in 0..SCALE_NAMESPACES {
+        create_namespace(&env, &format!("scale-{i:03}"), json!({})).await;
+    }
+    let ns = |i: usize| format!("scale-{:03}", i % SCALE_NAMESPACES);
+    // In quarters, measured after each: a slope, and figures even if the run is cut short.
+    let quarters = |total: usize, q: usize| total * q / 4..total * (q + 1) / 4;
+    let mut run = 0;
+    for q in 0..4 {
+        let requests = quarters(services, q)
+            .map(|i| {
+                (
+                    format!("/api/v1/namespaces/{}/services", ns(i)),
+                    service(&format!("svc-{i:06}"), i % 2 == 1 || i >= 100_000),
+                )
+            })
+            .collect();
+        create_all(&env, "Services", requests).await;
+        let requests = quarters(sets, q)
+            .map(|i| {
+                (
+                    format!("/apis/apps/v1/namespaces/{}/statefulsets", ns(i)),
+                    statefulset(&format!("db-{i:06}")),
+                )
+            })
+            .collect();
+        create_all(&env, "StatefulSets", requests).await;
+        let (now_services, now_sets) = (services * (q + 1) / 4, sets * (q + 1) / 4);
+        println!(
+            "serve --cluster required against {now_services} Services and {now_sets} StatefulSets:"
+        );
+        // Twice at the end, once at the other quarters.
+        for round in 0..(if q == 3 { 2 } else { 1 }) {
+            for binary in binaries {
+                let (ready, rss, peak) = measure_serve(&env, dir, binary, run).await;
+                run += 1;
+                println!(
+                    "  round {round} {}: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB)",
+                    binary.display()
+                );
+            }
+        }
+    }
+}
