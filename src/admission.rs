@@ -230,12 +230,11 @@ impl Admission {
         request: wire::Request,
     ) -> Result<Option<Answer>, AdmissionError> {
         let op = operation_label(&request.operation);
-        let scale = request.sub_resource.as_deref() == Some("scale")
-            && request
-                .resource
-                .as_ref()
-                .is_some_and(|r| r.group == "apps" && r.resource == "statefulsets");
-        if scale && op == "UPDATE" && endpoint == Endpoint::Validate {
+        let resource = request
+            .resource
+            .as_ref()
+            .map(|r| (r.group.as_str(), r.resource.as_str()));
+        if judges_scale(endpoint, op, request.sub_resource.as_deref(), resource) {
             let replicas = |payload: &wire::Payload| match payload {
                 wire::Payload::Raw(value) => Some(replicas_of(Some(value))),
                 wire::Payload::Absent => Some(None),
@@ -294,12 +293,11 @@ impl Admission {
         }
         let request = peek.request.ok_or(AdmissionError::NoRequest)?;
         let op = operation_label(&request.operation);
-        let scale = request.sub_resource.as_deref() == Some("scale")
-            && request
-                .resource
-                .as_ref()
-                .is_some_and(|r| r.group == "apps" && r.resource == "statefulsets");
-        if scale && op == "UPDATE" && endpoint == Endpoint::Validate {
+        let resource = request
+            .resource
+            .as_ref()
+            .map(|r| (r.group.as_str(), r.resource.as_str()));
+        if judges_scale(endpoint, op, request.sub_resource.as_deref(), resource) {
             return self.scale(body);
         }
         let kind = match request.sub_resource.as_deref() {
@@ -553,6 +551,19 @@ impl Admission {
 
 fn encode(response: &wire::Response<'_>) -> Result<Vec<u8>, AdmissionError> {
     wire::encode(response).map_err(|e| AdmissionError::Encode(e.to_string()))
+}
+
+/// A `statefulsets/scale` UPDATE at the validating endpoint: the one subresource judged.
+fn judges_scale(
+    endpoint: Endpoint,
+    operation: &str,
+    sub_resource: Option<&str>,
+    group_resource: Option<(&str, &str)>,
+) -> bool {
+    endpoint == Endpoint::Validate
+        && operation == "UPDATE"
+        && sub_resource == Some("scale")
+        && group_resource == Some(("apps", "statefulsets"))
 }
 
 /// The request's namespace, else the object's.

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::Exit;
 use crate::cli::{AuditArgs, OutputFormat};
 use crate::gc::classify::{Orphan, Reason, classify, split_for_set};
+use crate::gc::collect::api;
 use crate::gc::collect::{claim_view, pod_view, set_view};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::labels::selector_matches;
@@ -506,17 +507,6 @@ where
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => return Ok(items),
         }
-    }
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as kube::Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
     }
 }
 

@@ -54,6 +54,7 @@ use super::shutdown::Shutdown;
 use crate::Exit;
 use crate::cli::GcArgs;
 use crate::cluster::{Cache, CacheMetrics, MAX_BACKOFF, Project, feed};
+use crate::gc::collect::api;
 use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
 use crate::metrics::Metrics;
 use crate::server::{ReadyCheck, admin_router};
@@ -719,17 +720,6 @@ pub struct Stores {
     namespaces: Option<Arc<Cache<NamespaceView>>>,
     /// The feeds stop when this is dropped.
     _stop: signal::Sender<bool>,
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as kube::Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 impl Stores {
