@@ -579,22 +579,11 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = match crate::cluster::client(
-            crate::cli::ClusterMode::Required,
-            args.kubeconfig.as_deref(),
-            args.context.as_deref(),
-        )
-        .await
-        {
-            Ok(Some(client)) => client,
-            Ok(None) => {
-                eprintln!("error: no cluster configuration");
-                return Ok(Exit::Usage);
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                return Ok(Exit::Usage);
-            }
+        let Some(client) =
+            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+                .await
+        else {
+            return Ok(Exit::Usage);
         };
         let namespace = if args.all_namespaces {
             None

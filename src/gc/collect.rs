@@ -428,22 +428,11 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
     let exit = runtime.block_on(async {
         // The one signal listener of the process, before anything else.
         let shutdown = Shutdown::install();
-        let client = match crate::cluster::client(
-            crate::cli::ClusterMode::Required,
-            args.kubeconfig.as_deref(),
-            args.context.as_deref(),
-        )
-        .await
-        {
-            Ok(Some(client)) => client,
-            Ok(None) => {
-                eprintln!("error: no cluster configuration");
-                return Ok(Exit::Usage);
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                return Ok(Exit::Usage);
-            }
+        let Some(client) =
+            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+                .await
+        else {
+            return Ok(Exit::Usage);
         };
         if args.watch {
             return super::watch::run(args, client, shutdown).await;
