@@ -28,6 +28,10 @@ use crate::policy::{
     Level, Mode, Policy, Resource, Review, RuleId, Stage, StaticContext, evaluate_stage,
 };
 
+pub mod openreports;
+pub mod reports;
+pub mod watch;
+
 /// Objects per list request.
 pub const PAGE_SIZE: u32 = 500;
 
@@ -96,6 +100,18 @@ pub struct Summary {
     pub orphaned_bytes: u64,
 }
 
+/// A StatefulSet the pass evaluated, for the reports of `audit --watch`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SetOutcome {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// `spec.serviceName`: the Service whose findings go into the set's report.
+    pub service: Option<String>,
+    /// Rules the set's skip annotation switched off.
+    pub skipped: Vec<RuleId>,
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditReport {
@@ -103,6 +119,8 @@ pub struct AuditReport {
     pub findings: Vec<AuditFinding>,
     pub orphaned_claims: Vec<OrphanRow>,
     pub summary: Summary,
+    #[serde(skip)]
+    pub sets: Vec<SetOutcome>,
 }
 
 impl AuditReport {
@@ -133,7 +151,7 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
     meta.name.as_deref().unwrap_or_default()
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     let units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -276,6 +294,13 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
         let mut review = Review::create(Resource::StatefulSet(Box::new(sts.clone())));
         review.namespace = ns.to_owned();
         let decision = evaluate_stage(policy, &review, &context, Stage::Validate);
+        report.sets.push(SetOutcome {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+            uid: sts.metadata.uid.clone().unwrap_or_default(),
+            service: sts.spec.service_name.clone(),
+            skipped: decision.skipped.clone(),
+        });
         let mut push = |rule: RuleId, mode: Level, field: String, message: String| {
             report.findings.push(AuditFinding {
                 kind: "StatefulSet",
@@ -568,6 +593,10 @@ pub async fn inventory(
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
+    if args.print_crds {
+        std::io::stdout().write_all(openreports::crds_yaml()?.as_bytes())?;
+        return Ok(Exit::Ok);
+    }
     let policy = match crate::check::load_policy(args.policy.policy.as_deref()) {
         Ok(policy) => policy,
         Err(err) => {
@@ -575,6 +604,9 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Usage);
         }
     };
+    if args.watch {
+        return run_watch(args, policy);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -605,6 +637,28 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         std::io::stdout().write_all(text.as_bytes())?;
         Ok(report.exit())
     })
+}
+
+/// `audit --watch` on a runtime of its own (two workers: a pass evaluates on one while the
+/// other serves /metrics and renews the lease).
+fn run_watch(args: AuditArgs, policy: Policy) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let exit = runtime.block_on(async {
+        // The one signal listener of the process, before anything else.
+        let shutdown = crate::gc::shutdown::Shutdown::install();
+        let Some(client) =
+            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+                .await
+        else {
+            return Ok(Exit::Usage);
+        };
+        watch::run(args, policy, client, shutdown).await
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    exit
 }
 
 #[cfg(test)]

@@ -86,12 +86,14 @@ pub enum Command {
     #[command(after_help = "Examples:\n  stateward audit\n  \
         stateward audit -n shop -o json\n  \
         stateward audit -A -l tier=db --policy policies/strict.yaml\n  \
-        stateward audit --context prod --kubeconfig ~/.kube/prod\n\n\
+        stateward audit --context prod --kubeconfig ~/.kube/prod\n  \
+        stateward audit --watch --interval 5m   # OpenReports Reports and metrics\n  \
+        stateward audit --print-crds | kubectl apply -f -\n\n\
         Lists StatefulSets, Services, PodDisruptionBudgets, pods, claims and nodes (500 per \
         page), evaluates every StatefulSet and Service as the webhook would admit it, and \
         adds the live-state rules (blocked rollouts, pods stuck Terminating, unbound \
-        claims, PodDisruptionBudgets that block drains, orphaned claims). Nothing is \
-        changed. Exit status: 0 no enforce finding, 1 at least one enforce finding, 2 usage \
+        claims, PodDisruptionBudgets that block drains, orphaned claims). Without --watch \
+        nothing is changed. Exit status: 0 no enforce finding, 1 at least one enforce finding, 2 usage \
         error, invalid policy or API error (a forbidden list names the resource).")]
     Audit(AuditArgs),
     /// Policy files: print their JSON Schema, or validate them.
@@ -405,6 +407,37 @@ pub struct AuditArgs {
     /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Print the OpenReports CRDs (Report, ClusterReport) that `--watch` writes to, as
+    /// generated from stateward's types, and exit (`| kubectl apply -f -`).
+    #[arg(long, exclusive = true)]
+    pub print_crds: bool,
+    /// Keep running: a pass every --interval, one OpenReports Report per StatefulSet and
+    /// one per namespace with orphaned claims (written only when they change), and
+    /// metrics. Without the OpenReports CRDs: logs and metrics only.
+    #[arg(long, conflicts_with = "output")]
+    pub watch: bool,
+    /// With --watch: time between passes (`90s`, `5m`, `1h`).
+    #[arg(long, default_value = "5m", requires = "watch")]
+    pub interval: String,
+    /// With --watch: plain HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080", requires = "watch")]
+    pub admin_listen: std::net::SocketAddr,
+    /// With --watch: elect a leader over a coordination.k8s.io/v1 Lease so that of several
+    /// replicas only one runs passes and writes (`--leader-elect=false` for a single
+    /// replica without a Lease).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
+        num_args = 0..=1, default_missing_value = "true", requires = "watch")]
+    pub leader_elect: bool,
+    /// With --watch: the Lease's name.
+    #[arg(long, default_value = "stateward-audit", requires = "watch")]
+    pub lease_name: String,
+    /// With --watch: the Lease's namespace (default: POD_NAMESPACE, else --namespace, else
+    /// `default`).
+    #[arg(long, requires = "watch")]
+    pub lease_namespace: Option<String>,
+    /// With --watch: how long a Lease stays valid without renewal (`15s`).
+    #[arg(long, default_value = "15s", requires = "watch")]
+    pub lease_duration: String,
 }
 
 #[derive(Debug, Clone, Args)]

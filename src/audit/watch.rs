@@ -1,0 +1,619 @@
+//! `stateward audit --watch`: the audit pass every `--interval`, its findings as metrics,
+//! and OpenReports `Report`s kept in step with them ([`super::reports`]).
+//!
+//! A pass lists what the one-shot audit lists (500 per page: the pass needs whole objects,
+//! and one list every few minutes costs the API server less than watches holding every
+//! pod and claim in memory), evaluates it with the policy file as it is now (re-read every
+//! pass; a bad file keeps the last good one), sets the metrics, then lists the reports
+//! stateward manages and writes only what changed: server-side apply with one field
+//! manager (`stateward-audit`, forced), deletions with a uid precondition. An unchanged
+//! fleet causes no write at all.
+//!
+//! Without the OpenReports CRDs (the API answers 404 for the resource) the pass keeps to
+//! logs and metrics: one warning says how to install them, later passes look again
+//! quietly, and a CRD installed later is picked up (logged once).
+//!
+//! Several replicas elect a leader over a Lease ([`crate::leader`], its own name,
+//! `stateward-audit` by default); only the leader runs passes and writes.
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::{Api, Client};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::openreports::Report;
+use super::reports::{self, Deletion, FIELD_MANAGER, Plan, SELECTOR};
+use super::{AuditReport, PAGE_SIZE, audit, inventory};
+use crate::Exit;
+use crate::cli::AuditArgs;
+use crate::gc::collect::{now_seconds, parse_age};
+use crate::gc::shutdown::Shutdown;
+use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::server::admin_router;
+
+/// How to install the CRDs, for the one warning.
+pub const INSTALL_HINT: &str = "install them with the chart (--set audit.installCRDs=true) \
+    or: stateward audit --print-crds | kubectl apply -f -";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FindingLabels {
+    pub rule: &'static str,
+    pub mode: &'static str,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    action: &'static str,
+    result: &'static str,
+}
+
+/// Metrics of `audit --watch`. Labels are rule ids, modes and namespaces, never object
+/// names.
+#[derive(Clone, Default)]
+pub struct AuditMetrics {
+    findings: Family<FindingLabels, Gauge>,
+    last_pass: Gauge,
+    pass_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    writes: Family<WriteLabels, Counter>,
+    errors: Counter,
+    /// 1 while the OpenReports CRDs are served, 0 when they are missing.
+    reports_enabled: Gauge,
+    /// 1 while this replica holds the lease (or runs without election).
+    pub leader: Gauge,
+}
+
+impl AuditMetrics {
+    pub fn register(registry: &mut Registry) -> AuditMetrics {
+        let m = AuditMetrics::default();
+        registry.register(
+            "audit_findings",
+            "Findings of the last audit pass by rule, mode and namespace",
+            m.findings.clone(),
+        );
+        registry.register(
+            "audit_last_pass_timestamp_seconds",
+            "When the last complete audit pass ended (seconds since the Unix epoch)",
+            m.last_pass.clone(),
+        );
+        registry.register(
+            "audit_pass_duration_seconds",
+            "How long the last complete audit pass took (list, evaluate, write)",
+            m.pass_seconds.clone(),
+        );
+        registry.register(
+            "audit_report_writes",
+            "OpenReports Report writes by action (apply, delete) and result (ok, error)",
+            m.writes.clone(),
+        );
+        registry.register(
+            "audit_pass_errors",
+            "Audit passes that failed (a list of the cluster, or of the reports)",
+            m.errors.clone(),
+        );
+        registry.register(
+            "audit_reports_enabled",
+            "1 while the OpenReports CRDs are served and reports are written, 0 without them",
+            m.reports_enabled.clone(),
+        );
+        registry.register(
+            "audit_leader",
+            "1 while this replica holds the lease and runs passes",
+            m.leader.clone(),
+        );
+        m
+    }
+
+    /// Sets the findings gauges to the counts of `report`, removing label sets that have
+    /// none left.
+    pub fn set_findings(&self, report: &AuditReport, published: &mut HashSet<FindingLabels>) {
+        let mut counts: HashMap<FindingLabels, i64> = HashMap::new();
+        for f in &report.findings {
+            *counts
+                .entry(FindingLabels {
+                    rule: f.rule.as_str(),
+                    mode: f.mode.as_str(),
+                    namespace: f.namespace.clone(),
+                })
+                .or_default() += 1;
+        }
+        for gone in published.iter().filter(|l| !counts.contains_key(*l)) {
+            self.findings.remove(gone);
+        }
+        for (labels, n) in &counts {
+            self.findings.get_or_create(labels).set(*n);
+        }
+        *published = counts.into_keys().collect();
+    }
+
+    fn clear_findings(&self, published: &mut HashSet<FindingLabels>) {
+        self.findings.clear();
+        published.clear();
+    }
+
+    fn write(&self, action: &'static str, ok: bool) {
+        self.writes
+            .get_or_create(&WriteLabels {
+                action,
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("invalid {flag}: {value:?} (a duration such as 90s, 5m, 1h)")]
+    Duration { flag: &'static str, value: String },
+    #[error(transparent)]
+    Audit(#[from] super::AuditError),
+    #[error("cannot list reports: {0}")]
+    Reports(kube::Error),
+}
+
+/// The settings of `audit --watch`, checked before anything starts.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub interval: Duration,
+    pub lease: Option<LeaseSettings>,
+    pub namespace: Option<String>,
+    pub selector: Option<String>,
+    pub policy: Option<PathBuf>,
+}
+
+fn duration(flag: &'static str, text: &str, min: i64) -> Result<Duration, WatchError> {
+    match parse_age(text) {
+        Some(seconds) if seconds >= min => Ok(Duration::from_secs(seconds as u64)),
+        _ => Err(WatchError::Duration {
+            flag,
+            value: text.to_owned(),
+        }),
+    }
+}
+
+pub fn settings(args: &AuditArgs) -> Result<Settings, WatchError> {
+    let namespace = if args.all_namespaces {
+        None
+    } else {
+        args.namespace.clone()
+    };
+    let interval = duration("--interval", &args.interval, 1)?;
+    let lease = if args.leader_elect {
+        let lease_duration = duration("--lease-duration (at least 3s)", &args.lease_duration, 3)?;
+        let lease_namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .or_else(|| namespace.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        Some(LeaseSettings::new(
+            &args.lease_name,
+            &lease_namespace,
+            &default_identity(),
+            lease_duration,
+        ))
+    } else {
+        None
+    };
+    Ok(Settings {
+        interval,
+        lease,
+        namespace,
+        selector: args.selector.clone(),
+        policy: args.policy.policy.clone(),
+    })
+}
+
+/// Whether the OpenReports CRDs were there at the last look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crds {
+    Unknown,
+    Present,
+    Missing,
+}
+
+/// What the report writes of one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub applied: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    pub failed: usize,
+    /// Why the writes stopped before the end (the gate closed).
+    pub stopped: Option<&'static str>,
+}
+
+fn not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 404)
+}
+
+/// Every report stateward manages in scope (500 per page); `Ok(None)` when the CRD is not
+/// served.
+async fn existing_reports(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<Option<Vec<Report>>, kube::Error> {
+    let api: Api<Report> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut params = ListParams::default().labels(SELECTOR).limit(PAGE_SIZE);
+    let mut items = Vec::new();
+    loop {
+        let page = match api.list(&params).await {
+            Ok(page) => page,
+            Err(err) if not_found(&err) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        items.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(Some(items)),
+        }
+    }
+}
+
+/// Writes `plan` while `gate` stays open (checked before every write).
+pub async fn write(
+    client: &Client,
+    plan: Plan,
+    metrics: &AuditMetrics,
+    gate: &(dyn Fn() -> Option<&'static str> + Sync),
+) -> Written {
+    let mut written = Written {
+        unchanged: plan.unchanged,
+        ..Written::default()
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for report in plan.apply {
+        if let Some(why) = gate() {
+            written.stopped = Some(why);
+            return written;
+        }
+        let ns = report.metadata.namespace.clone().unwrap_or_default();
+        let name = report.metadata.name.clone().unwrap_or_default();
+        let api: Api<Report> = Api::namespaced(client.clone(), &ns);
+        match api.patch(&name, &params, &Patch::Apply(&report)).await {
+            Ok(_) => {
+                metrics.write("apply", true);
+                written.applied += 1;
+            }
+            Err(err) => {
+                metrics.write("apply", false);
+                written.failed += 1;
+                tracing::warn!(report = %format!("{ns}/{name}"), error = %err, "cannot apply report");
+            }
+        }
+    }
+    for Deletion {
+        namespace,
+        name,
+        uid,
+    } in plan.delete
+    {
+        if let Some(why) = gate() {
+            written.stopped = Some(why);
+            return written;
+        }
+        let api: Api<Report> = Api::namespaced(client.clone(), &namespace);
+        let params = DeleteParams {
+            preconditions: uid.map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => {
+                metrics.write("delete", true);
+                written.deleted += 1;
+            }
+            // Gone already (the garbage collector), or replaced since the list.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(err) => {
+                metrics.write("delete", false);
+                written.failed += 1;
+                tracing::warn!(report = %format!("{namespace}/{name}"), error = %err, "cannot delete report");
+            }
+        }
+    }
+    written
+}
+
+/// State kept across passes.
+pub struct Pass {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: AuditMetrics,
+    pub policy: Policy,
+    pub crds: Crds,
+    published: HashSet<FindingLabels>,
+    policy_error: Option<String>,
+}
+
+impl Pass {
+    pub fn new(client: Client, settings: Settings, metrics: AuditMetrics, policy: Policy) -> Pass {
+        Pass {
+            client,
+            settings,
+            metrics,
+            policy,
+            crds: Crds::Unknown,
+            published: HashSet::new(),
+            policy_error: None,
+        }
+    }
+
+    /// The policy file as it is now; a bad file keeps the last good policy (logged once per
+    /// distinct error).
+    fn reload_policy(&mut self) {
+        let Some(path) = self.settings.policy.as_deref() else {
+            return;
+        };
+        match crate::check::load_policy(Some(path)) {
+            Ok(policy) => {
+                if self.policy_error.take().is_some() {
+                    tracing::info!(policy = %path.display(), "policy file valid again");
+                }
+                self.policy = policy;
+            }
+            Err(err) => {
+                let text = err.to_string();
+                if self.policy_error.as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %text, "invalid policy file; keeping the last good policy");
+                    self.policy_error = Some(text);
+                }
+            }
+        }
+    }
+
+    /// Notes whether the CRDs are served; logs only the changes (one warning when they are
+    /// missing, one line when they appear).
+    fn crds_seen(&mut self, present: bool) {
+        let now = if present {
+            Crds::Present
+        } else {
+            Crds::Missing
+        };
+        if now != self.crds {
+            if present {
+                tracing::info!("the OpenReports CRDs are served: writing reports");
+            } else {
+                tracing::warn!(
+                    "the OpenReports CRDs (reports.openreports.io) are not installed: findings \
+                     go to logs and metrics only until they are; {INSTALL_HINT}"
+                );
+            }
+        }
+        self.crds = now;
+        self.metrics.reports_enabled.set(i64::from(present));
+    }
+
+    /// Clears what only a leader publishes.
+    pub fn step_down(&mut self) {
+        self.metrics.clear_findings(&mut self.published);
+    }
+
+    /// One pass: list, evaluate, metrics, reports.
+    pub async fn run(
+        &mut self,
+        gate: &(dyn Fn() -> Option<&'static str> + Sync),
+    ) -> Result<Written, WatchError> {
+        let started = Instant::now();
+        self.reload_policy();
+        let ns = self.settings.namespace.clone();
+        let inventory = inventory(
+            &self.client,
+            ns.as_deref(),
+            self.settings.selector.as_deref(),
+        )
+        .await?;
+        let now = now_seconds();
+        let policy = self.policy.clone();
+        let report = tokio::task::block_in_place(|| audit(&policy, &inventory, now));
+        self.metrics.set_findings(&report, &mut self.published);
+        let mut written = Written::default();
+        match existing_reports(&self.client, ns.as_deref()).await {
+            Ok(None) => self.crds_seen(false),
+            Ok(Some(existing)) => {
+                self.crds_seen(true);
+                let live = reports::live_set_reports(&policy, &inventory);
+                let desired = reports::desired_reports(&policy, &report, &existing, now);
+                let plan = reports::plan(desired, &existing, &live);
+                written = write(&self.client, plan, &self.metrics, gate).await;
+            }
+            Err(err) => return Err(WatchError::Reports(err)),
+        }
+        drop(inventory);
+        self.metrics.last_pass.set(now_seconds());
+        self.metrics
+            .pass_seconds
+            .set(started.elapsed().as_secs_f64());
+        tracing::info!(
+            statefulsets = report.summary.statefulsets,
+            enforce = report.summary.enforce,
+            warn = report.summary.warn,
+            audit = report.summary.audit,
+            orphaned_claims = report.summary.orphaned_claims,
+            reports_applied = written.applied,
+            reports_deleted = written.deleted,
+            reports_unchanged = written.unchanged,
+            reports_failed = written.failed,
+            stopped = written.stopped.unwrap_or(""),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "audit pass"
+        );
+        Ok(written)
+    }
+}
+
+pub async fn run(
+    args: AuditArgs,
+    policy: Policy,
+    client: Client,
+    shutdown: Shutdown,
+) -> anyhow::Result<Exit> {
+    let settings = match settings(&args) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let mut metrics = Metrics::new();
+    let audit_metrics = AuditMetrics::register(metrics.registry_mut());
+    let admin = admin_router(Arc::new(metrics), Vec::new());
+    let listener = match tokio::net::TcpListener::bind(args.admin_listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", args.admin_listen);
+            return Ok(Exit::Usage);
+        }
+    };
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, admin).await;
+    });
+    let (leadership, elector) = match settings.lease.clone() {
+        Some(lease) => {
+            let (leadership, elector) =
+                Elector::spawn(client.clone(), lease, audit_metrics.leader.clone());
+            (leadership, Some(elector))
+        }
+        None => {
+            audit_metrics.leader.set(1);
+            (Leadership::always(), None)
+        }
+    };
+    tracing::info!(
+        namespace = settings.namespace.as_deref().unwrap_or("(all)"),
+        selector = settings.selector.as_deref().unwrap_or(""),
+        interval_seconds = settings.interval.as_secs(),
+        leader_elect = elector.is_some(),
+        identity = leadership.identity(),
+        "audit --watch started"
+    );
+    let mut pass = Pass::new(client, settings.clone(), audit_metrics, policy);
+    // A pass at once when this replica leads (also when it becomes the leader), then
+    // every interval; leadership is looked at every second at least.
+    let mut leading = false;
+    let mut next = Instant::now();
+    loop {
+        let wait = if leading {
+            next.saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1))
+        } else {
+            Duration::from_millis(200)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait() => break,
+        }
+        if !leadership.is_leader() {
+            if leading {
+                pass.step_down();
+                leading = false;
+            }
+            continue;
+        }
+        if leading && Instant::now() < next {
+            continue;
+        }
+        leading = true;
+        let gate = || {
+            if shutdown.requested() {
+                Some("stopped by a signal")
+            } else if !leadership.is_leader() {
+                Some("this replica is not the leader any more")
+            } else {
+                None
+            }
+        };
+        if let Err(err) = pass.run(&gate).await {
+            pass.metrics.errors.inc();
+            tracing::error!(error = %err, "audit pass failed; retrying at the next interval");
+        }
+        next = Instant::now() + settings.interval;
+        if shutdown.requested() {
+            break;
+        }
+    }
+    if let Some(elector) = elector {
+        elector.release(Duration::from_millis(800)).await;
+    }
+    tracing::info!("stopped");
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditFinding;
+    use crate::policy::{Level, RuleId};
+
+    fn finding(ns: &str, rule: RuleId, mode: Level) -> AuditFinding {
+        AuditFinding {
+            kind: "StatefulSet",
+            namespace: ns.into(),
+            name: "web".into(),
+            statefulset: Some("web".into()),
+            rule,
+            mode,
+            field: "f".into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn findings_gauges_follow_the_last_pass() {
+        let mut registry = Registry::default();
+        let metrics = AuditMetrics::register(&mut registry);
+        let mut published = HashSet::new();
+        let mut report = AuditReport {
+            findings: vec![
+                finding("a", RuleId::StatefulSetReadinessProbe, Level::Warn),
+                finding("a", RuleId::StatefulSetReadinessProbe, Level::Warn),
+                finding("b", RuleId::StatefulSetResources, Level::Audit),
+            ],
+            ..AuditReport::default()
+        };
+        metrics.set_findings(&report, &mut published);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(
+            text.contains(
+                "audit_findings{rule=\"statefulset.readiness-probe\",mode=\"warn\",namespace=\"a\"} 2"
+            ),
+            "{text}"
+        );
+        report.findings.truncate(1);
+        metrics.set_findings(&report, &mut published);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        assert!(!text.contains("namespace=\"b\""), "{text}");
+        assert!(text.contains("namespace=\"a\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn durations_are_checked() {
+        assert_eq!(
+            duration("--interval", "5m", 1).ok(),
+            Some(Duration::from_secs(300))
+        );
+        assert!(duration("--interval", "0s", 1).is_err());
+        assert!(duration("--interval", "5", 1).is_err());
+        assert!(duration("--lease-duration", "2s", 3).is_err());
+    }
+}
