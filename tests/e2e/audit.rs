@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::core::Request;
-use kube::core::params::{DeleteParams, GetParams, Patch, PatchParams, PostParams};
+use kube::core::params::{DeleteParams, GetParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::cases::{WAIT, check, get_pod, run_on_node, say, verdict, wait_pods};
-use crate::harness::{Env, NODE, stateward_binary};
+use crate::harness::{Env, NODE, free_port, stateward_binary};
 use crate::k8s::{
     headless_service, pods, send, services, statefulset, statefulsets, to_vec, wait_for,
 };
@@ -531,6 +531,573 @@ pub async fn forbidden_list_is_named(env: std::sync::Arc<Env>) {
         stderr.contains(&format!("cannot list statefulsets in namespace {ns}"))
             && stderr.contains("forbidden"),
         format!("names the list: {stderr}"),
+    );
+    verdict(problems);
+}
+
+// ---- audit --watch: OpenReports reports ----
+
+const CRD_FILE: &str = "charts/stateward/files/openreports-crds.yaml";
+const CRD_NAMES: [&str; 2] = ["reports.openreports.io", "clusterreports.openreports.io"];
+
+fn crds() -> Request {
+    Request::new("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+}
+
+fn reports(ns: &str) -> Request {
+    Request::new(format!(
+        "/apis/openreports.io/v1alpha1/namespaces/{ns}/reports"
+    ))
+}
+
+/// Creates the CRDs the chart ships (generated from stateward's types) and waits until
+/// reports can be listed.
+async fn install_crds(env: &Env) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CRD_FILE);
+    let text = std::fs::read_to_string(&path).expect("the chart's CRD file");
+    let docs = stateward::manifest::documents(&stateward::manifest::Source {
+        name: CRD_FILE.into(),
+        text,
+    });
+    for doc in docs {
+        let crd = doc.value.expect("CRD YAML parses");
+        let r = send(
+            &env.admin,
+            crds().create(&PostParams::default(), to_vec(&crd)),
+        )
+        .await;
+        assert!(
+            r.status == 201 || r.status == 409,
+            "create CRD {}: {r}",
+            crd["metadata"]["name"]
+        );
+    }
+    wait_for("the reports resource to be served", WAIT, || async move {
+        let r = send(&env.admin, reports("default").list(&ListParams::default())).await;
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+}
+
+/// Deletes the CRDs if they are there and waits until the resource is gone.
+async fn remove_crds(env: &Env) {
+    for name in CRD_NAMES {
+        let r = send(&env.admin, crds().delete(name, &DeleteParams::default())).await;
+        assert!(r.status == 200 || r.status == 404, "delete CRD {name}: {r}");
+    }
+    wait_for("the reports resource to be gone", WAIT, || async move {
+        let r = send(&env.admin, reports("default").list(&ListParams::default())).await;
+        if r.status == 404 {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+}
+
+async fn get_report(env: &Env, ns: &str, name: &str) -> crate::k8s::Reply {
+    send(&env.admin, reports(ns).get(name, &GetParams::default())).await
+}
+
+/// The rule and field of each result.
+fn results(report: &Value) -> Vec<(String, String)> {
+    report["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap_or_default().to_owned(),
+                r["properties"]["field"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn has_result(report: &Value, rule: &str, field: &str) -> bool {
+    results(report).iter().any(|(r, f)| r == rule && f == field)
+}
+
+/// A running `stateward audit --watch --interval 1s` in one namespace, with its own Lease
+/// there and its admin port.
+struct AuditWatch {
+    proc: Proc,
+    admin: std::net::SocketAddr,
+}
+
+impl AuditWatch {
+    fn start(env: &Env, ns: &str, extra: &[&str]) -> AuditWatch {
+        let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let mut argv: Vec<String> = [
+            "audit",
+            "--watch",
+            "--interval",
+            "1s",
+            "-n",
+            ns,
+            "--lease-name",
+            "stateward-audit-e2e",
+            "--lease-namespace",
+            ns,
+            "--log-format",
+            "json",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        argv.extend(["--admin-listen".into(), admin.to_string()]);
+        argv.extend([
+            "--kubeconfig".into(),
+            env.admin_kubeconfig.display().to_string(),
+        ]);
+        argv.extend(extra.iter().map(|a| (*a).to_owned()));
+        let name = format!("audit-watch-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+        AuditWatch {
+            proc: Proc::start(&Spec::new(&name, stateward_binary(), argv), &env.dir),
+            admin,
+        }
+    }
+
+    fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.proc.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn lines(&self, needle: &str) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|l| {
+                l["fields"]["message"]
+                    .as_str()
+                    .or(l["message"].as_str())
+                    .is_some_and(|m| m.contains(needle))
+            })
+            .collect()
+    }
+
+    /// Passes completed so far.
+    fn passes(&self) -> usize {
+        self.lines("audit pass")
+            .iter()
+            .filter(|l| l["message"] == "audit pass" || l["fields"]["message"] == "audit pass")
+            .count()
+    }
+
+    fn assert_alive(&mut self) {
+        if let Some(status) = self.proc.exited() {
+            panic!(
+                "audit --watch exited {status}; log {}",
+                self.proc.log.display()
+            );
+        }
+    }
+
+    /// Waits until `n` more passes than `after` have completed.
+    async fn wait_passes(&mut self, after: usize, n: usize) {
+        let started = Instant::now();
+        while self.passes() < after + n {
+            self.assert_alive();
+            assert!(
+                started.elapsed() < WAIT,
+                "fewer than {n} passes after {after} within {WAIT:?}; log {}",
+                self.proc.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = crate::k8s::http_get(self.admin, "/metrics").await.ok()?;
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    async fn stop(&mut self) -> ExitStatus {
+        self.proc.signal("TERM");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.proc.exited() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "audit --watch still running 10 s after SIGTERM; log {}",
+                self.proc.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn crd_warnings(watch: &AuditWatch) -> Vec<Value> {
+    watch
+        .lines("OpenReports CRDs")
+        .into_iter()
+        .filter(|l| l["level"] == "WARN")
+        .collect()
+}
+
+/// Without the OpenReports CRDs `audit --watch` runs on with logs and metrics and says once
+/// how to install them; CRDs installed later are picked up without a restart.
+pub async fn watch_without_crds_then_with(env: std::sync::Arc<Env>) {
+    let c = "audit_watch_without_crds";
+    let env = &*env;
+    remove_crds(env).await;
+    let ns = &env.namespace(c).await;
+    crate::cases::create_set(env, ns, "solo", 1).await;
+    let mut watch = AuditWatch::start(env, ns, &[]);
+    watch.wait_passes(0, 3).await;
+    watch.assert_alive();
+    let warnings = crd_warnings(&watch);
+    say(
+        c,
+        format!(
+            "{} passes without CRDs; warnings: {:?}",
+            watch.passes(),
+            warnings
+                .iter()
+                .map(|w| format!("{} {}", w["level"], w["fields"]["message"]))
+                .collect::<Vec<_>>()
+        ),
+    );
+    let mut problems = Vec::new();
+    check(
+        &mut problems,
+        warnings.len() == 1,
+        format!("exactly one warning about the CRDs: {warnings:?}"),
+    );
+    check(
+        &mut problems,
+        warnings
+            .first()
+            .is_some_and(|w| w.to_string().contains("--print-crds")),
+        "the warning says how to install them",
+    );
+    let enabled = watch.metric("stateward_audit_reports_enabled").await;
+    let last = watch
+        .metric("stateward_audit_last_pass_timestamp_seconds")
+        .await;
+    say(c, format!("reports_enabled={enabled:?} last_pass={last:?}"));
+    check(&mut problems, enabled == Some(0.0), "reports_enabled 0");
+    check(
+        &mut problems,
+        last.is_some_and(|t| t > 1.7e9),
+        "the last pass is timestamped",
+    );
+
+    install_crds(env).await;
+    let installed = Instant::now();
+    let (ns_ref, env_ref) = (ns.as_str(), env);
+    wait_for(
+        "the report of solo once the CRDs exist",
+        WAIT,
+        || async move {
+            let r = get_report(env_ref, ns_ref, "stateward-sts-solo").await;
+            if r.status == 200 {
+                Ok(())
+            } else {
+                Err(r.to_string())
+            }
+        },
+    )
+    .await;
+    say(
+        c,
+        format!(
+            "CRDs installed: report written {:.1} s later",
+            installed.elapsed().as_secs_f64()
+        ),
+    );
+    check(
+        &mut problems,
+        crd_warnings(&watch).len() == 1,
+        "still one warning",
+    );
+    check(
+        &mut problems,
+        watch.lines("CRDs are served").len() == 1,
+        "the CRDs are noticed once",
+    );
+    let status = watch.stop().await;
+    check(
+        &mut problems,
+        status.success(),
+        format!("exit 0 on SIGTERM: {status}"),
+    );
+    verdict(problems);
+}
+
+/// Reports per set, owned by it, untouched while nothing changes (resourceVersion kept over
+/// several passes although the claim-unbound messages count the seconds), rewritten when a
+/// finding appears or clears, an orphaned-claims report while there is an orphan, and the
+/// garbage collector removing the report of a deleted set.
+pub async fn watch_keeps_reports(env: std::sync::Arc<Env>) {
+    let c = "audit_watch_reports";
+    let env = &*env;
+    install_crds(env).await;
+    let ns = &env.namespace(c).await;
+    let web = crate::cases::create_set(env, ns, "web", 1).await;
+    let db = crate::cases::create_set(env, ns, "db", 1).await;
+    let uid = |r: &crate::k8s::Reply| r.body["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+    let (web_uid, db_uid) = (uid(&web), uid(&db));
+    let policy = policy_file(env).display().to_string();
+    let mut watch = AuditWatch::start(env, ns, &["--policy", &policy]);
+    let (ns_ref, env_ref) = (ns.as_str(), env);
+
+    // Both reports, web's with the claim Pending past the 1 s threshold.
+    let web_report = wait_for("web's report with claim-unbound", WAIT, || async move {
+        let r = get_report(env_ref, ns_ref, "stateward-sts-web").await;
+        if r.status == 200
+            && has_result(
+                &r.body,
+                "statefulset.claim-unbound",
+                "persistentvolumeclaims/data-web-0",
+            )
+        {
+            Ok(r.body)
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+    let db_report = get_report(env, ns, "stateward-sts-db").await;
+    say(
+        c,
+        format!(
+            "web: summary {} results {:?}",
+            web_report["summary"],
+            results(&web_report)
+        ),
+    );
+    let mut problems = Vec::new();
+    check(
+        &mut problems,
+        db_report.status == 200,
+        format!("db's report: {db_report}"),
+    );
+    let owner = &web_report["metadata"]["ownerReferences"][0];
+    check(
+        &mut problems,
+        owner["uid"] == web_uid.as_str()
+            && owner["kind"] == "StatefulSet"
+            && owner["controller"] == false
+            && owner["blockOwnerDeletion"] == false,
+        format!("owned by web ({web_uid}): {owner}"),
+    );
+    check(
+        &mut problems,
+        db_report.body["metadata"]["ownerReferences"][0]["uid"] == db_uid.as_str(),
+        "db's report owned by db",
+    );
+    check(
+        &mut problems,
+        web_report["scope"]["uid"] == web_uid.as_str()
+            && web_report["source"] == "stateward"
+            && web_report["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "stateward"
+            && web_report["metadata"]["annotations"]["stateward.io/results-hash"].is_string(),
+        format!("scope, source, label, hash: {web_report}"),
+    );
+    check(
+        &mut problems,
+        web_report["summary"]["pass"]
+            .as_i64()
+            .is_some_and(|p| p > 5)
+            && web_report["summary"]["warn"]
+                .as_i64()
+                .is_some_and(|w| w >= 1),
+        format!(
+            "summary counts passes and warnings: {}",
+            web_report["summary"]
+        ),
+    );
+    let managers: Vec<&str> = web_report["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    check(
+        &mut problems,
+        managers == ["stateward-audit"],
+        format!("one field manager: {managers:?}"),
+    );
+
+    // Unchanged fleet: no write over several passes.
+    let rv = |v: &Value| {
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (web_rv, db_rv) = (rv(&web_report), rv(&db_report.body));
+    let writes = watch
+        .metric("stateward_audit_report_writes_total{action=\"apply\",result=\"ok\"}")
+        .await;
+    let before = watch.passes();
+    watch.wait_passes(before, 3).await;
+    let web_after = get_report(env, ns, "stateward-sts-web").await;
+    let db_after = get_report(env, ns, "stateward-sts-db").await;
+    let writes_after = watch
+        .metric("stateward_audit_report_writes_total{action=\"apply\",result=\"ok\"}")
+        .await;
+    say(
+        c,
+        format!(
+            "after {} more passes: web rv {web_rv} -> {}, db rv {db_rv} -> {}, applies {writes:?} -> {writes_after:?}",
+            watch.passes() - before,
+            rv(&web_after.body),
+            rv(&db_after.body)
+        ),
+    );
+    check(
+        &mut problems,
+        rv(&web_after.body) == web_rv && rv(&db_after.body) == db_rv,
+        "resourceVersions kept while nothing changes",
+    );
+    check(
+        &mut problems,
+        writes == writes_after,
+        "no apply while nothing changes",
+    );
+
+    // A finding appears: a second replica whose claim stays Pending.
+    let scale = |n: i32| json!({"spec": {"replicas": n}});
+    let r = send(
+        &env.admin,
+        statefulsets(ns).patch("web", &PatchParams::default(), &Patch::Merge(&scale(2))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "scale web to 2: {r}");
+    let web_rv_ref = web_rv.as_str();
+    let grown = wait_for("web's report to name data-web-1", WAIT, || async move {
+        let r = get_report(env_ref, ns_ref, "stateward-sts-web").await;
+        if has_result(
+            &r.body,
+            "statefulset.claim-unbound",
+            "persistentvolumeclaims/data-web-1",
+        ) {
+            Ok(r.body)
+        } else {
+            Err(format!("{:?}", results(&r.body)))
+        }
+    })
+    .await;
+    check(
+        &mut problems,
+        rv(&grown) != web_rv_ref,
+        "rewritten when a finding appears",
+    );
+    // Scaled back: data-web-1 is an orphan, in the namespace's orphaned-claims report.
+    let r = send(
+        &env.admin,
+        statefulsets(ns).patch("web", &PatchParams::default(), &Patch::Merge(&scale(1))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "scale web to 1: {r}");
+    let orphans = wait_for("the orphaned-claims report", WAIT, || async move {
+        let r = get_report(env_ref, ns_ref, "stateward-orphaned-claims").await;
+        if has_result(
+            &r.body,
+            "statefulset.orphaned-claim",
+            "persistentvolumeclaims/data-web-1",
+        ) {
+            Ok(r.body)
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+    say(
+        c,
+        format!(
+            "scaled 2 -> 1: orphaned-claims report {:?} properties {}",
+            results(&orphans),
+            orphans["results"][0]["properties"]
+        ),
+    );
+    check(
+        &mut problems,
+        orphans["results"][0]["properties"]["reason"] == "scaled-down"
+            && orphans["results"][0]["resources"][0]["name"] == "data-web-1"
+            && orphans["metadata"]["ownerReferences"].is_null(),
+        "the orphan, its reason and claim; no owner",
+    );
+    // The orphan is deleted: the findings clear and the orphaned-claims report goes.
+    let claims = Request::new(format!("/api/v1/namespaces/{ns}/persistentvolumeclaims"));
+    let r = send(
+        &env.admin,
+        claims.delete("data-web-1", &DeleteParams::default()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "delete data-web-1: {r}");
+    wait_for("the orphaned-claims report to go", WAIT, || async move {
+        let r = get_report(env_ref, ns_ref, "stateward-orphaned-claims").await;
+        if r.status == 404 {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+    let cleared = wait_for("web's report without data-web-1", WAIT, || async move {
+        let r = get_report(env_ref, ns_ref, "stateward-sts-web").await;
+        if results(&r.body)
+            .iter()
+            .any(|(_, f)| f.ends_with("data-web-1"))
+        {
+            Err(format!("{:?}", results(&r.body)))
+        } else {
+            Ok(r.body)
+        }
+    })
+    .await;
+    say(
+        c,
+        format!("orphan deleted: web's results {:?}", results(&cleared)),
+    );
+    let status = watch.stop().await;
+    check(&mut problems, status.success(), format!("exit 0: {status}"));
+
+    // With the watch stopped, the garbage collector removes the report of a deleted set.
+    let r = send(
+        &env.admin,
+        statefulsets(ns).delete("db", &DeleteParams::default()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "delete db: {r}");
+    let deleted = Instant::now();
+    wait_for(
+        "the garbage collector to delete db's report",
+        Duration::from_secs(90),
+        || async move {
+            let r = get_report(env_ref, ns_ref, "stateward-sts-db").await;
+            if r.status == 404 {
+                Ok(())
+            } else {
+                Err(r.to_string())
+            }
+        },
+    )
+    .await;
+    say(
+        c,
+        format!(
+            "db deleted: its report collected {:.1} s later",
+            deleted.elapsed().as_secs_f64()
+        ),
     );
     verdict(problems);
 }

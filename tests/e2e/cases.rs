@@ -24,6 +24,13 @@ pub type Case = fn(Arc<Env>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 /// (tests/e2e/audit.rs) before `apiserver_restart`, and `rolling_restart_keeps_answering` (it stops the webhook) last.
 pub fn all() -> Vec<(&'static str, Case)> {
     vec![
+        // First: it installs the OpenReports CRDs once done, and the garbage collector
+        // finds a new resource only at its next discovery (every 30 s); by
+        // audit_watch_reports, which waits for it to delete the report of a deleted set,
+        // it has.
+        ("audit_watch_without_crds", |e| {
+            Box::pin(crate::audit::watch_without_crds_then_with(e))
+        }),
         ("scale_down_completes", |e| {
             Box::pin(scale_down_completes(e))
         }),
@@ -93,6 +100,9 @@ pub fn all() -> Vec<(&'static str, Case)> {
         }),
         ("audit_forbidden_list", |e| {
             Box::pin(crate::audit::forbidden_list_is_named(e))
+        }),
+        ("audit_watch_reports", |e| {
+            Box::pin(crate::audit::watch_keeps_reports(e))
         }),
         ("apiserver_restart", |e| Box::pin(apiserver_restart(e))),
         // Stops stateward: always the last case.
