@@ -143,6 +143,9 @@ fn validate(docs: &[Value]) {
             "MutatingWebhookConfiguration" => typed::<adm::MutatingWebhookConfiguration>(doc),
             "NetworkPolicy" => typed::<net::NetworkPolicy>(doc),
             "CronJob" => typed::<batch::CronJob>(doc),
+            "CustomResourceDefinition" => typed::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >(doc),
             "Certificate" | "Issuer" => assert_eq!(doc["apiVersion"], "cert-manager.io/v1"),
             "ServiceMonitor" => assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1"),
             other => panic!("unexpected kind {other} in the chart"),
@@ -808,4 +811,156 @@ fn rolling_restarts_stay_unready_but_serving_within_the_grace_period() {
             "{bad}: {stderr}"
         );
     }
+}
+
+#[test]
+fn audit_is_optional_least_privilege_and_its_crds_opt_in() {
+    let Some(helm) = Helm::tier() else { return };
+    let docs = helm.render(&[]);
+    assert!(
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == "sw-stateward-audit"
+                || d["kind"] == "CustomResourceDefinition"),
+        "audit and the CRDs are off by default"
+    );
+    // The CRDs alone can be installed (for another Deployment's audit, or a later one).
+    let crds_only = helm.render(&["audit.installCRDs=true"]);
+    validate(&crds_only);
+    let with_audit = helm.render(&["audit.enabled=true"]);
+    validate(&with_audit);
+    assert!(
+        !with_audit
+            .iter()
+            .any(|d| d["kind"] == "CustomResourceDefinition"),
+        "enabling the audit does not install the CRDs"
+    );
+    let docs = helm.render(&[
+        "audit.enabled=true",
+        "audit.installCRDs=true",
+        "audit.interval=90s",
+    ]);
+    validate(&docs);
+
+    // The CRDs: the generated file, kept on uninstall.
+    let crds: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .collect();
+    let names: Vec<&str> = crds
+        .iter()
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["reports.openreports.io", "clusterreports.openreports.io"]
+    );
+    for (crd, generated) in crds.iter().zip(stateward::audit::openreports::crds()) {
+        assert_eq!(
+            **crd, generated,
+            "the chart renders the generated CRD as it is"
+        );
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+    }
+
+    // The Deployment: audit --watch on its own Lease, the policy ConfigMap mounted.
+    let audit = find(&docs, "Deployment", "sw-stateward-audit");
+    assert_eq!(audit["spec"]["replicas"], 1);
+    assert_eq!(
+        audit["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let pod = &audit["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "sw-stateward-audit");
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(&args[..2], &["audit", "--watch"]);
+    for expected in [
+        "--interval=90s",
+        "--policy=/policy/policy.yaml",
+        "--leader-elect=true",
+        "--lease-name=sw-stateward-audit",
+        "--lease-namespace=stateward-system",
+        "--lease-duration=15s",
+        "--admin-listen=0.0.0.0:8080",
+    ] {
+        assert!(args.contains(&expected), "{expected} missing from {args:?}");
+    }
+    assert_eq!(
+        pod["volumes"][0]["configMap"]["name"], "sw-stateward-policy",
+        "the webhook's policy"
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/policy"
+    );
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+
+    // RBAC: reads what a pass lists; writes only reports; its own Lease only.
+    let role = find(&docs, "ClusterRole", "sw-stateward-audit");
+    for rule in role["rules"].as_array().expect("rules") {
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .expect("verbs")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if rule["apiGroups"][0] == "openreports.io" {
+            assert_eq!(rule["resources"], serde_json::json!(["reports"]));
+            assert_eq!(
+                verbs,
+                [
+                    "get", "list", "watch", "create", "update", "patch", "delete"
+                ]
+            );
+        } else {
+            assert_eq!(verbs, ["get", "list", "watch"], "read-only: {rule}");
+        }
+    }
+    let read: Vec<String> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|r| r["resources"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(String::from))
+        .collect();
+    for resource in [
+        "statefulsets",
+        "services",
+        "pods",
+        "persistentvolumeclaims",
+        "nodes",
+        "poddisruptionbudgets",
+    ] {
+        assert!(read.iter().any(|r| r == resource), "{resource} in {read:?}");
+    }
+    let binding = find(&docs, "ClusterRoleBinding", "sw-stateward-audit");
+    assert_eq!(binding["subjects"][0]["name"], "sw-stateward-audit");
+    let lease_role = find(&docs, "Role", "sw-stateward-audit-leader-election");
+    assert_eq!(
+        lease_role["rules"][1]["resourceNames"],
+        serde_json::json!(["sw-stateward-audit"])
+    );
+    find(&docs, "RoleBinding", "sw-stateward-audit-leader-election");
+
+    let (ok, _, stderr) = helm.run(&[
+        "template",
+        "sw",
+        "charts/stateward",
+        "--set",
+        "audit.enabled=true",
+        "--set",
+        "audit.interval=0s",
+    ]);
+    assert!(!ok && stderr.contains("interval"), "{stderr}");
 }
