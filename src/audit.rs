@@ -30,6 +30,7 @@ use crate::policy::{
 
 pub mod openreports;
 pub mod reports;
+pub mod slim;
 pub mod watch;
 
 /// Objects per list request.
@@ -514,6 +515,20 @@ async fn list_all<K>(
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    list_slim(api, params, what, scope, |_| {}).await
+}
+
+/// As [`list_all`], passing every object through `slim` as its page comes in.
+async fn list_slim<K>(
+    api: Api<K>,
+    params: ListParams,
+    what: &'static str,
+    scope: &str,
+    slim: fn(&mut K),
+) -> Result<Vec<K>, AuditError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let mut items = Vec::new();
     let mut params = params.limit(PAGE_SIZE);
     loop {
@@ -527,7 +542,10 @@ where
                 _ => err.to_string(),
             },
         })?;
-        items.extend(page.items);
+        items.extend(page.items.into_iter().map(|mut item| {
+            slim(&mut item);
+            item
+        }));
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => return Ok(items),
@@ -580,15 +598,23 @@ pub async fn inventory(
             &scope,
         )
         .await?,
-        pods: list_all(api(client, namespace), all(), "pods", &scope).await?,
-        claims: list_all(
+        pods: list_slim(api(client, namespace), all(), "pods", &scope, slim::pod).await?,
+        claims: list_slim(
             api(client, namespace),
             all(),
             "persistentvolumeclaims",
             &scope,
+            slim::claim,
         )
         .await?,
-        nodes: list_all(Api::all(client.clone()), all(), "nodes", "(cluster-scoped)").await?,
+        nodes: list_slim(
+            Api::all(client.clone()),
+            all(),
+            "nodes",
+            "(cluster-scoped)",
+            slim::node,
+        )
+        .await?,
     })
 }
 
