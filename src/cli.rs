@@ -94,7 +94,9 @@ pub enum Command {
         adds the live-state rules (blocked rollouts, pods stuck Terminating, unbound \
         claims, PodDisruptionBudgets that block drains, orphaned claims). Without --watch \
         nothing is changed. Exit status: 0 no enforce finding, 1 at least one enforce finding, 2 usage \
-        error, invalid policy or API error (a forbidden list names the resource).")]
+        error, invalid policy or API error (a forbidden list names the resource); with \
+        --watch: 0 after SIGTERM/SIGINT, 2 on a start-up error (a later failed pass is \
+        logged and counted, and the next pass tries again).")]
     Audit(AuditArgs),
     /// Policy files: print their JSON Schema, or validate them.
     #[command(subcommand)]
