@@ -769,7 +769,7 @@ pub async fn watch_without_crds_then_with(env: std::sync::Arc<Env>) {
             watch.passes(),
             warnings
                 .iter()
-                .map(|w| format!("{} {}", w["level"], w["fields"]["message"]))
+                .map(|w| format!("{} {}", w["level"], w["message"]))
                 .collect::<Vec<_>>()
         ),
     );
