@@ -568,7 +568,7 @@ pub async fn inventory(
 }
 
 pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
-    let policy = match crate::check::load_policy(args.policy.policy.as_deref()) {
+    let policy = match crate::commands::check::load_policy(args.policy.policy.as_deref()) {
         Ok(policy) => policy,
         Err(err) => {
             eprintln!("error: {err}");

@@ -65,7 +65,7 @@ fn sarif_round_trips_and_points_at_the_field() {
         // the build knows where docs/rules.md is published.
         match rule["helpUri"].as_str() {
             Some(help) => assert!(help.starts_with("http") && help.contains('#'), "{help}"),
-            None => assert_eq!(stateward::formats::rules_doc_url(), None),
+            None => assert_eq!(stateward::commands::check::formats::rules_doc_url(), None),
         }
     }
     let grace = rules
@@ -73,7 +73,7 @@ fn sarif_round_trips_and_points_at_the_field() {
         .find(|r| r["id"] == "statefulset.termination-grace-period")
         .expect("descriptor");
     assert_eq!(grace["defaultConfiguration"]["level"], "error");
-    if let Some(url) = stateward::formats::rules_doc_url() {
+    if let Some(url) = stateward::commands::check::formats::rules_doc_url() {
         assert_eq!(
             grace["helpUri"],
             format!("{url}#statefulsettermination-grace-period-enforce")

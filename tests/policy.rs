@@ -125,7 +125,7 @@ fn every_object_in_the_schema_rejects_unknown_fields() {
     );
     assert_eq!(
         definitions["ClaimUnboundRule"]["properties"]["pendingFor"]["pattern"],
-        "^[0-9]+[smhd]$"
+        stateward::duration::PATTERN
     );
     assert!(
         rules["statefulset.termination-grace-period"]["description"]

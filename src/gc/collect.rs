@@ -2,8 +2,6 @@
 //! the planned claims with uid and resourceVersion preconditions, so a claim re-created
 //! or changed since the plan is never removed. A signal during the deletions finishes the
 //! one in flight and skips the rest.
-use std::io::Write;
-
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Preconditions};
@@ -11,7 +9,6 @@ use kube::{Api, Client};
 use serde::Serialize;
 
 use super::classify::{ClaimView, Orphan, PodView, SetView, classify};
-use super::shutdown::Shutdown;
 use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
 
@@ -27,24 +24,10 @@ pub enum GcError {
 
 /// Parses `--flag` as a duration in seconds (`90s`, `30m`, `12h`, `7d`).
 pub fn parse_duration_flag(flag: &'static str, text: &str) -> Result<i64, GcError> {
-    parse_age(text).ok_or_else(|| GcError::Duration {
+    crate::duration::seconds(text).ok_or_else(|| GcError::Duration {
         flag,
         value: text.to_owned(),
     })
-}
-
-/// Parses `90s`, `30m`, `12h`, `7d` into seconds.
-pub fn parse_age(text: &str) -> Option<i64> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = number.parse().ok()?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(factor)
 }
 
 /// Parses a Kubernetes quantity (`10Gi`, `500M`, `1e3`, `1.5Ti`) into bytes.
@@ -421,53 +404,16 @@ pub fn now_seconds() -> i64 {
         .unwrap_or(0)
 }
 
-pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let exit = runtime.block_on(async {
-        // The one signal listener of the process, before anything else.
-        let shutdown = Shutdown::install();
-        let Some(client) =
-            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
-                .await
-        else {
-            return Ok(Exit::Usage);
-        };
-        if args.watch {
-            return super::watch::run(args, client, shutdown).await;
-        }
-        let gate = move || shutdown.requested().then_some("stopped by a signal");
-        match run_once_gated(&args, client, now_seconds(), &gate).await {
-            Ok((text, exit)) => {
-                std::io::stdout().write_all(text.as_bytes())?;
-                Ok(exit)
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                Ok(Exit::Usage)
-            }
-        }
-    });
-    // Watches and the admin server end with the runtime; nothing of theirs is awaited.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    exit
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn quantities_and_ages_parse() {
+    fn quantities_parse() {
         assert_eq!(quantity_bytes("10Gi"), Some(10 * 1024 * 1024 * 1024));
         assert_eq!(quantity_bytes("500M"), Some(500_000_000));
         assert_eq!(quantity_bytes("1e3"), Some(1000));
         assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
         assert_eq!(quantity_bytes("lots"), None);
-        assert_eq!(parse_age("30m"), Some(1800));
-        assert_eq!(parse_age("7d"), Some(604_800));
-        assert_eq!(parse_age("7w"), None);
-        assert_eq!(parse_age("d"), None);
     }
 }

@@ -376,8 +376,8 @@ struct ForceDeleteRule {
     override_annotation: Option<String>,
 }
 
-/// A duration as policy files write it: a whole number of seconds, minutes, hours or days.
-const DURATION_PATTERN: &str = "^[0-9]+[smhd]$";
+/// A duration as policy files write it (`10m`, `1h30m`, `2d`): [`crate::duration`].
+const DURATION_PATTERN: &str = crate::duration::PATTERN;
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -418,10 +418,10 @@ struct ClaimUnboundRule {
 
 /// Parses a policy duration (`90s`, `10m`, `2h`, `1d`) into seconds.
 fn duration_seconds(text: &str, field: &str) -> Result<i64, ResolveError> {
-    crate::gc::collect::parse_age(text).ok_or_else(|| {
+    crate::duration::seconds(text).ok_or_else(|| {
         (
             field.to_owned(),
-            format!("`{text}` is not a duration: use a whole number with s, m, h or d (e.g. 10m)"),
+            format!("`{text}` is not a duration: use a number with s, m, h or d (e.g. 10m, 1h30m)"),
         )
     })
 }

@@ -81,7 +81,7 @@ pub fn render(policy: &Policy, format: OutputFormat) -> String {
 }
 
 pub fn run(args: RulesArgs) -> anyhow::Result<Exit> {
-    let policy = crate::check::load_policy(args.policy.policy.as_deref())?;
+    let policy = crate::commands::check::load_policy(args.policy.policy.as_deref())?;
     let text = render(&policy, args.output);
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(Exit::Ok)

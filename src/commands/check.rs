@@ -1,6 +1,9 @@
 //! Offline evaluation: `stateward check` and `stateward mutate`. Every document is
 //! evaluated as a CREATE request by the same engine the webhook uses; rules that need
 //! other objects look at the other documents of the same invocation.
+pub mod formats;
+pub mod manifest;
+
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -8,9 +11,9 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde::Serialize;
 use serde_json::Value;
 
+use self::manifest::{Document, ReadError, Source};
 use crate::Exit;
 use crate::cli::{CheckArgs, CheckOutput, ColorChoice, MutateArgs};
-use crate::manifest::{self, Document, ReadError, Source};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::review::unknown_fields;
 use crate::policy::{
@@ -521,9 +524,11 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<Exit> {
     let text = match args.output {
         CheckOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         CheckOutput::Text => render_text(&checked, &report, use_color(args.color)),
-        CheckOutput::Sarif => crate::formats::render_sarif(&policy, &checked, &report)?,
-        CheckOutput::Junit => crate::formats::render_junit(&checked, &report),
-        CheckOutput::Github => crate::formats::render_github(&checked, &report),
+        CheckOutput::Sarif => {
+            crate::commands::check::formats::render_sarif(&policy, &checked, &report)?
+        }
+        CheckOutput::Junit => crate::commands::check::formats::render_junit(&checked, &report),
+        CheckOutput::Github => crate::commands::check::formats::render_github(&checked, &report),
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(report.exit())
