@@ -1,4 +1,6 @@
-//! `stateward`: wiring only. Every subcommand lives in its own module as `run(args)`.
+//! `stateward`: wiring only. Every subcommand lives in its own module of
+//! [`stateward::commands`]; this file parses the command line and maps the result to an exit
+//! status.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -23,14 +25,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => stateward::audit::run(args),
         Command::Policy(command) => stateward::commands::policy::run(command),
         Command::Completions(args) => {
-            // Completion scripts complete the program file as it is installed.
-            let file = argv0
-                .as_deref()
-                .map(std::path::Path::new)
-                .and_then(std::path::Path::file_name)
-                .map(|f| f.to_string_lossy().trim_end_matches(".exe").to_owned())
-                .unwrap_or_else(|| "stateward".to_owned());
-            stateward::commands::generate::run_completions(args, &file)
+            stateward::commands::generate::run_completions(args, argv0.as_deref())
         }
         Command::Man(args) => stateward::commands::generate::run_man(args),
     };

@@ -1,4 +1,6 @@
-//! `stateward policy schema` and `stateward policy check`.
+//! `stateward policy schema` (the JSON Schema of policy files) and `stateward policy check`
+//! (validate policy files). Reads files and prints; what a valid policy is belongs to the
+//! engine ([`crate::policy::config`]).
 use std::io::Write;
 
 use crate::Exit;

@@ -1,4 +1,5 @@
-//! `stateward rules`: the rule table as a person or a script reads it.
+//! `stateward rules`: the rule table as a person or a script reads it. It only formats the
+//! engine's table ([`crate::policy::rules::RULES`]); no rule is defined here.
 use std::io::Write;
 
 use serde::Serialize;

@@ -183,9 +183,8 @@ pub fn claims_of_live_sets<'a>(
             .push((set, selector));
     }
     for candidates in by_ns.values_mut() {
-        candidates.sort_by(|(a, _), (b, _)| {
-            b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name))
-        });
+        candidates
+            .sort_by(|(a, _), (b, _)| b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name)));
     }
     let mut out = Vec::new();
     for claim in claims {

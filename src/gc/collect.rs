@@ -1,7 +1,8 @@
-//! `stateward gc`: list claims, sets and pods, print the plan, and on `--delete` remove
-//! the planned claims with uid and resourceVersion preconditions, so a claim re-created
-//! or changed since the plan is never removed. A signal during the deletions finishes the
-//! one in flight and skips the rest.
+//! The one-shot collector: list claims, sets and pods ([`snapshot`]), plan the orphans
+//! ([`plan`]), render the plan, and delete the planned claims with uid and resourceVersion
+//! preconditions ([`delete`]), so a claim re-created or changed since the plan is never
+//! removed; a closed gate (a signal) finishes the deletion in flight and skips the rest.
+//! It prints nothing and reads no flags: `stateward gc` ([`crate::commands::gc`]) does.
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Preconditions};

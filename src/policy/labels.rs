@@ -137,8 +137,8 @@ mod tests {
             Labels::new(),
         ] {
             let set = LabelSet::from(selector.clone());
-            let expected = !selector.is_empty()
-                && selector.iter().all(|(k, v)| pod.get(k) == Some(v));
+            let expected =
+                !selector.is_empty() && selector.iter().all(|(k, v)| pod.get(k) == Some(v));
             assert_eq!(set.selects(&pod), expected);
             assert_eq!(set.to_labels(), selector);
             for key in ["app", "tier", "zone", ""] {
