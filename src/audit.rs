@@ -580,7 +580,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         .build()?;
     runtime.block_on(async {
         let Some(client) =
-            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
                 .await
         else {
             return Ok(Exit::Usage);

@@ -8,3 +8,23 @@ pub mod generate;
 pub mod policy;
 pub mod rules;
 pub mod serve;
+
+use std::path::Path;
+
+use kube::Client;
+
+/// The client of a command that needs a cluster (`gc`, `audit`): `None` after printing
+/// why there is none (the command then exits 2).
+pub async fn command_client(kubeconfig: Option<&Path>, context: Option<&str>) -> Option<Client> {
+    match crate::cluster::client(crate::cli::ClusterMode::Required, kubeconfig, context).await {
+        Ok(Some(client)) => Some(client),
+        Ok(None) => {
+            eprintln!("error: no cluster configuration");
+            None
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            None
+        }
+    }
+}

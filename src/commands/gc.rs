@@ -28,7 +28,7 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
         // The one signal listener of the process, before anything else.
         let shutdown = Shutdown::install();
         let Some(client) =
-            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
                 .await
         else {
             return Ok(Exit::Usage);

@@ -201,8 +201,41 @@ pub fn plan(snapshot: &Snapshot, now: i64, min_age_seconds: i64) -> Vec<Orphan> 
 pub struct Outcome {
     pub namespace: String,
     pub claim: String,
-    pub result: &'static str,
+    pub result: Deletion,
     pub reason: String,
+}
+
+/// The result of one deletion, as `gc` prints it and the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// Not deleted on purpose: unverified, changed since the plan, already gone.
+    Skipped,
+    /// Not tried because the gate closed (printed as `skipped`).
+    NotAttempted,
+    Failed,
+}
+
+impl Deletion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deletion::Deleted => "deleted",
+            Deletion::Skipped | Deletion::NotAttempted => "skipped",
+            Deletion::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Deletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for Deletion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// Says, before each write, whether writing must stop and why (a signal, lost
@@ -226,7 +259,7 @@ pub async fn delete(
     let mut outcomes = Vec::new();
     let total = orphans.len();
     for (i, orphan) in orphans.iter().enumerate() {
-        let outcome = |result: &'static str, reason: String| Outcome {
+        let outcome = |result: Deletion, reason: String| Outcome {
             namespace: orphan.namespace.clone(),
             claim: orphan.claim.clone(),
             result,
@@ -234,13 +267,16 @@ pub async fn delete(
         };
         if !orphan.verified && !include_unverified {
             outcomes.push(outcome(
-                "skipped",
+                Deletion::Skipped,
                 "unverified: its StatefulSet is gone and the claim has no provenance annotations (written by gc --watch while the set lived); pass --include-unverified to delete it by name and labels".into(),
             ));
             continue;
         }
         if let Some(why) = gate() {
-            outcomes.push(outcome("skipped", format!("not attempted: {why}")));
+            outcomes.push(outcome(
+                Deletion::NotAttempted,
+                format!("not attempted: {why}"),
+            ));
             continue;
         }
         let params = DeleteParams {
@@ -253,18 +289,18 @@ pub async fn delete(
         let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &orphan.namespace);
         let result = api.delete(&orphan.claim, &params).await;
         outcomes.push(match result {
-            Ok(_) => outcome("deleted", String::new()),
+            Ok(_) => outcome(Deletion::Deleted, String::new()),
             Err(kube::Error::Api(status)) if status.code == 409 => outcome(
-                "skipped",
+                Deletion::Skipped,
                 "changed or re-created since the plan (precondition failed)".into(),
             ),
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                outcome("skipped", "already gone".into())
+                outcome(Deletion::Skipped, "already gone".into())
             }
-            Err(err) => outcome("failed", err.to_string()),
+            Err(err) => outcome(Deletion::Failed, err.to_string()),
         });
         if total >= 50 && (i + 1) % 50 == 0 {
-            eprintln!("deleted or skipped {}/{total} claims", i + 1);
+            tracing::info!(done = i + 1, total, "deleting orphaned claims");
         }
     }
     outcomes
@@ -391,7 +427,7 @@ pub async fn run_once_gated(
         return Ok((render(&orphans, None, now, args.output), Exit::Ok));
     }
     let outcomes = delete(&client, &orphans, args.include_unverified, gate).await;
-    let failed = outcomes.iter().any(|o| o.result == "failed");
+    let failed = outcomes.iter().any(|o| o.result == Deletion::Failed);
     Ok((
         render(&orphans, Some(&outcomes), now, args.output),
         if failed { Exit::Failure } else { Exit::Ok },

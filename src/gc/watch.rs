@@ -48,7 +48,8 @@ use super::classify::{
     SetView, claims_of_live_sets,
 };
 use super::collect::{
-    Gate, GcError, Snapshot, claim_view, delete, parse_duration_flag, plan, pod_view, set_view,
+    Deletion, Gate, GcError, Snapshot, claim_view, delete, parse_duration_flag, plan, pod_view,
+    set_view,
 };
 use crate::cli::GcArgs;
 use crate::cluster::{Cache, CacheMetrics, Project, feed};
@@ -403,21 +404,22 @@ pub async fn reconcile(
         metrics
             .deletions
             .get_or_create(&ResultLabels {
-                result: outcome.result,
+                result: outcome.result.as_str(),
             })
             .inc();
         match outcome.result {
-            "deleted" => {
+            Deletion::Deleted => {
                 tracing::info!(claim = %name, "deleted orphaned claim");
                 report.deleted.push(name);
             }
-            "skipped" => {
-                if outcome.reason.starts_with("not attempted") && report.stopped.is_none() {
+            Deletion::Skipped => report.skipped.push(name),
+            Deletion::NotAttempted => {
+                if report.stopped.is_none() {
                     report.stopped = gate();
                 }
                 report.skipped.push(name);
             }
-            _ => {
+            Deletion::Failed => {
                 tracing::warn!(claim = %name, reason = %outcome.reason, "deletion failed");
                 report.failed.push(name);
             }
