@@ -699,7 +699,10 @@ mod tests {
             ..Inventory::default()
         };
         let mut policy = Policy::default();
-        policy.params.claim_pending_after_seconds = 0;
+        policy
+            .settings_mut(&crate::policy::rules::live::CLAIM_UNBOUND)
+            .expect("declared")
+            .pending_for = Some("0s".into());
         let report = audit(&policy, &inventory, 1_700_000_000);
         assert!(
             report.findings.iter().all(|f| f.name != "db"),
