@@ -472,6 +472,51 @@ mod tests {
         assert_eq!(parsed, Ok(Policy::default()));
     }
 
+    /// The baseline file shows every rule with its switch, `skippable` and every parameter
+    /// that has a default (so equal to the defaults is not just "lists nothing").
+    #[test]
+    fn baseline_file_shows_every_declared_setting() {
+        let file: serde_json::Value = serde_saphyr::from_str(BASELINE_YAML).expect("YAML");
+        let schema = schema();
+        for info in RULES {
+            let section = if info.is_mutation() {
+                "mutations"
+            } else {
+                "rules"
+            };
+            let entry = file["spec"][section][info.name]
+                .as_object()
+                .unwrap_or_else(|| {
+                    panic!("policies/baseline.yaml has no spec.{section}.{}", info.name)
+                });
+            let definitions = if info.is_mutation() {
+                "MutationsSection"
+            } else {
+                "RulesSection"
+            };
+            let reference = schema["definitions"][definitions]["properties"][info.name]["allOf"][0]
+                ["$ref"]
+                .as_str()
+                .expect("a reference to the settings type");
+            let name = reference.trim_start_matches("#/definitions/");
+            let properties = schema["definitions"][name]["properties"]
+                .as_object()
+                .expect("properties");
+            for (key, property) in properties {
+                let shown = matches!(key.as_str(), "mode" | "enabled" | "skippable")
+                    || property.get("default").is_some();
+                assert!(
+                    !shown || entry.contains_key(key),
+                    "policies/baseline.yaml: {} does not show `{key}`",
+                    info.name
+                );
+            }
+            for key in entry.keys() {
+                assert!(properties.contains_key(key), "{}: `{key}`", info.name);
+            }
+        }
+    }
+
     #[test]
     fn strict_file_raises_warnings_to_enforce() {
         let text = include_str!("../../policies/strict.yaml");
