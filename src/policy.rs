@@ -380,6 +380,46 @@ mod tests {
     }
 
     #[test]
+    fn removed_statefulset_versions_are_judged_on_the_header() {
+        let header = |api_version| Header {
+            api_version,
+            kind: "StatefulSet",
+        };
+        let policy = Policy::default();
+        assert_eq!(evaluate_header(&policy, &header("apps/v1")), None);
+        assert_eq!(
+            evaluate_header(
+                &policy,
+                &Header {
+                    api_version: "apps/v1beta2",
+                    kind: "Deployment"
+                }
+            ),
+            None
+        );
+        let findings = evaluate_header(&policy, &header("apps/v1beta2")).expect("objected");
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rule, RuleId::StatefulSetApiVersion);
+        assert_eq!(findings[0].mode, Level::Enforce);
+        assert_eq!(findings[0].field, "apiVersion");
+        assert!(
+            findings[0]
+                .message
+                .starts_with("apps/v1beta2 StatefulSets are not served")
+        );
+        // Off: still not a document for the other rules, but no finding.
+        let off = Policy::from_yaml(
+            "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata: {name: t}\nspec:\n  rules:\n    statefulset.api-version: {mode: off}\n",
+            "off.yaml",
+        )
+        .expect("valid");
+        assert_eq!(
+            evaluate_header(&off, &header("apps/v1beta1")),
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
     fn wrong_types_are_decode_errors_naming_the_field() {
         let obj = sts("web").set("/spec/replicas", json!("three"));
         let err = Resource::decode(Kind::StatefulSet, obj.value()).expect_err("must fail");
