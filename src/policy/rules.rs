@@ -102,6 +102,47 @@ macro_rules! rules {
     };
 }
 
+use defaults as d;
+use statefulset as s;
+
+// The table: one line per rule, naming its declaration (beside its code). The order is
+// the order of evaluation (mutations apply in it) and of every listing (`rules`, the
+// generated docs, the schema).
+rules! {
+    StatefulSetNameLength => s::NAME_LENGTH,
+    StatefulSetServiceName => s::SERVICE_NAME,
+    StatefulSetHeadlessService => s::HEADLESS_SERVICE,
+    StatefulSetSelectorMatchesTemplate => s::SELECTOR_MATCHES_TEMPLATE,
+    StatefulSetClaimTemplatesMounted => s::CLAIM_TEMPLATES_MOUNTED,
+    StatefulSetClaimTemplateStorage => s::CLAIM_TEMPLATE_STORAGE,
+    StatefulSetClaimTemplateAccessMode => s::CLAIM_TEMPLATE_ACCESS_MODE,
+    StatefulSetTerminationGracePeriod => s::TERMINATION_GRACE_PERIOD,
+    StatefulSetReadinessProbe => s::READINESS_PROBE,
+    StatefulSetResources => s::RESOURCES,
+    StatefulSetAntiAffinity => s::ANTI_AFFINITY,
+    StatefulSetAntiAffinitySelectsSelf => s::ANTI_AFFINITY_SELECTS_SELF,
+    StatefulSetUpdateStrategy => s::UPDATE_STRATEGY,
+    StatefulSetSecurityContext => s::SECURITY_CONTEXT,
+    StatefulSetRolloutStuck => s::ROLLOUT_STUCK,
+    StatefulSetScaleDownRetainsClaims => s::SCALE_DOWN_RETAINS_CLAIMS,
+    StatefulSetApiVersion => s::API_VERSION,
+    StatefulSetPodDisruptionBudget => s::POD_DISRUPTION_BUDGET,
+    StatefulSetRolloutBlocked => live::ROLLOUT_BLOCKED,
+    StatefulSetPodStuckTerminating => live::POD_STUCK_TERMINATING,
+    StatefulSetClaimUnbound => live::CLAIM_UNBOUND,
+    StatefulSetDisruptionBlocked => live::DISRUPTION_BLOCKED,
+    StatefulSetOrphanedClaim => live::ORPHANED_CLAIM,
+    ServiceHeadlessInUse => service::HEADLESS_IN_USE,
+    ServiceHeadlessShape => service::HEADLESS_SHAPE,
+    ServicePodNameSelector => service::POD_NAME_SELECTOR,
+    PodForceDelete => pod::FORCE_DELETE,
+    StatefulSetDefaultPodManagementPolicy => d::POD_MANAGEMENT_POLICY,
+    StatefulSetDefaultUpdateStrategy => d::UPDATE_STRATEGY,
+    StatefulSetDefaultAntiAffinity => d::ANTI_AFFINITY,
+    StatefulSetDefaultClaimRetention => d::CLAIM_RETENTION,
+    PodIdentityLabels => d::IDENTITY_LABELS,
+}
+
 impl RuleId {
     pub fn index(self) -> usize {
         self as usize
@@ -344,46 +385,6 @@ pub const fn mutate(default_on: bool, mutate: Mutation, target: Target) -> Actio
         mutate,
         target,
     }
-}
-
-use defaults as d;
-use statefulset as s;
-
-// The table: one line per rule, its declaration beside its code. Order matters only for
-// output (`rules`, the generated docs, the schema).
-rules! {
-    StatefulSetNameLength => s::NAME_LENGTH,
-    StatefulSetServiceName => s::SERVICE_NAME,
-    StatefulSetHeadlessService => s::HEADLESS_SERVICE,
-    StatefulSetSelectorMatchesTemplate => s::SELECTOR_MATCHES_TEMPLATE,
-    StatefulSetClaimTemplatesMounted => s::CLAIM_TEMPLATES_MOUNTED,
-    StatefulSetClaimTemplateStorage => s::CLAIM_TEMPLATE_STORAGE,
-    StatefulSetClaimTemplateAccessMode => s::CLAIM_TEMPLATE_ACCESS_MODE,
-    StatefulSetTerminationGracePeriod => s::TERMINATION_GRACE_PERIOD,
-    StatefulSetReadinessProbe => s::READINESS_PROBE,
-    StatefulSetResources => s::RESOURCES,
-    StatefulSetAntiAffinity => s::ANTI_AFFINITY,
-    StatefulSetAntiAffinitySelectsSelf => s::ANTI_AFFINITY_SELECTS_SELF,
-    StatefulSetUpdateStrategy => s::UPDATE_STRATEGY,
-    StatefulSetSecurityContext => s::SECURITY_CONTEXT,
-    StatefulSetRolloutStuck => s::ROLLOUT_STUCK,
-    StatefulSetScaleDownRetainsClaims => s::SCALE_DOWN_RETAINS_CLAIMS,
-    StatefulSetApiVersion => s::API_VERSION,
-    StatefulSetPodDisruptionBudget => s::POD_DISRUPTION_BUDGET,
-    StatefulSetRolloutBlocked => live::ROLLOUT_BLOCKED,
-    StatefulSetPodStuckTerminating => live::POD_STUCK_TERMINATING,
-    StatefulSetClaimUnbound => live::CLAIM_UNBOUND,
-    StatefulSetDisruptionBlocked => live::DISRUPTION_BLOCKED,
-    StatefulSetOrphanedClaim => live::ORPHANED_CLAIM,
-    ServiceHeadlessInUse => service::HEADLESS_IN_USE,
-    ServiceHeadlessShape => service::HEADLESS_SHAPE,
-    ServicePodNameSelector => service::POD_NAME_SELECTOR,
-    PodForceDelete => pod::FORCE_DELETE,
-    StatefulSetDefaultPodManagementPolicy => d::POD_MANAGEMENT_POLICY,
-    StatefulSetDefaultUpdateStrategy => d::UPDATE_STRATEGY,
-    StatefulSetDefaultAntiAffinity => d::ANTI_AFFINITY,
-    StatefulSetDefaultClaimRetention => d::CLAIM_RETENTION,
-    PodIdentityLabels => d::IDENTITY_LABELS,
 }
 
 #[cfg(test)]
