@@ -253,7 +253,7 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     let env = Arc::new(Env::start(dir, assets, helm, None).await);
 
     // The no-op, with a count of the reviews it answered (to see its webhooks in effect).
-    let bundle = stateward::certs::generate(&["localhost".into(), "127.0.0.1".into()], 1)
+    let bundle = stateward::commands::certs::generate(&["localhost".into(), "127.0.0.1".into()], 1)
         .expect("no-op certificates");
     let (cert, key) = (dir.join("noop.crt"), dir.join("noop.key"));
     std::fs::write(&cert, &bundle.cert).expect("write cert");

@@ -131,9 +131,11 @@ fn child(role: &str, dir: &Path) {
     runtime.block_on(async {
         let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
         let addr = if role == "stateward" {
-            let running = stateward::serve::start(stateward::serve::ServeConfig::local(cert, key))
-                .await
-                .expect("stateward starts");
+            let running = stateward::commands::serve::start(
+                stateward::commands::serve::ServeConfig::local(cert, key),
+            )
+            .await
+            .expect("stateward starts");
             let addr = running.tls_addr;
             std::mem::forget(running);
             addr
@@ -628,7 +630,7 @@ fn main() {
         }
         None => temp.path(),
     };
-    let certs = stateward::certs::generate(&["localhost".into()], 1).expect("certs");
+    let certs = stateward::commands::certs::generate(&["localhost".into()], 1).expect("certs");
     std::fs::write(dir.join("tls.crt"), &certs.cert).expect("write");
     std::fs::write(dir.join("tls.key"), &certs.key).expect("write");
     let runtime = tokio::runtime::Builder::new_multi_thread()

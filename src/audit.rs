@@ -623,7 +623,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         std::io::stdout().write_all(openreports::crds_yaml()?.as_bytes())?;
         return Ok(Exit::Ok);
     }
-    let policy = match crate::check::load_policy(args.policy.policy.as_deref()) {
+    let policy = match crate::commands::check::load_policy(args.policy.policy.as_deref()) {
         Ok(policy) => policy,
         Err(err) => {
             eprintln!("error: {err}");
@@ -638,7 +638,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         .build()?;
     runtime.block_on(async {
         let Some(client) =
-            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
                 .await
         else {
             return Ok(Exit::Usage);
@@ -676,12 +676,13 @@ fn run_watch(args: AuditArgs, policy: Policy) -> anyhow::Result<Exit> {
         // The one signal listener of the process, before anything else.
         let shutdown = crate::gc::shutdown::Shutdown::install();
         let Some(client) =
-            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
                 .await
         else {
             return Ok(Exit::Usage);
         };
-        watch::run(args, policy, client, shutdown).await
+        let load = crate::commands::check::read_policy;
+        watch::run(args, policy, load, client, shutdown).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     exit
@@ -779,7 +780,10 @@ mod tests {
             ..Inventory::default()
         };
         let mut policy = Policy::default();
-        policy.params.claim_pending_after_seconds = 0;
+        policy
+            .settings_mut(&crate::policy::rules::live::CLAIM_UNBOUND)
+            .expect("declared")
+            .pending_for = Some("0s".into());
         let report = audit(&policy, &inventory, 1_700_000_000);
         assert!(
             report.findings.iter().all(|f| f.name != "db"),

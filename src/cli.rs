@@ -289,6 +289,19 @@ pub struct RulesArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// The generated rule table of README.md or docs/rules.md, as Markdown (for the
+    /// project's docs, checked by a test).
+    #[arg(long, value_enum, value_name = "DOC", hide = true)]
+    pub markdown: Option<RulesDoc>,
+}
+
+/// A document whose rule table is generated from the rule declarations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RulesDoc {
+    /// README.md's rule table.
+    Readme,
+    /// docs/rules.md's index.
+    Docs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -106,22 +106,6 @@ pub async fn client(
         .map_err(|e| ClusterError::Client(e.to_string()))
 }
 
-/// The client of a command that needs a cluster (`gc`, `audit`): `None` after printing
-/// why there is none (the command then exits 2).
-pub async fn command_client(kubeconfig: Option<&Path>, context: Option<&str>) -> Option<Client> {
-    match client(ClusterMode::Required, kubeconfig, context).await {
-        Ok(Some(client)) => Some(client),
-        Ok(None) => {
-            eprintln!("error: no cluster configuration");
-            None
-        }
-        Err(err) => {
-            eprintln!("error: {err}");
-            None
-        }
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
     cache: &'static str,

@@ -1,28 +1,31 @@
 //! stateward: admission webhook and policy enforcer for StatefulSets, their headless
-//! Services and their Pods. The decision engine lives in [`policy`] and does no I/O; the
-//! offline commands ([`check`]) and the webhook call the same [`policy::evaluate`].
+//! Services and their Pods, and the collector of the claims they leave behind.
+//!
+//! The crate is layered; each layer may use the ones below it, never the ones above:
+//!
+//! - [`commands`]: one module per subcommand (`check`, `mutate`, `rules`, `policy`,
+//!   `serve`, `certs`, `gc`, `audit`, completions and man pages). The only code that
+//!   prints, chooses exit statuses and reports errors with `anyhow`.
+//! - [`webhook`]: the HTTPS transport of `serve`: admission decoding and answers, routes,
+//!   TLS and live reload. [`admin`]: the plain admin port (health, readiness, metrics).
+//! - [`gc`]: the collector of orphaned claims; [`audit`]: one pass over the live fleet.
+//! - [`cluster`]: the Kubernetes client and the watch-fed caches (webhook context and the
+//!   collector's stores); [`leader`]: Lease election.
+//! - [`policy`]: the pure engine (rules, policy files, patches). No I/O.
 #![forbid(unsafe_code)]
 
-pub mod admission;
+pub mod admin;
 pub mod audit;
-pub mod certs;
-pub mod check;
 pub mod cli;
 pub mod cluster;
-pub mod formats;
+pub mod commands;
+pub mod duration;
 pub mod gc;
-pub mod generate;
 pub mod leader;
-pub mod manifest;
 pub mod metrics;
 pub mod policy;
-pub mod policy_cmd;
-pub mod reload;
-pub mod rules_cmd;
-pub mod serve;
-pub mod server;
 pub mod telemetry;
-pub mod tls;
+pub mod webhook;
 
 /// Process exit statuses shared by every subcommand (see `interface.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

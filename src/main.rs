@@ -1,4 +1,6 @@
-//! `stateward`: wiring only. Every subcommand lives in its own module as `run(args)`.
+//! `stateward`: wiring only. Every subcommand lives in its own module of
+//! [`stateward::commands`]; this file parses the command line and maps the result to an exit
+//! status.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -14,25 +16,18 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     stateward::telemetry::init(&cli.global);
     let result = match cli.command {
-        Command::Check(args) => stateward::check::run_check(args),
-        Command::Mutate(args) => stateward::check::run_mutate(args),
-        Command::Rules(args) => stateward::rules_cmd::run(args),
-        Command::Serve(args) => stateward::serve::run(args),
-        Command::Certs(args) => stateward::certs::run(args),
-        Command::Gc(args) => stateward::gc::run(args),
+        Command::Check(args) => stateward::commands::check::run_check(args),
+        Command::Mutate(args) => stateward::commands::check::run_mutate(args),
+        Command::Rules(args) => stateward::commands::rules::run(args),
+        Command::Serve(args) => stateward::commands::serve::run(args),
+        Command::Certs(args) => stateward::commands::certs::run(args),
+        Command::Gc(args) => stateward::commands::gc::run(args),
         Command::Audit(args) => stateward::audit::run(args),
-        Command::Policy(command) => stateward::policy_cmd::run(command),
+        Command::Policy(command) => stateward::commands::policy::run(command),
         Command::Completions(args) => {
-            // Completion scripts complete the program file as it is installed.
-            let file = argv0
-                .as_deref()
-                .map(std::path::Path::new)
-                .and_then(std::path::Path::file_name)
-                .map(|f| f.to_string_lossy().trim_end_matches(".exe").to_owned())
-                .unwrap_or_else(|| "stateward".to_owned());
-            stateward::generate::run_completions(args, &file)
+            stateward::commands::generate::run_completions(args, argv0.as_deref())
         }
-        Command::Man(args) => stateward::generate::run_man(args),
+        Command::Man(args) => stateward::commands::generate::run_man(args),
     };
     match result {
         Ok(code) => code.into(),

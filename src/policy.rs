@@ -12,6 +12,7 @@ pub mod patch;
 pub mod review;
 pub mod rules;
 pub mod scale;
+pub mod settings;
 #[cfg(test)]
 pub mod testkit;
 
@@ -19,7 +20,7 @@ pub use config::{Policy, PolicyError};
 pub use context::{Context, NoContext, StaticContext};
 pub use decision::{Decision, Finding, Level};
 pub use review::{Kind, Operation, Resource, Review};
-pub use rules::{Mode, RuleId};
+pub use rules::{Header, Mode, RuleId};
 pub use scale::{ScaleReview, evaluate_scale};
 
 use rules::{Action, Check, Input, Mutation, RULES, Sink};
@@ -220,16 +221,8 @@ fn validate(policy: &Policy, review: &Review, context: &dyn Context, decision: &
             _ => {}
         }
         for violation in sink.violations {
-            let effective = if violation.advisory {
-                mode.min(Mode::Warn)
-            } else {
-                mode
-            };
-            let level = match effective {
-                Mode::Enforce => Level::Enforce,
-                Mode::Warn => Level::Warn,
-                Mode::Audit => Level::Audit,
-                Mode::Off => continue,
+            let Some(level) = level_of(mode, violation.advisory) else {
+                continue;
             };
             decision.findings.push(Finding {
                 rule: info.id,
@@ -238,6 +231,54 @@ fn validate(policy: &Policy, review: &Review, context: &dyn Context, decision: &
                 message: violation.message,
             });
         }
+    }
+}
+
+/// Evaluates the header rules (apiVersion and kind, before decoding) on a document of a
+/// CREATE, as the offline checker reads it. `None`: no header rule objects, and the
+/// document is for the other rules. `Some`: a header rule objects (e.g. a removed API
+/// version), so the document cannot be judged as a served kind; the findings are at the
+/// policy's modes (none when they are `off`).
+pub fn evaluate_header(policy: &Policy, header: &Header<'_>) -> Option<Vec<Finding>> {
+    let mut objected = false;
+    let mut findings = Vec::new();
+    for info in RULES {
+        let Action::Validate {
+            check: Check::Header(f),
+            ..
+        } = info.action
+        else {
+            continue;
+        };
+        if header.kind != info.kind.as_str() || !info.operations.contains(&Operation::Create) {
+            continue;
+        }
+        let mut sink = Sink::default();
+        f(header, &mut sink);
+        objected |= !sink.violations.is_empty();
+        let mode = policy.mode(info.id);
+        for violation in sink.violations {
+            if let Some(level) = level_of(mode, violation.advisory) {
+                findings.push(Finding {
+                    rule: info.id,
+                    mode: level,
+                    field: violation.field,
+                    message: violation.message,
+                });
+            }
+        }
+    }
+    objected.then_some(findings)
+}
+
+/// The level of a violation under a rule's mode (`None`: the rule is off).
+fn level_of(mode: Mode, advisory: bool) -> Option<Level> {
+    let effective = if advisory { mode.min(Mode::Warn) } else { mode };
+    match effective {
+        Mode::Enforce => Some(Level::Enforce),
+        Mode::Warn => Some(Level::Warn),
+        Mode::Audit => Some(Level::Audit),
+        Mode::Off => None,
     }
 }
 
@@ -336,6 +377,46 @@ mod tests {
         assert!(d.patch.is_some());
         assert!(of(&d, RuleId::StatefulSetAntiAffinity).is_empty());
         assert!(d.findings.iter().all(|f| f.mode == Level::Mutate));
+    }
+
+    #[test]
+    fn removed_statefulset_versions_are_judged_on_the_header() {
+        let header = |api_version| Header {
+            api_version,
+            kind: "StatefulSet",
+        };
+        let policy = Policy::default();
+        assert_eq!(evaluate_header(&policy, &header("apps/v1")), None);
+        assert_eq!(
+            evaluate_header(
+                &policy,
+                &Header {
+                    api_version: "apps/v1beta2",
+                    kind: "Deployment"
+                }
+            ),
+            None
+        );
+        let findings = evaluate_header(&policy, &header("apps/v1beta2")).expect("objected");
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].rule, RuleId::StatefulSetApiVersion);
+        assert_eq!(findings[0].mode, Level::Enforce);
+        assert_eq!(findings[0].field, "apiVersion");
+        assert!(
+            findings[0]
+                .message
+                .starts_with("apps/v1beta2 StatefulSets are not served")
+        );
+        // Off: still not a document for the other rules, but no finding.
+        let off = Policy::from_yaml(
+            "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata: {name: t}\nspec:\n  rules:\n    statefulset.api-version: {mode: off}\n",
+            "off.yaml",
+        )
+        .expect("valid");
+        assert_eq!(
+            evaluate_header(&off, &header("apps/v1beta1")),
+            Some(Vec::new())
+        );
     }
 
     #[test]

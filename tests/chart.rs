@@ -11,8 +11,8 @@ use std::process::Command;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use stateward::check::{build_report, check_sources};
-use stateward::manifest::{Source, documents};
+use stateward::commands::check::manifest::{Source, documents};
+use stateward::commands::check::{build_report, check_sources};
 use stateward::policy::Policy;
 
 fn root() -> &'static Path {
@@ -769,7 +769,7 @@ fn rolling_restarts_stay_unready_but_serving_within_the_grace_period() {
     use clap::Parser;
     let Some(helm) = Helm::tier() else { return };
     // The drain after the delay is bounded by the TLS server's drain timeout.
-    let drain = stateward::tls::ConnectionLimits::default()
+    let drain = stateward::webhook::tls::ConnectionLimits::default()
         .drain_timeout
         .as_secs();
     for (sets, delay) in [

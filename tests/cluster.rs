@@ -382,10 +382,10 @@ async fn a_relist_replaces_the_cache() {
 
 #[tokio::test]
 async fn readiness_waits_for_the_caches_under_cluster_required() {
-    use stateward::serve::{ServeConfig, start};
-    use stateward::server::ReadyCheck;
+    use stateward::admin::ReadyCheck;
+    use stateward::commands::serve::{ServeConfig, start};
     let cluster = cluster(Duration::from_millis(20));
-    let certs = stateward::certs::generate(&["localhost".into()], 1).expect("certs");
+    let certs = stateward::commands::certs::generate(&["localhost".into()], 1).expect("certs");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("tls.crt"), &certs.cert).expect("write");
     std::fs::write(dir.path().join("tls.key"), &certs.key).expect("write");

@@ -4,8 +4,8 @@
 #[path = "support/tiers.rs"]
 mod tiers;
 
-use stateward::check::{Outcome, build_report, check_sources};
-use stateward::manifest::read_paths;
+use stateward::commands::check::manifest::read_paths;
+use stateward::commands::check::{Outcome, build_report, check_sources};
 use stateward::policy::Policy;
 
 #[test]

@@ -2,8 +2,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use stateward::check::{build_report, check_sources, render_mutated};
-use stateward::manifest::{Source, documents};
+use stateward::commands::check::manifest::{Source, documents};
+use stateward::commands::check::{build_report, check_sources, render_mutated};
 use stateward::policy::{Level, Policy};
 
 fn files(dir: &str) -> Vec<PathBuf> {

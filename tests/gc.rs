@@ -11,8 +11,8 @@ use stateward::Exit;
 use stateward::cli::{Cli, Command, GcArgs};
 use stateward::gc::collect::{open_gate, run_once, run_once_gated, snapshot};
 use stateward::gc::watch::{
-    GcMetrics, PassOptions, PassOutcome, PassReport, Scope, Stores, opted_in_namespaces, pass,
-    reconcile, recorder,
+    GcMetrics, PassContext, PassOptions, PassOutcome, PassReport, Scope, Stores,
+    opted_in_namespaces, pass, reconcile,
 };
 
 #[derive(Debug, Clone)]
@@ -242,9 +242,7 @@ async fn listed_pass(
     let snap = snapshot(client, None, None).await.expect("snapshot");
     let namespaces = opted_in_namespaces(client).await.expect("namespaces");
     reconcile(
-        client,
-        &recorder(client),
-        metrics,
+        &PassContext::new(client, metrics.clone()),
         snap,
         &namespaces,
         &options(now, grace),
@@ -567,9 +565,7 @@ async fn min_age_leaves_young_orphans_alone_in_the_watch_loop() {
     let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
     let snap = snapshot(&client, None, None).await.expect("snapshot");
     let report = reconcile(
-        &client,
-        &recorder(&client),
-        &metrics,
+        &PassContext::new(&client, metrics.clone()),
         snap,
         &Default::default(),
         &PassOptions {
@@ -651,9 +647,7 @@ async fn the_watch_loop_reads_projections_from_watch_fed_stores() {
     assert!(opted_in.contains("shop"));
     let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
     let outcome = pass(
-        &client,
-        &recorder(&client),
-        &metrics,
+        &PassContext::new(&client, metrics.clone()),
         &stores,
         &options(T0, 60),
         &open_gate,
@@ -765,9 +759,7 @@ async fn no_pass_writes_while_a_store_is_not_current() {
     .await
     .expect("the pod store turns stale");
     let outcome = pass(
-        &client,
-        &recorder(&client),
-        &metrics,
+        &PassContext::new(&client, metrics.clone()),
         &stores,
         &options(T0, 60),
         &open_gate,
@@ -797,9 +789,7 @@ async fn no_pass_writes_while_a_store_is_not_current() {
     .await
     .expect("the pod store is listed again");
     let outcome = pass(
-        &client,
-        &recorder(&client),
-        &metrics,
+        &PassContext::new(&client, metrics.clone()),
         &stores,
         &options(T0, 60),
         &open_gate,
@@ -846,9 +836,7 @@ async fn a_closed_gate_finishes_the_write_in_flight_and_skips_the_rest() {
     let counter = deletes.clone();
     let gate = move || (counter() >= 1).then_some("stopped by a signal");
     let report = reconcile(
-        &api,
-        &recorder(&api),
-        &metrics,
+        &PassContext::new(&api, metrics.clone()),
         snap,
         &Default::default(),
         &options(T0, 60),

@@ -14,11 +14,11 @@ use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-use stateward::certs::{Bundle, generate};
+use stateward::commands::certs::{Bundle, generate};
+use stateward::commands::serve::{Running, ServeConfig, start};
 use stateward::policy::context::{ServiceInfo, StatefulSetInfo};
 use stateward::policy::{NoContext, StaticContext};
-use stateward::serve::{Running, ServeConfig, start};
-use stateward::tls::ConnectionLimits;
+use stateward::webhook::tls::ConnectionLimits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -1137,10 +1137,10 @@ mod fuzz {
     use http_body_util::BodyExt;
     use proptest::prelude::*;
     use serde_json::Value;
-    use stateward::admission::Admission;
     use stateward::metrics::Metrics;
     use stateward::policy::{NoContext, Policy};
-    use stateward::server::webhook_router;
+    use stateward::webhook::admission::Admission;
+    use stateward::webhook::routes::webhook_router;
     use tower::ServiceExt;
 
     fn example() -> Value {

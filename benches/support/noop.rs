@@ -45,9 +45,10 @@ pub fn router() -> Router {
 /// Serves `router` over TLS with the certificate and key at `cert`, `key` on an
 /// ephemeral port of 127.0.0.1, on the current runtime, until the runtime ends.
 pub async fn serve(router: Router, cert: &Path, key: &Path) -> std::net::SocketAddr {
-    let key = stateward::tls::load_certified_key(cert, key).expect("certificate");
+    let key = stateward::webhook::tls::load_certified_key(cert, key).expect("certificate");
     let config =
-        stateward::tls::server_config(stateward::tls::SwappableCert::new(key)).expect("tls config");
+        stateward::webhook::tls::server_config(stateward::webhook::tls::SwappableCert::new(key))
+            .expect("tls config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -55,7 +56,7 @@ pub async fn serve(router: Router, cert: &Path, key: &Path) -> std::net::SocketA
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let _tx = tx;
-        stateward::tls::serve_tls(listener, config, router, Default::default(), rx).await
+        stateward::webhook::tls::serve_tls(listener, config, router, Default::default(), rx).await
     });
     addr
 }

@@ -32,13 +32,13 @@ use super::openreports::Report;
 use super::reports::{self, Deletion, FIELD_MANAGER, Plan, SELECTOR};
 use super::{AuditReport, PAGE_SIZE, audit, inventory};
 use crate::Exit;
+use crate::admin::admin_router;
 use crate::cli::AuditArgs;
-use crate::gc::collect::{now_seconds, parse_age};
+use crate::gc::collect::now_seconds;
 use crate::gc::shutdown::Shutdown;
 use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::server::admin_router;
 
 /// How to install the CRDs, for the one warning.
 pub const INSTALL_HINT: &str = "install them with the chart (--set audit.installCRDs=true) \
@@ -171,7 +171,7 @@ pub struct Settings {
 }
 
 fn duration(flag: &'static str, text: &str, min: i64) -> Result<Duration, WatchError> {
-    match parse_age(text) {
+    match crate::duration::seconds(text) {
         Some(seconds) if seconds >= min => Ok(Duration::from_secs(seconds as u64)),
         _ => Err(WatchError::Duration {
             flag,
@@ -333,6 +333,10 @@ pub async fn write(
     written
 }
 
+/// Reads and validates a policy file (reading files is the command layer's: it passes its
+/// reader in).
+pub type LoadPolicy = fn(&std::path::Path) -> Result<Policy, crate::policy::PolicyError>;
+
 /// State kept across passes.
 pub struct Pass {
     pub client: Client,
@@ -342,11 +346,19 @@ pub struct Pass {
     pub crds: Crds,
     published: HashSet<FindingLabels>,
     policy_error: Option<String>,
+    load: LoadPolicy,
 }
 
 impl Pass {
-    pub fn new(client: Client, settings: Settings, metrics: AuditMetrics, policy: Policy) -> Pass {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: AuditMetrics,
+        policy: Policy,
+        load: LoadPolicy,
+    ) -> Pass {
         Pass {
+            load,
             client,
             settings,
             metrics,
@@ -363,7 +375,7 @@ impl Pass {
         let Some(path) = self.settings.policy.as_deref() else {
             return;
         };
-        match crate::check::load_policy(Some(path)) {
+        match (self.load)(path) {
             Ok(policy) => {
                 if self.policy_error.take().is_some() {
                     tracing::info!(policy = %path.display(), "policy file valid again");
@@ -463,6 +475,7 @@ impl Pass {
 pub async fn run(
     args: AuditArgs,
     policy: Policy,
+    load: LoadPolicy,
     client: Client,
     shutdown: Shutdown,
 ) -> anyhow::Result<Exit> {
@@ -505,7 +518,7 @@ pub async fn run(
         identity = leadership.identity(),
         "audit --watch started"
     );
-    let mut pass = Pass::new(client, settings.clone(), audit_metrics, policy);
+    let mut pass = Pass::new(client, settings.clone(), audit_metrics, policy, load);
     // A pass at once when this replica leads (also when it becomes the leader), then
     // every interval; leadership is looked at every second at least.
     let mut leading = false;

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Serialize;
 
-use crate::policy::labels::selector_matches;
+use kube::core::{Selector, SelectorExt};
 
 pub const KEEP: &str = "stateward.io/keep";
 pub const SET_ANNOTATION: &str = "stateward.io/statefulset";
@@ -172,22 +172,29 @@ pub fn claims_of_live_sets<'a>(
     claims: &'a [ClaimView],
     sets: &'a [SetView],
 ) -> Vec<(&'a ClaimView, &'a SetView, i64)> {
-    let mut by_ns: HashMap<&str, Vec<&SetView>> = HashMap::new();
+    // Each selector is converted once; an invalid one (the API server rejects it) selects
+    // nothing.
+    let mut by_ns: HashMap<&str, Vec<(&SetView, Option<Selector>)>> = HashMap::new();
     for set in sets {
-        by_ns.entry(set.namespace.as_str()).or_default().push(set);
+        let selector = Selector::try_from(set.selector.clone()).ok();
+        by_ns
+            .entry(set.namespace.as_str())
+            .or_default()
+            .push((set, selector));
     }
     for candidates in by_ns.values_mut() {
-        candidates.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name)));
+        candidates
+            .sort_by(|(a, _), (b, _)| b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name)));
     }
     let mut out = Vec::new();
     for claim in claims {
         let Some(candidates) = by_ns.get(claim.namespace.as_str()) else {
             continue;
         };
-        let found = candidates.iter().find_map(|set| {
+        let found = candidates.iter().find_map(|(set, selector)| {
             set.templates.iter().find_map(|t| {
                 ordinal_for(&claim.name, t, &set.name)
-                    .filter(|_| selector_matches(&set.selector, &claim.labels))
+                    .filter(|_| selector.as_ref().is_some_and(|s| s.matches(&claim.labels)))
                     .map(|n| (*set, n))
             })
         });

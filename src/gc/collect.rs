@@ -1,9 +1,8 @@
-//! `stateward gc`: list claims, sets and pods, print the plan, and on `--delete` remove
-//! the planned claims with uid and resourceVersion preconditions, so a claim re-created
-//! or changed since the plan is never removed. A signal during the deletions finishes the
-//! one in flight and skips the rest.
-use std::io::Write;
-
+//! The one-shot collector: list claims, sets and pods ([`snapshot`]), plan the orphans
+//! ([`plan`]), render the plan, and delete the planned claims with uid and resourceVersion
+//! preconditions ([`delete`]), so a claim re-created or changed since the plan is never
+//! removed; a closed gate (a signal) finishes the deletion in flight and skips the rest.
+//! It prints nothing and reads no flags: `stateward gc` ([`crate::commands::gc`]) does.
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Preconditions};
@@ -11,7 +10,6 @@ use kube::{Api, Client};
 use serde::Serialize;
 
 use super::classify::{ClaimView, Orphan, PodView, SetView, classify};
-use super::shutdown::Shutdown;
 use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
 
@@ -27,24 +25,10 @@ pub enum GcError {
 
 /// Parses `--flag` as a duration in seconds (`90s`, `30m`, `12h`, `7d`).
 pub fn parse_duration_flag(flag: &'static str, text: &str) -> Result<i64, GcError> {
-    parse_age(text).ok_or_else(|| GcError::Duration {
+    crate::duration::seconds(text).ok_or_else(|| GcError::Duration {
         flag,
         value: text.to_owned(),
     })
-}
-
-/// Parses `90s`, `30m`, `12h`, `7d` into seconds.
-pub fn parse_age(text: &str) -> Option<i64> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = number.parse().ok()?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(factor)
 }
 
 /// Parses a Kubernetes quantity (`10Gi`, `500M`, `1e3`, `1.5Ti`) into bytes.
@@ -217,8 +201,41 @@ pub fn plan(snapshot: &Snapshot, now: i64, min_age_seconds: i64) -> Vec<Orphan> 
 pub struct Outcome {
     pub namespace: String,
     pub claim: String,
-    pub result: &'static str,
+    pub result: Deletion,
     pub reason: String,
+}
+
+/// The result of one deletion, as `gc` prints it and the metrics count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// Not deleted on purpose: unverified, changed since the plan, already gone.
+    Skipped,
+    /// Not tried because the gate closed (printed as `skipped`).
+    NotAttempted,
+    Failed,
+}
+
+impl Deletion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deletion::Deleted => "deleted",
+            Deletion::Skipped | Deletion::NotAttempted => "skipped",
+            Deletion::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Deletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for Deletion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// Says, before each write, whether writing must stop and why (a signal, lost
@@ -242,7 +259,7 @@ pub async fn delete(
     let mut outcomes = Vec::new();
     let total = orphans.len();
     for (i, orphan) in orphans.iter().enumerate() {
-        let outcome = |result: &'static str, reason: String| Outcome {
+        let outcome = |result: Deletion, reason: String| Outcome {
             namespace: orphan.namespace.clone(),
             claim: orphan.claim.clone(),
             result,
@@ -250,13 +267,16 @@ pub async fn delete(
         };
         if !orphan.verified && !include_unverified {
             outcomes.push(outcome(
-                "skipped",
+                Deletion::Skipped,
                 "unverified: its StatefulSet is gone and the claim has no provenance annotations (written by gc --watch while the set lived); pass --include-unverified to delete it by name and labels".into(),
             ));
             continue;
         }
         if let Some(why) = gate() {
-            outcomes.push(outcome("skipped", format!("not attempted: {why}")));
+            outcomes.push(outcome(
+                Deletion::NotAttempted,
+                format!("not attempted: {why}"),
+            ));
             continue;
         }
         let params = DeleteParams {
@@ -269,18 +289,18 @@ pub async fn delete(
         let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &orphan.namespace);
         let result = api.delete(&orphan.claim, &params).await;
         outcomes.push(match result {
-            Ok(_) => outcome("deleted", String::new()),
+            Ok(_) => outcome(Deletion::Deleted, String::new()),
             Err(kube::Error::Api(status)) if status.code == 409 => outcome(
-                "skipped",
+                Deletion::Skipped,
                 "changed or re-created since the plan (precondition failed)".into(),
             ),
             Err(kube::Error::Api(status)) if status.code == 404 => {
-                outcome("skipped", "already gone".into())
+                outcome(Deletion::Skipped, "already gone".into())
             }
-            Err(err) => outcome("failed", err.to_string()),
+            Err(err) => outcome(Deletion::Failed, err.to_string()),
         });
         if total >= 50 && (i + 1) % 50 == 0 {
-            eprintln!("deleted or skipped {}/{total} claims", i + 1);
+            tracing::info!(done = i + 1, total, "deleting orphaned claims");
         }
     }
     outcomes
@@ -407,7 +427,7 @@ pub async fn run_once_gated(
         return Ok((render(&orphans, None, now, args.output), Exit::Ok));
     }
     let outcomes = delete(&client, &orphans, args.include_unverified, gate).await;
-    let failed = outcomes.iter().any(|o| o.result == "failed");
+    let failed = outcomes.iter().any(|o| o.result == Deletion::Failed);
     Ok((
         render(&orphans, Some(&outcomes), now, args.output),
         if failed { Exit::Failure } else { Exit::Ok },
@@ -421,53 +441,16 @@ pub fn now_seconds() -> i64 {
         .unwrap_or(0)
 }
 
-pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let exit = runtime.block_on(async {
-        // The one signal listener of the process, before anything else.
-        let shutdown = Shutdown::install();
-        let Some(client) =
-            crate::cluster::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
-                .await
-        else {
-            return Ok(Exit::Usage);
-        };
-        if args.watch {
-            return super::watch::run(args, client, shutdown).await;
-        }
-        let gate = move || shutdown.requested().then_some("stopped by a signal");
-        match run_once_gated(&args, client, now_seconds(), &gate).await {
-            Ok((text, exit)) => {
-                std::io::stdout().write_all(text.as_bytes())?;
-                Ok(exit)
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                Ok(Exit::Usage)
-            }
-        }
-    });
-    // Watches and the admin server end with the runtime; nothing of theirs is awaited.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    exit
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn quantities_and_ages_parse() {
+    fn quantities_parse() {
         assert_eq!(quantity_bytes("10Gi"), Some(10 * 1024 * 1024 * 1024));
         assert_eq!(quantity_bytes("500M"), Some(500_000_000));
         assert_eq!(quantity_bytes("1e3"), Some(1000));
         assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
         assert_eq!(quantity_bytes("lots"), None);
-        assert_eq!(parse_age("30m"), Some(1800));
-        assert_eq!(parse_age("7d"), Some(604_800));
-        assert_eq!(parse_age("7w"), None);
-        assert_eq!(parse_age("d"), None);
     }
 }

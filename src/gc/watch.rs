@@ -48,16 +48,12 @@ use super::classify::{
     SetView, claims_of_live_sets,
 };
 use super::collect::{
-    Gate, GcError, Snapshot, claim_view, delete, parse_duration_flag, plan, pod_view, set_view,
+    Deletion, Gate, GcError, Snapshot, claim_view, delete, parse_duration_flag, plan, pod_view,
+    set_view,
 };
-use super::shutdown::Shutdown;
-use crate::Exit;
 use crate::cli::GcArgs;
-use crate::cluster::{Cache, CacheMetrics, MAX_BACKOFF, Project, feed};
+use crate::cluster::{Cache, CacheMetrics, Project, feed};
 use crate::gc::collect::api;
-use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
-use crate::metrics::Metrics;
-use crate::server::{ReadyCheck, admin_router};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -75,7 +71,8 @@ pub struct GcMetrics {
     orphans: Family<ReasonLabels, Gauge>,
     orphan_bytes: Family<ReasonLabels, Gauge>,
     deletions: Family<ResultLabels, Counter>,
-    errors: Counter,
+    /// Passes that failed.
+    pub errors: Counter,
     /// Passes that wrote nothing because a store was not current.
     pub stale_passes: Counter,
     /// 1 while this replica holds the lease (or runs without election).
@@ -201,14 +198,31 @@ fn set_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {
     }
 }
 
+/// What the passes of the loop write with: the client (used only to write), the recorder
+/// of Events on sets, and the loop's metrics.
+#[derive(Clone)]
+pub struct PassContext {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: GcMetrics,
+}
+
+impl PassContext {
+    /// The context of `client`, with Events reported as `stateward-gc`.
+    pub fn new(client: &Client, metrics: GcMetrics) -> PassContext {
+        PassContext {
+            client: client.clone(),
+            recorder: recorder(client),
+            metrics,
+        }
+    }
+}
+
 /// One reconcile pass over a snapshot of the cluster (from the stores, or listed); the
 /// client is used only to write, and only while `gate` stays open (checked before every
 /// write: the request in flight completes, the rest of the pass is skipped).
-#[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
-    client: &Client,
-    recorder: &Recorder,
-    metrics: &GcMetrics,
+    context: &PassContext,
     snapshot: Snapshot,
     opted_in: &HashSet<String>,
     options: &PassOptions,
@@ -219,6 +233,11 @@ pub async fn reconcile(
         grace_seconds,
         min_age_seconds,
     } = *options;
+    let PassContext {
+        client,
+        recorder,
+        metrics,
+    } = context;
     let Snapshot { claims, sets, pods } = snapshot;
     let namespaces = opted_in;
     let mut report = PassReport::default();
@@ -385,21 +404,22 @@ pub async fn reconcile(
         metrics
             .deletions
             .get_or_create(&ResultLabels {
-                result: outcome.result,
+                result: outcome.result.as_str(),
             })
             .inc();
         match outcome.result {
-            "deleted" => {
+            Deletion::Deleted => {
                 tracing::info!(claim = %name, "deleted orphaned claim");
                 report.deleted.push(name);
             }
-            "skipped" => {
-                if outcome.reason.starts_with("not attempted") && report.stopped.is_none() {
+            Deletion::Skipped => report.skipped.push(name),
+            Deletion::NotAttempted => {
+                if report.stopped.is_none() {
                     report.stopped = gate();
                 }
                 report.skipped.push(name);
             }
-            _ => {
+            Deletion::Failed => {
                 tracing::warn!(claim = %name, reason = %outcome.reason, "deletion failed");
                 report.failed.push(name);
             }
@@ -445,184 +465,6 @@ impl Scope {
     }
 }
 
-/// The settings of `gc --watch`, checked before anything starts.
-struct Settings {
-    grace: i64,
-    min_age: i64,
-    lease: Option<LeaseSettings>,
-}
-
-fn settings(args: &GcArgs, scope: &Scope) -> Result<Settings, GcError> {
-    let grace = grace_seconds(&args.grace)?;
-    let min_age = match args.min_age.as_deref() {
-        Some(text) => parse_duration_flag("--min-age", text)?,
-        None => 0,
-    };
-    let lease = if args.leader_elect {
-        let seconds = parse_duration_flag("--lease-duration", &args.lease_duration)?;
-        if seconds < 3 {
-            return Err(GcError::Duration {
-                flag: "--lease-duration (at least 3s)",
-                value: args.lease_duration.clone(),
-            });
-        }
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
-            .or_else(|| scope.namespace.clone())
-            .unwrap_or_else(|| "default".to_owned());
-        Some(LeaseSettings::new(
-            &args.lease_name,
-            &namespace,
-            &default_identity(),
-            Duration::from_secs(seconds as u64),
-        ))
-    } else {
-        None
-    };
-    Ok(Settings {
-        grace,
-        min_age,
-        lease,
-    })
-}
-
-pub async fn run(args: GcArgs, client: Client, shutdown: Shutdown) -> anyhow::Result<Exit> {
-    let scope = Scope::of(&args);
-    let Settings {
-        grace,
-        min_age,
-        lease,
-    } = match settings(&args, &scope) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(Exit::Usage);
-        }
-    };
-    let mut metrics = Metrics::new();
-    let gc_metrics = GcMetrics::register(metrics.registry_mut());
-    let stores = Arc::new(Stores::start(
-        &client,
-        &scope,
-        metrics.registry_mut(),
-        MAX_BACKOFF,
-    ));
-    let synced = stores.clone();
-    let admin = admin_router(
-        Arc::new(metrics),
-        vec![ReadyCheck {
-            name: "stores listed",
-            ready: Box::new(move || synced.first_synced()),
-        }],
-    );
-    let listener = match tokio::net::TcpListener::bind(args.admin_listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", args.admin_listen);
-            return Ok(Exit::Usage);
-        }
-    };
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, admin).await;
-    });
-    let (leadership, elector) = match lease {
-        Some(settings) => {
-            let (leadership, elector) =
-                Elector::spawn(client.clone(), settings, gc_metrics.leader.clone());
-            (leadership, Some(elector))
-        }
-        None => {
-            gc_metrics.leader.set(1);
-            (Leadership::always(), None)
-        }
-    };
-    if scope.namespace.is_some() {
-        tracing::info!(
-            "--namespace: only StatefulSet annotations opt in (namespace annotations are not read, which would need cluster-wide permission)"
-        );
-    }
-    tracing::info!(
-        namespace = scope.namespace.as_deref().unwrap_or("(all)"),
-        selector = scope.selector.as_deref().unwrap_or(""),
-        grace_seconds = grace,
-        min_age_seconds = min_age,
-        leader_elect = elector.is_some(),
-        identity = leadership.identity(),
-        "waiting for the StatefulSet, claim, pod and namespace stores"
-    );
-    let stop = |elector: Option<Elector>| async move {
-        if let Some(elector) = elector {
-            elector.release(Duration::from_millis(800)).await;
-        }
-        tracing::info!("stopped");
-        Ok(Exit::Ok)
-    };
-    loop {
-        if stores.first_synced() {
-            break;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = shutdown.wait() => return stop(elector).await,
-        }
-    }
-    let recorder = recorder(&client);
-    let mut ticker = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
-    tracing::info!("gc reconcile loop started");
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => break,
-        }
-        if !leadership.is_leader() {
-            continue;
-        }
-        let gate = || {
-            if shutdown.requested() {
-                Some("stopped by a signal")
-            } else if !leadership.is_leader() {
-                Some("this replica is not the leader any more")
-            } else {
-                None
-            }
-        };
-        let options = PassOptions {
-            now: super::collect::now_seconds(),
-            grace_seconds: grace,
-            min_age_seconds: min_age,
-        };
-        match pass(&client, &recorder, &gc_metrics, &stores, &options, &gate).await {
-            Ok(PassOutcome::Stale(_)) => {}
-            Ok(PassOutcome::Done(report)) => {
-                tracing::info!(
-                    annotated = report.annotated.len(),
-                    marked = report.marked.len(),
-                    cleared = report.cleared.len(),
-                    deleted = report.deleted.len(),
-                    skipped = report.skipped.len(),
-                    failed = report.failed.len(),
-                    stopped = report.stopped.unwrap_or(""),
-                    "reconciled"
-                );
-            }
-            Err(err) => {
-                gc_metrics.errors.inc();
-                tracing::error!(error = %err, "reconcile failed; retrying at the next interval");
-            }
-        }
-        if shutdown.requested() {
-            break;
-        }
-    }
-    stop(elector).await
-}
-
 /// What a pass of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PassOutcome {
@@ -635,16 +477,14 @@ pub enum PassOutcome {
 /// (then it logs why and counts `gc_stale_passes_total`); otherwise [`reconcile`] on a
 /// snapshot, with the stores' currency checked again before every write besides `gate`.
 pub async fn pass(
-    client: &Client,
-    recorder: &Recorder,
-    metrics: &GcMetrics,
+    context: &PassContext,
     stores: &Stores,
     options: &PassOptions,
     gate: Gate<'_>,
 ) -> Result<PassOutcome, GcError> {
     let stale = stores.not_current();
     if !stale.is_empty() {
-        metrics.stale_passes.inc();
+        context.metrics.stale_passes.inc();
         tracing::warn!(
             stores = %stale.join("; "),
             "not every store is current: this pass deletes and writes nothing"
@@ -657,11 +497,9 @@ pub async fn pass(
             (!stores.current()).then_some("a store is not current any more (watch error)")
         })
     };
-    reconcile(
-        client, recorder, metrics, snapshot, &opted_in, options, &gate,
-    )
-    .await
-    .map(PassOutcome::Done)
+    reconcile(context, snapshot, &opted_in, options, &gate)
+        .await
+        .map(PassOutcome::Done)
 }
 
 /// A Namespace as the loop reads it: whether it opted in.

@@ -1,11 +1,16 @@
 //! Policy files: typed, with unknown fields rejected, resolved once into a [`Policy`] that
-//! the engine reads without allocating.
-use std::path::Path;
+//! the engine reads without allocating. The `rules:` and `mutations:` sections are read
+//! with each rule's declared settings type (see `rules.rs`): nothing here names a rule.
+//! No I/O: callers read the file and call [`Policy::from_yaml`].
+use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
 
-use super::rules::{Action, Mode, RULES, RuleId};
+use super::rules::{Action, Mode, RULES, Rule, RuleId};
+use super::settings::{AnySettings, Invalid, Settings};
 
 /// The built-in policy: the text of `policies/baseline.yaml`.
 pub const BASELINE_YAML: &str = include_str!("../../policies/baseline.yaml");
@@ -20,60 +25,8 @@ pub struct Policy {
     modes: [Mode; RuleId::COUNT],
     enabled: [bool; RuleId::COUNT],
     skippable: [bool; RuleId::COUNT],
-    pub params: Params,
-}
-
-/// Typed rule and mutation parameters, defaults filled in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Params {
-    pub allowed_storage_classes: Vec<String>,
-    pub grace_min_seconds: Option<i64>,
-    pub grace_max_seconds: Option<i64>,
-    pub required_limits: Vec<String>,
-    pub anti_affinity_topology_key: String,
-    pub force_delete_exempt_users: Vec<String>,
-    pub force_delete_override_annotation: String,
-    pub pod_management_policy: String,
-    pub default_anti_affinity_weight: i32,
-    pub default_anti_affinity_topology_key: String,
-    pub claim_retention_when_deleted: String,
-    pub claim_retention_when_scaled: String,
-    pub alias_labels: Vec<String>,
-    /// `statefulset.rollout-blocked` `notReadyFor`, in seconds.
-    pub rollout_blocked_after_seconds: i64,
-    /// `statefulset.pod-stuck-terminating` `margin`, in seconds.
-    pub stuck_terminating_margin_seconds: i64,
-    /// `statefulset.claim-unbound` `pendingFor`, in seconds.
-    pub claim_pending_after_seconds: i64,
-}
-
-pub const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
-pub const FORCE_DELETE_OVERRIDE: &str = "stateward.io/allow-force-delete";
-
-impl Default for Params {
-    fn default() -> Self {
-        Params {
-            allowed_storage_classes: Vec::new(),
-            grace_min_seconds: None,
-            grace_max_seconds: None,
-            required_limits: Vec::new(),
-            anti_affinity_topology_key: HOSTNAME_KEY.into(),
-            force_delete_exempt_users: vec![
-                "system:serviceaccount:kube-system:pod-garbage-collector".into(),
-                "system:serviceaccount:kube-system:node-controller".into(),
-            ],
-            force_delete_override_annotation: FORCE_DELETE_OVERRIDE.into(),
-            pod_management_policy: "OrderedReady".into(),
-            default_anti_affinity_weight: 100,
-            default_anti_affinity_topology_key: HOSTNAME_KEY.into(),
-            claim_retention_when_deleted: "Retain".into(),
-            claim_retention_when_scaled: "Delete".into(),
-            alias_labels: Vec::new(),
-            rollout_blocked_after_seconds: 600,
-            stuck_terminating_margin_seconds: 300,
-            claim_pending_after_seconds: 600,
-        }
-    }
+    /// Each rule's settings (its declared type), in [`RuleId`] order.
+    settings: Vec<Box<dyn AnySettings>>,
 }
 
 impl Default for Policy {
@@ -85,7 +38,10 @@ impl Default for Policy {
             modes: [Mode::Off; RuleId::COUNT],
             enabled: [false; RuleId::COUNT],
             skippable: [false; RuleId::COUNT],
-            params: Params::default(),
+            settings: RuleId::ALL
+                .iter()
+                .map(|id| super::rules::default_settings(*id))
+                .collect(),
         };
         for info in RULES {
             let i = info.id.index();
@@ -122,19 +78,23 @@ impl Policy {
         self.skippable[id.index()]
     }
 
-    pub fn is_excluded(&self, namespace: &str) -> bool {
-        self.excluded_namespaces.iter().any(|n| n == namespace)
+    /// A rule's settings, as its declaration types them (`None` only if `rule` is not in
+    /// the table, which a test rules out).
+    pub fn settings<S: Settings>(&self, rule: &Rule<S>) -> Option<&S> {
+        self.settings
+            .get(rule.info.id.index())
+            .and_then(|s| s.as_any().downcast_ref())
     }
 
-    /// Reads and validates a policy file.
-    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|err| PolicyError {
-            source_name: path.display().to_string(),
-            line: None,
-            field: None,
-            message: format!("cannot read: {err}"),
-        })?;
-        Policy::from_yaml(&text, &path.display().to_string())
+    /// A rule's settings, to change (tests and tools that build policies in code).
+    pub fn settings_mut<S: Settings>(&mut self, rule: &Rule<S>) -> Option<&mut S> {
+        self.settings
+            .get_mut(rule.info.id.index())
+            .and_then(|s| s.as_any_mut().downcast_mut())
+    }
+
+    pub fn is_excluded(&self, namespace: &str) -> bool {
+        self.excluded_namespaces.iter().any(|n| n == namespace)
     }
 
     /// Parses a policy from YAML text; `source_name` names it in errors.
@@ -163,6 +123,16 @@ pub struct PolicyError {
 }
 
 impl PolicyError {
+    /// A policy file the caller could not read (`cannot read: <why>`).
+    pub fn unreadable(source_name: &str, why: impl std::fmt::Display) -> PolicyError {
+        PolicyError {
+            source_name: source_name.to_owned(),
+            line: None,
+            field: None,
+            message: format!("cannot read: {why}"),
+        }
+    }
+
     fn render(&self) -> String {
         let mut out = format!("invalid policy {}", self.source_name);
         if let Some(line) = self.line {
@@ -232,26 +202,36 @@ pub fn schema() -> serde_json::Value {
                 .into(),
         );
     }
-    for section in ["RulesSection", "MutationsSection"] {
-        let Some(properties) = schema
-            .pointer_mut(&format!("/definitions/{section}/properties"))
-            .and_then(serde_json::Value::as_object_mut)
-        else {
-            continue;
-        };
-        for (id, property) in properties.iter_mut() {
-            let (Ok(id), Some(property)) = (id.parse::<RuleId>(), property.as_object_mut()) else {
-                continue;
-            };
-            let info = id.info();
-            // Draft-07 ignores the siblings of `$ref`: the reference goes into `allOf`.
-            if let Some(reference) = property.remove("$ref") {
-                property.insert("allOf".into(), serde_json::json!([{ "$ref": reference }]));
+    // A parameter's default comes from its settings type; `mode`, `enabled` and
+    // `skippable` have theirs in the id's description instead of a `null`.
+    if let Some(definitions) = schema
+        .get_mut("definitions")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for definition in definitions.values_mut() {
+            let properties = definition
+                .get_mut("properties")
+                .and_then(serde_json::Value::as_object_mut);
+            for property in properties.into_iter().flat_map(|p| p.values_mut()) {
+                if let Some(property) = property.as_object_mut()
+                    && property.get("default") == Some(&serde_json::Value::Null)
+                {
+                    property.remove("default");
+                }
             }
-            property.insert(
-                "description".into(),
-                format!("{} (default: {})", info.summary, info.default_label()).into(),
-            );
+        }
+    }
+    // Each id's description after its `allOf` (as editors have shown it so far).
+    for section in ["RulesSection", "MutationsSection"] {
+        let properties = schema
+            .pointer_mut(&format!("/definitions/{section}/properties"))
+            .and_then(serde_json::Value::as_object_mut);
+        for property in properties.into_iter().flat_map(|p| p.values_mut()) {
+            if let Some(property) = property.as_object_mut()
+                && let Some(description) = property.remove("description")
+            {
+                property.insert("description".into(), description);
+            }
         }
     }
     schema
@@ -289,295 +269,137 @@ struct PolicySpec {
     excluded_namespaces: Option<Vec<String>>,
     /// Validation rules by id; a rule not listed keeps its default.
     #[serde(default)]
-    rules: RulesSection,
+    rules: Section<false>,
     /// Mutations by id; a mutation not listed keeps its default.
     #[serde(default)]
-    mutations: MutationsSection,
+    mutations: Section<true>,
 }
 
-/// Settings every validation rule takes.
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Plain {
-    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
-    /// evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-}
+/// The `rules:` (`MUTATIONS = false`) or `mutations:` section: entries by id, each read
+/// with the rule's declared settings type, in file order.
+#[derive(Debug, Default)]
+struct Section<const MUTATIONS: bool>(Vec<(RuleId, Box<dyn AnySettings>)>);
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct StorageRule {
-    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
-    /// evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// Storage classes a claim template may use (absent: any class).
-    allowed_storage_classes: Option<Vec<String>>,
-}
+impl<const MUTATIONS: bool> Section<MUTATIONS> {
+    const NAME: &'static str = if MUTATIONS { "mutations" } else { "rules" };
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct GraceRule {
-    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
-    /// evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// Smallest terminationGracePeriodSeconds allowed.
-    #[schemars(range(min = 0))]
-    min_seconds: Option<i64>,
-    /// Largest terminationGracePeriodSeconds allowed.
-    #[schemars(range(min = 0))]
-    max_seconds: Option<i64>,
-}
+    fn declared() -> impl Iterator<Item = &'static super::rules::RuleInfo> {
+        RULES
+            .iter()
+            .copied()
+            .filter(|info| info.is_mutation() == MUTATIONS)
+    }
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ResourcesRule {
-    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
-    /// evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// Resources every container must also set a limit for (e.g. `memory`).
-    required_limits: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AntiAffinityRule {
-    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
-    /// evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// The topology key the pods must be spread over (default `kubernetes.io/hostname`).
-    #[schemars(length(min = 1))]
-    topology_key: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ForceDeleteRule {
-    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
-    /// evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// Users who may force-delete StatefulSet pods (default: the pod garbage collector and
-    /// the node controller).
-    exempt_users: Option<Vec<String>>,
-    /// Annotation that allows a force delete when set to "true" (default
-    /// `stateward.io/allow-force-delete`).
-    #[schemars(length(min = 1))]
-    override_annotation: Option<String>,
-}
-
-/// A duration as policy files write it: a whole number of seconds, minutes, hours or days.
-const DURATION_PATTERN: &str = "^[0-9]+[smhd]$";
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RolloutBlockedRule {
-    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// How long a pod of the update revision may stay not Ready before the rollout counts
-    /// as blocked (`90s`, `10m`, `2h`, `1d`; default `10m`).
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    not_ready_for: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct StuckTerminatingRule {
-    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// How long past its grace period a terminating pod counts as stuck (default `5m`).
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    margin: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct ClaimUnboundRule {
-    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
-    mode: Option<Mode>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// How long a claim may stay Pending (default `10m`).
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pending_for: Option<String>,
-}
-
-/// Parses a policy duration (`90s`, `10m`, `2h`, `1d`) into seconds.
-fn duration_seconds(text: &str, field: &str) -> Result<i64, ResolveError> {
-    crate::gc::collect::parse_age(text).ok_or_else(|| {
-        (
-            field.to_owned(),
-            format!("`{text}` is not a duration: use a whole number with s, m, h or d (e.g. 10m)"),
-        )
-    })
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RulesSection {
-    #[serde(rename = "statefulset.name-length", default)]
-    name_length: Plain,
-    #[serde(rename = "statefulset.service-name", default)]
-    service_name: Plain,
-    #[serde(rename = "statefulset.headless-service", default)]
-    headless_service: Plain,
-    #[serde(rename = "statefulset.selector-matches-template", default)]
-    selector_matches_template: Plain,
-    #[serde(rename = "statefulset.claim-templates-mounted", default)]
-    claim_templates_mounted: Plain,
-    #[serde(rename = "statefulset.claim-template-storage", default)]
-    claim_template_storage: StorageRule,
-    #[serde(rename = "statefulset.claim-template-access-mode", default)]
-    claim_template_access_mode: Plain,
-    #[serde(rename = "statefulset.termination-grace-period", default)]
-    termination_grace_period: GraceRule,
-    #[serde(rename = "statefulset.readiness-probe", default)]
-    readiness_probe: Plain,
-    #[serde(rename = "statefulset.resources", default)]
-    resources: ResourcesRule,
-    #[serde(rename = "statefulset.anti-affinity", default)]
-    anti_affinity: AntiAffinityRule,
-    #[serde(rename = "statefulset.anti-affinity-selects-self", default)]
-    anti_affinity_selects_self: Plain,
-    #[serde(rename = "statefulset.update-strategy", default)]
-    update_strategy: Plain,
-    #[serde(rename = "statefulset.security-context", default)]
-    security_context: Plain,
-    #[serde(rename = "statefulset.rollout-stuck", default)]
-    rollout_stuck: Plain,
-    #[serde(rename = "statefulset.scale-down-retains-claims", default)]
-    scale_down_retains_claims: Plain,
-    #[serde(rename = "statefulset.api-version", default)]
-    api_version: Plain,
-    #[serde(rename = "statefulset.pod-disruption-budget", default)]
-    pod_disruption_budget: Plain,
-    #[serde(rename = "statefulset.rollout-blocked", default)]
-    rollout_blocked: RolloutBlockedRule,
-    #[serde(rename = "statefulset.pod-stuck-terminating", default)]
-    pod_stuck_terminating: StuckTerminatingRule,
-    #[serde(rename = "statefulset.claim-unbound", default)]
-    claim_unbound: ClaimUnboundRule,
-    #[serde(rename = "statefulset.disruption-blocked", default)]
-    disruption_blocked: Plain,
-    #[serde(rename = "statefulset.orphaned-claim", default)]
-    orphaned_claim: Plain,
-    #[serde(rename = "service.headless-in-use", default)]
-    headless_in_use: Plain,
-    #[serde(rename = "service.headless-shape", default)]
-    headless_shape: Plain,
-    #[serde(rename = "service.pod-name-selector", default)]
-    pod_name_selector: Plain,
-    #[serde(rename = "pod.force-delete", default)]
-    force_delete: ForceDeleteRule,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Toggle {
-    /// Whether the mutation adds its default.
-    enabled: Option<bool>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct PodManagementToggle {
-    /// Whether the mutation adds its default.
-    enabled: Option<bool>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// The podManagementPolicy to add (default `OrderedReady`).
-    value: Option<PodManagementPolicy>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-enum PodManagementPolicy {
-    OrderedReady,
-    Parallel,
-}
-
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct AntiAffinityToggle {
-    /// Whether the mutation adds its default.
-    enabled: Option<bool>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// Weight of the preferred term, 1 to 100 (default 100).
-    #[schemars(range(min = 1, max = 100))]
-    weight: Option<i32>,
-    /// Topology key of the preferred term (default `kubernetes.io/hostname`).
-    #[schemars(length(min = 1))]
-    topology_key: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-enum RetentionValue {
-    Retain,
-    Delete,
-}
-
-impl RetentionValue {
-    fn as_str(self) -> &'static str {
-        match self {
-            RetentionValue::Retain => "Retain",
-            RetentionValue::Delete => "Delete",
-        }
+    /// The section's ids, for "expected one of" in errors.
+    fn names() -> &'static [&'static str] {
+        static VALIDATIONS: LazyLock<Vec<&'static str>> =
+            LazyLock::new(|| Section::<false>::declared().map(|i| i.name).collect());
+        static MUTATIONS_: LazyLock<Vec<&'static str>> =
+            LazyLock::new(|| Section::<true>::declared().map(|i| i.name).collect());
+        if MUTATIONS { &MUTATIONS_ } else { &VALIDATIONS }
     }
 }
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RetentionToggle {
-    /// Whether the mutation adds its default.
-    enabled: Option<bool>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// whenDeleted to add (default `Retain`).
-    when_deleted: Option<RetentionValue>,
-    /// whenScaled to add (default `Delete`).
-    when_scaled: Option<RetentionValue>,
+impl<'de, const MUTATIONS: bool> Deserialize<'de> for Section<MUTATIONS> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SectionVisitor<const M: bool>;
+
+        impl<'de, const M: bool> Visitor<'de> for SectionVisitor<M> {
+            type Value = Section<M>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(if M {
+                    "struct MutationsSection"
+                } else {
+                    "struct RulesSection"
+                })
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Section<M>, A::Error> {
+                let mut entries: Vec<(RuleId, Box<dyn AnySettings>)> = Vec::new();
+                while let Some(id) = map.next_key_seed(IdSeed::<M>)? {
+                    if entries.iter().any(|(seen, _)| *seen == id) {
+                        return Err(de::Error::duplicate_field(id.as_str()));
+                    }
+                    let settings = super::rules::read_settings(id, &mut map)?;
+                    entries.push((id, settings));
+                }
+                Ok(Section(entries))
+            }
+
+            /// As a derived struct reads a sequence: here, only an empty one.
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Section<M>, A::Error> {
+                match seq.next_element::<de::IgnoredAny>()? {
+                    None => Ok(Section(Vec::new())),
+                    Some(_) => Err(de::Error::invalid_length(1, &self)),
+                }
+            }
+        }
+
+        /// An id of the section, rejected while the key is read (so errors name it).
+        struct IdSeed<const M: bool>;
+
+        impl<'de, const M: bool> de::DeserializeSeed<'de> for IdSeed<M> {
+            type Value = RuleId;
+
+            fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<RuleId, D::Error> {
+                d.deserialize_identifier(self)
+            }
+        }
+
+        impl<'de, const M: bool> Visitor<'de> for IdSeed<M> {
+            type Value = RuleId;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("field identifier")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<RuleId, E> {
+                Section::<M>::declared()
+                    .find(|info| info.name == key)
+                    .map(|info| info.id)
+                    .ok_or_else(|| de::Error::unknown_field(key, Section::<M>::names()))
+            }
+        }
+
+        // As a struct (the shape the section had as a derived type, and errors keep).
+        let name = if MUTATIONS {
+            "MutationsSection"
+        } else {
+            "RulesSection"
+        };
+        deserializer.deserialize_struct(name, Self::names(), SectionVisitor::<MUTATIONS>)
+    }
 }
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct IdentityLabelsToggle {
-    /// Whether the mutation adds its default.
-    enabled: Option<bool>,
-    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
-    skippable: Option<bool>,
-    /// Extra label keys set to the pod's name.
-    alias_labels: Option<Vec<String>>,
-}
+impl<const MUTATIONS: bool> JsonSchema for Section<MUTATIONS> {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed(if MUTATIONS {
+            "MutationsSection"
+        } else {
+            "RulesSection"
+        })
+    }
 
-#[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct MutationsSection {
-    #[serde(rename = "statefulset.default-pod-management-policy", default)]
-    pod_management_policy: PodManagementToggle,
-    #[serde(rename = "statefulset.default-update-strategy", default)]
-    update_strategy: Toggle,
-    #[serde(rename = "statefulset.default-anti-affinity", default)]
-    anti_affinity: AntiAffinityToggle,
-    #[serde(rename = "statefulset.default-claim-retention", default)]
-    claim_retention: RetentionToggle,
-    #[serde(rename = "pod.identity-labels", default)]
-    identity_labels: IdentityLabelsToggle,
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut properties = serde_json::Map::new();
+        for info in Self::declared() {
+            let reference = super::rules::settings_schema(info.id, generator);
+            properties.insert(
+                info.name.into(),
+                serde_json::json!({
+                    // Draft-07 ignores the siblings of `$ref`: the reference goes into `allOf`.
+                    "allOf": [reference],
+                    "description": format!("{} (default: {})", info.summary, info.default_label()),
+                }),
+            );
+        }
+        schemars::json_schema!({
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+        })
+    }
 }
 
 type ResolveError = (String, String);
@@ -606,232 +428,28 @@ impl PolicyFile {
         if let Some(namespaces) = self.spec.excluded_namespaces {
             policy.excluded_namespaces = namespaces;
         }
-        let r = self.spec.rules;
-        let mut set = |id: RuleId, mode: Option<Mode>, skippable: Option<bool>| {
-            if let Some(mode) = mode {
-                policy.modes[id.index()] = mode;
+        let sections = [
+            (Section::<false>::NAME, self.spec.rules.0),
+            (Section::<true>::NAME, self.spec.mutations.0),
+        ];
+        for (section, entries) in sections {
+            for (id, mut settings) in entries {
+                if let Err(Invalid { parameter, message }) = settings.check() {
+                    return Err((format!("spec.{section}.{id}.{parameter}"), message));
+                }
+                let i = id.index();
+                let switch = settings.take_switch();
+                if let Some(mode) = switch.mode {
+                    policy.modes[i] = mode;
+                }
+                if let Some(enabled) = switch.enabled {
+                    policy.enabled[i] = enabled;
+                }
+                if let Some(skippable) = switch.skippable {
+                    policy.skippable[i] = skippable;
+                }
+                policy.settings[i] = settings;
             }
-            if let Some(skippable) = skippable {
-                policy.skippable[id.index()] = skippable;
-            }
-        };
-        use RuleId as R;
-        for (id, plain) in [
-            (R::StatefulSetNameLength, &r.name_length),
-            (R::StatefulSetServiceName, &r.service_name),
-            (R::StatefulSetHeadlessService, &r.headless_service),
-            (
-                R::StatefulSetSelectorMatchesTemplate,
-                &r.selector_matches_template,
-            ),
-            (
-                R::StatefulSetClaimTemplatesMounted,
-                &r.claim_templates_mounted,
-            ),
-            (
-                R::StatefulSetClaimTemplateAccessMode,
-                &r.claim_template_access_mode,
-            ),
-            (R::StatefulSetReadinessProbe, &r.readiness_probe),
-            (
-                R::StatefulSetAntiAffinitySelectsSelf,
-                &r.anti_affinity_selects_self,
-            ),
-            (R::StatefulSetUpdateStrategy, &r.update_strategy),
-            (R::StatefulSetSecurityContext, &r.security_context),
-            (R::StatefulSetRolloutStuck, &r.rollout_stuck),
-            (
-                R::StatefulSetScaleDownRetainsClaims,
-                &r.scale_down_retains_claims,
-            ),
-            (R::StatefulSetApiVersion, &r.api_version),
-            (R::StatefulSetPodDisruptionBudget, &r.pod_disruption_budget),
-            (R::StatefulSetDisruptionBlocked, &r.disruption_blocked),
-            (R::StatefulSetOrphanedClaim, &r.orphaned_claim),
-            (R::ServiceHeadlessInUse, &r.headless_in_use),
-            (R::ServiceHeadlessShape, &r.headless_shape),
-            (R::ServicePodNameSelector, &r.pod_name_selector),
-        ] {
-            set(id, plain.mode, plain.skippable);
-        }
-        set(
-            R::StatefulSetClaimTemplateStorage,
-            r.claim_template_storage.mode,
-            r.claim_template_storage.skippable,
-        );
-        set(
-            R::StatefulSetTerminationGracePeriod,
-            r.termination_grace_period.mode,
-            r.termination_grace_period.skippable,
-        );
-        set(
-            R::StatefulSetResources,
-            r.resources.mode,
-            r.resources.skippable,
-        );
-        set(
-            R::StatefulSetAntiAffinity,
-            r.anti_affinity.mode,
-            r.anti_affinity.skippable,
-        );
-        set(
-            R::PodForceDelete,
-            r.force_delete.mode,
-            r.force_delete.skippable,
-        );
-        set(
-            R::StatefulSetRolloutBlocked,
-            r.rollout_blocked.mode,
-            r.rollout_blocked.skippable,
-        );
-        set(
-            R::StatefulSetPodStuckTerminating,
-            r.pod_stuck_terminating.mode,
-            r.pod_stuck_terminating.skippable,
-        );
-        set(
-            R::StatefulSetClaimUnbound,
-            r.claim_unbound.mode,
-            r.claim_unbound.skippable,
-        );
-
-        let m = self.spec.mutations;
-        let mut toggle = |id: RuleId, enabled: Option<bool>, skippable: Option<bool>| {
-            if let Some(enabled) = enabled {
-                policy.enabled[id.index()] = enabled;
-            }
-            if let Some(skippable) = skippable {
-                policy.skippable[id.index()] = skippable;
-            }
-        };
-        toggle(
-            R::StatefulSetDefaultPodManagementPolicy,
-            m.pod_management_policy.enabled,
-            m.pod_management_policy.skippable,
-        );
-        toggle(
-            R::StatefulSetDefaultUpdateStrategy,
-            m.update_strategy.enabled,
-            m.update_strategy.skippable,
-        );
-        toggle(
-            R::StatefulSetDefaultAntiAffinity,
-            m.anti_affinity.enabled,
-            m.anti_affinity.skippable,
-        );
-        toggle(
-            R::StatefulSetDefaultClaimRetention,
-            m.claim_retention.enabled,
-            m.claim_retention.skippable,
-        );
-        toggle(
-            R::PodIdentityLabels,
-            m.identity_labels.enabled,
-            m.identity_labels.skippable,
-        );
-
-        let p = &mut policy.params;
-        let storage = "spec.rules.statefulset.claim-template-storage";
-        if let Some(classes) = r.claim_template_storage.allowed_storage_classes {
-            if classes.iter().any(|c| c.is_empty()) {
-                return Err((
-                    format!("{storage}.allowedStorageClasses"),
-                    "must not contain an empty class name".into(),
-                ));
-            }
-            p.allowed_storage_classes = classes;
-        }
-        let grace = "spec.rules.statefulset.termination-grace-period";
-        let (min, max) = (
-            r.termination_grace_period.min_seconds,
-            r.termination_grace_period.max_seconds,
-        );
-        for (name, value) in [("minSeconds", min), ("maxSeconds", max)] {
-            if value.is_some_and(|v| v < 0) {
-                return Err((format!("{grace}.{name}"), "must not be negative".into()));
-            }
-        }
-        if let (Some(min), Some(max)) = (min, max)
-            && min > max
-        {
-            return Err((
-                format!("{grace}.minSeconds"),
-                format!("is {min}, above maxSeconds {max}"),
-            ));
-        }
-        p.grace_min_seconds = min;
-        p.grace_max_seconds = max;
-        if let Some(limits) = r.resources.required_limits {
-            p.required_limits = limits;
-        }
-        if let Some(key) = r.anti_affinity.topology_key {
-            if key.is_empty() {
-                return Err((
-                    "spec.rules.statefulset.anti-affinity.topologyKey".into(),
-                    "must not be empty".into(),
-                ));
-            }
-            p.anti_affinity_topology_key = key;
-        }
-        if let Some(users) = r.force_delete.exempt_users {
-            p.force_delete_exempt_users = users;
-        }
-        if let Some(annotation) = r.force_delete.override_annotation {
-            if annotation.is_empty() {
-                return Err((
-                    "spec.rules.pod.force-delete.overrideAnnotation".into(),
-                    "must not be empty".into(),
-                ));
-            }
-            p.force_delete_override_annotation = annotation;
-        }
-        if let Some(text) = &r.rollout_blocked.not_ready_for {
-            p.rollout_blocked_after_seconds =
-                duration_seconds(text, "spec.rules.statefulset.rollout-blocked.notReadyFor")?;
-        }
-        if let Some(text) = &r.pod_stuck_terminating.margin {
-            p.stuck_terminating_margin_seconds =
-                duration_seconds(text, "spec.rules.statefulset.pod-stuck-terminating.margin")?;
-        }
-        if let Some(text) = &r.claim_unbound.pending_for {
-            p.claim_pending_after_seconds =
-                duration_seconds(text, "spec.rules.statefulset.claim-unbound.pendingFor")?;
-        }
-        if let Some(value) = m.pod_management_policy.value {
-            p.pod_management_policy = format!("{value:?}");
-        }
-        if let Some(weight) = m.anti_affinity.weight {
-            if !(1..=100).contains(&weight) {
-                return Err((
-                    "spec.mutations.statefulset.default-anti-affinity.weight".into(),
-                    format!("is {weight}; a preferred term's weight is 1 to 100"),
-                ));
-            }
-            p.default_anti_affinity_weight = weight;
-        }
-        if let Some(key) = m.anti_affinity.topology_key {
-            if key.is_empty() {
-                return Err((
-                    "spec.mutations.statefulset.default-anti-affinity.topologyKey".into(),
-                    "must not be empty".into(),
-                ));
-            }
-            p.default_anti_affinity_topology_key = key;
-        }
-        if let Some(v) = m.claim_retention.when_deleted {
-            p.claim_retention_when_deleted = v.as_str().into();
-        }
-        if let Some(v) = m.claim_retention.when_scaled {
-            p.claim_retention_when_scaled = v.as_str().into();
-        }
-        if let Some(aliases) = m.identity_labels.alias_labels {
-            if let Some(bad) = aliases.iter().find(|a| !super::names::is_label_key(a)) {
-                return Err((
-                    "spec.mutations.pod.identity-labels.aliasLabels".into(),
-                    format!("`{bad}` is not a valid label key"),
-                ));
-            }
-            p.alias_labels = aliases;
         }
         Ok(policy)
     }
@@ -839,12 +457,64 @@ impl PolicyFile {
 
 #[cfg(test)]
 mod tests {
+    use super::super::rules::{defaults, live, statefulset};
     use super::*;
+
+    fn settings<'p, S: Settings>(policy: &'p Policy, rule: &Rule<S>) -> &'p S {
+        policy
+            .settings(rule)
+            .expect("every declared rule has settings")
+    }
 
     #[test]
     fn baseline_file_equals_catalogue_defaults() {
         let parsed = Policy::from_yaml(BASELINE_YAML, "baseline.yaml");
         assert_eq!(parsed, Ok(Policy::default()));
+    }
+
+    /// The baseline file shows every rule with its switch, `skippable` and every parameter
+    /// that has a default (so equal to the defaults is not just "lists nothing").
+    #[test]
+    fn baseline_file_shows_every_declared_setting() {
+        let file: serde_json::Value = serde_saphyr::from_str(BASELINE_YAML).expect("YAML");
+        let schema = schema();
+        for info in RULES {
+            let section = if info.is_mutation() {
+                "mutations"
+            } else {
+                "rules"
+            };
+            let entry = file["spec"][section][info.name]
+                .as_object()
+                .unwrap_or_else(|| {
+                    panic!("policies/baseline.yaml has no spec.{section}.{}", info.name)
+                });
+            let definitions = if info.is_mutation() {
+                "MutationsSection"
+            } else {
+                "RulesSection"
+            };
+            let reference = schema["definitions"][definitions]["properties"][info.name]["allOf"][0]
+                ["$ref"]
+                .as_str()
+                .expect("a reference to the settings type");
+            let name = reference.trim_start_matches("#/definitions/");
+            let properties = schema["definitions"][name]["properties"]
+                .as_object()
+                .expect("properties");
+            for (key, property) in properties {
+                let shown = matches!(key.as_str(), "mode" | "enabled" | "skippable")
+                    || property.get("default").is_some();
+                assert!(
+                    !shown || entry.contains_key(key),
+                    "policies/baseline.yaml: {} does not show `{key}`",
+                    info.name
+                );
+            }
+            for key in entry.keys() {
+                assert!(properties.contains_key(key), "{}: `{key}`", info.name);
+            }
+        }
     }
 
     #[test]
@@ -944,9 +614,18 @@ mod tests {
             "p.yaml",
         )
         .expect("valid");
-        assert_eq!(policy.params.rollout_blocked_after_seconds, 90);
-        assert_eq!(policy.params.stuck_terminating_margin_seconds, 120);
-        assert_eq!(policy.params.claim_pending_after_seconds, 3600);
+        assert_eq!(
+            settings(&policy, &live::ROLLOUT_BLOCKED).not_ready_for_seconds(),
+            90
+        );
+        assert_eq!(
+            settings(&policy, &live::POD_STUCK_TERMINATING).margin_seconds(),
+            120
+        );
+        assert_eq!(
+            settings(&policy, &live::CLAIM_UNBOUND).pending_for_seconds(),
+            3600
+        );
         assert_eq!(policy.mode(RuleId::StatefulSetClaimUnbound), Mode::Enforce);
         let err = error_of(&format!(
             "{HEAD}  rules:\n    statefulset.claim-unbound:\n      pendingFor: soon\n"
@@ -970,11 +649,17 @@ mod tests {
         .expect("valid");
         assert_eq!(policy.excluded_namespaces, vec!["infra".to_string()]);
         assert_eq!(
-            policy.params.allowed_storage_classes,
-            vec!["fast".to_string()]
+            settings(&policy, &statefulset::CLAIM_TEMPLATE_STORAGE).allowed_storage_classes,
+            Some(vec!["fast".to_string()])
         );
-        assert_eq!(policy.params.alias_labels, vec!["instance".to_string()]);
-        assert_eq!(policy.params.pod_management_policy, "Parallel");
+        assert_eq!(
+            settings(&policy, &defaults::IDENTITY_LABELS).alias_labels,
+            Some(vec!["instance".to_string()])
+        );
+        assert_eq!(
+            settings(&policy, &defaults::POD_MANAGEMENT_POLICY).value,
+            Some(defaults::PodManagementPolicy::Parallel)
+        );
         assert!(policy.is_excluded("infra"));
         assert!(!policy.is_excluded("kube-system"));
     }

@@ -1,37 +1,19 @@
-//! Label selector semantics (matchLabels and matchExpressions) as the API server applies them.
+//! Labels as the engine holds them: [`selector_matches`] applies a `LabelSelector` with
+//! kube's [`Selector`] (no second implementation of its semantics), and [`LabelSet`] is the
+//! compact form the cluster caches keep for Service selectors. Pure: no I/O.
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
 pub type Labels = BTreeMap<String, String>;
 
-/// Does `selector` select an object with `labels`? An empty selector selects everything,
-/// as in the API; callers that need "empty is invalid" check that themselves.
+/// Does `selector` select an object with `labels`? kube's [`Selector`] semantics (an empty
+/// selector selects everything, as in the API; callers that need "empty is invalid" check
+/// [`selector_is_empty`]). A selector the API server would reject (an unknown operator,
+/// `In` without values) selects nothing.
 pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
-    let labels_ok = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    labels_ok
-        && selector.match_expressions.iter().flatten().all(|req| {
-            let values = req.values.as_deref().unwrap_or_default();
-            let value = labels.get(&req.key);
-            match req.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                // An unknown operator is rejected by the API server; it selects nothing.
-                _ => false,
-            }
-        })
-}
-
-/// Does a Service-style equality selector select `labels`? An empty map selects nothing
-/// for Services (no endpoints are managed).
-pub fn map_selector_matches(selector: &Labels, labels: &Labels) -> bool {
-    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 /// Labels held for a long time (the cluster caches hold one per Service and StatefulSet):
@@ -62,8 +44,8 @@ impl LabelSet {
         self.0.is_empty()
     }
 
-    /// As [`map_selector_matches`] with `self` as the selector: does this Service-style
-    /// equality selector select `labels`? Empty selects nothing.
+    /// Does this Service-style equality selector select `labels`? Empty selects nothing
+    /// (a Service without a selector manages no endpoints).
     pub fn selects(&self, labels: &Labels) -> bool {
         !self.is_empty()
             && self
@@ -96,15 +78,9 @@ impl<const N: usize> From<[(String, String); N]> for LabelSet {
     }
 }
 
+/// Has `selector` no terms at all (it selects everything)?
 pub fn selector_is_empty(selector: &LabelSelector) -> bool {
-    selector
-        .match_labels
-        .as_ref()
-        .is_none_or(BTreeMap::is_empty)
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(Vec::is_empty)
+    Selector::try_from(selector.clone()).is_ok_and(|s| s.selects_all())
 }
 
 #[cfg(test)]
@@ -153,9 +129,6 @@ mod tests {
     #[test]
     fn service_selectors() {
         let pod = labels(&[("app", "web")]);
-        assert!(map_selector_matches(&labels(&[("app", "web")]), &pod));
-        assert!(!map_selector_matches(&labels(&[("app", "db")]), &pod));
-        assert!(!map_selector_matches(&Labels::new(), &pod));
         for selector in [
             labels(&[("app", "web")]),
             labels(&[("app", "db")]),
@@ -164,7 +137,9 @@ mod tests {
             Labels::new(),
         ] {
             let set = LabelSet::from(selector.clone());
-            assert_eq!(set.selects(&pod), map_selector_matches(&selector, &pod));
+            let expected =
+                !selector.is_empty() && selector.iter().all(|(k, v)| pod.get(k) == Some(v));
+            assert_eq!(set.selects(&pod), expected);
             assert_eq!(set.to_labels(), selector);
             for key in ["app", "tier", "zone", ""] {
                 assert_eq!(set.get(key), selector.get(key).map(String::as_str));

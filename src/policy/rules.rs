@@ -1,9 +1,17 @@
 //! The rule table: every rule and mutation stateward knows, in one place. Read this first.
 //!
+//! Each rule is declared once, beside its code in `rules/*.rs`, as a [`Rule`]: its id,
+//! kind, operations, default mode, whether objects may skip it, a one-line summary, its
+//! settings type (what a policy file may say about it) and its function. The table at the
+//! end of this file lists the declarations; the policy reader, the policy schema, the
+//! `rules` command and the generated docs are all derived from it.
+//!
 //! A validation rule is a plain function over a typed object that reports violations into
 //! a [`Sink`]; the engine turns them into findings at the mode the policy gives the rule.
-//! A mutation is a function that changes a typed clone and says what it added.
+//! A mutation is a function that changes a typed clone and says what it added. Nothing
+//! here does I/O.
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod, core::v1::Service};
@@ -12,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Policy;
 use super::context::Context;
 use super::review::{Kind, Operation, Resource, Review};
+use super::settings::{AnySettings, Settings};
 
 pub mod defaults;
 pub mod live;
@@ -52,63 +61,86 @@ impl Mode {
     }
 }
 
-macro_rules! rule_ids {
-    ($($variant:ident => $id:literal,)*) => {
-        /// Stable rule and mutation ids, as used in policy files, metrics, reports and messages.
+/// Collects the declarations into the table: the [`RuleId`] enum (one variant per
+/// declaration, in table order), [`RULES`], and the functions that reach each rule's
+/// settings type (read from a policy file, defaults, schema).
+macro_rules! rules {
+    ($($variant:ident => $rule:expr,)*) => {
+        /// Stable rule and mutation ids, as used in policy files, metrics, reports and
+        /// messages (the text is each declaration's `name`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum RuleId { $($variant,)* }
 
         impl RuleId {
             pub const ALL: &'static [RuleId] = &[$(RuleId::$variant,)*];
             pub const COUNT: usize = Self::ALL.len();
-
-            pub fn as_str(self) -> &'static str {
-                match self { $(RuleId::$variant => $id,)* }
-            }
         }
 
-        impl FromStr for RuleId {
-            type Err = UnknownRule;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s { $($id => Ok(RuleId::$variant),)* _ => Err(UnknownRule(s.to_owned())) }
-            }
+        /// Every rule, in [`RuleId`] order: the declarations of `rules/*.rs`.
+        pub static RULES: &[&RuleInfo] = &[$(&$rule.info,)*];
+
+        /// The settings of a rule a policy does not list.
+        pub(crate) fn default_settings(id: RuleId) -> Box<dyn AnySettings> {
+            match id { $(RuleId::$variant => $rule.default_settings(),)* }
+        }
+
+        /// Reads the value of a rule's entry in a policy file with its settings type.
+        pub(crate) fn read_settings<'de, A: serde::de::MapAccess<'de>>(
+            id: RuleId,
+            map: &mut A,
+        ) -> Result<Box<dyn AnySettings>, A::Error> {
+            match id { $(RuleId::$variant => $rule.read(map),)* }
+        }
+
+        /// The JSON Schema of a rule's settings type (a reference to its definition).
+        pub(crate) fn settings_schema(
+            id: RuleId,
+            generator: &mut schemars::SchemaGenerator,
+        ) -> schemars::Schema {
+            match id { $(RuleId::$variant => $rule.schema(generator),)* }
         }
     };
 }
 
-rule_ids! {
-    StatefulSetNameLength => "statefulset.name-length",
-    StatefulSetServiceName => "statefulset.service-name",
-    StatefulSetHeadlessService => "statefulset.headless-service",
-    StatefulSetSelectorMatchesTemplate => "statefulset.selector-matches-template",
-    StatefulSetClaimTemplatesMounted => "statefulset.claim-templates-mounted",
-    StatefulSetClaimTemplateStorage => "statefulset.claim-template-storage",
-    StatefulSetClaimTemplateAccessMode => "statefulset.claim-template-access-mode",
-    StatefulSetTerminationGracePeriod => "statefulset.termination-grace-period",
-    StatefulSetReadinessProbe => "statefulset.readiness-probe",
-    StatefulSetResources => "statefulset.resources",
-    StatefulSetAntiAffinity => "statefulset.anti-affinity",
-    StatefulSetAntiAffinitySelectsSelf => "statefulset.anti-affinity-selects-self",
-    StatefulSetUpdateStrategy => "statefulset.update-strategy",
-    StatefulSetSecurityContext => "statefulset.security-context",
-    StatefulSetRolloutStuck => "statefulset.rollout-stuck",
-    StatefulSetScaleDownRetainsClaims => "statefulset.scale-down-retains-claims",
-    StatefulSetApiVersion => "statefulset.api-version",
-    StatefulSetPodDisruptionBudget => "statefulset.pod-disruption-budget",
-    StatefulSetRolloutBlocked => "statefulset.rollout-blocked",
-    StatefulSetPodStuckTerminating => "statefulset.pod-stuck-terminating",
-    StatefulSetClaimUnbound => "statefulset.claim-unbound",
-    StatefulSetDisruptionBlocked => "statefulset.disruption-blocked",
-    StatefulSetOrphanedClaim => "statefulset.orphaned-claim",
-    ServiceHeadlessInUse => "service.headless-in-use",
-    ServiceHeadlessShape => "service.headless-shape",
-    ServicePodNameSelector => "service.pod-name-selector",
-    PodForceDelete => "pod.force-delete",
-    StatefulSetDefaultPodManagementPolicy => "statefulset.default-pod-management-policy",
-    StatefulSetDefaultUpdateStrategy => "statefulset.default-update-strategy",
-    StatefulSetDefaultAntiAffinity => "statefulset.default-anti-affinity",
-    StatefulSetDefaultClaimRetention => "statefulset.default-claim-retention",
-    PodIdentityLabels => "pod.identity-labels",
+use defaults as d;
+use statefulset as s;
+
+// The table: one line per rule, naming its declaration (beside its code). The order is
+// the order of evaluation (mutations apply in it) and of every listing (`rules`, the
+// generated docs, the schema).
+rules! {
+    StatefulSetNameLength => s::NAME_LENGTH,
+    StatefulSetServiceName => s::SERVICE_NAME,
+    StatefulSetHeadlessService => s::HEADLESS_SERVICE,
+    StatefulSetSelectorMatchesTemplate => s::SELECTOR_MATCHES_TEMPLATE,
+    StatefulSetClaimTemplatesMounted => s::CLAIM_TEMPLATES_MOUNTED,
+    StatefulSetClaimTemplateStorage => s::CLAIM_TEMPLATE_STORAGE,
+    StatefulSetClaimTemplateAccessMode => s::CLAIM_TEMPLATE_ACCESS_MODE,
+    StatefulSetTerminationGracePeriod => s::TERMINATION_GRACE_PERIOD,
+    StatefulSetReadinessProbe => s::READINESS_PROBE,
+    StatefulSetResources => s::RESOURCES,
+    StatefulSetAntiAffinity => s::ANTI_AFFINITY,
+    StatefulSetAntiAffinitySelectsSelf => s::ANTI_AFFINITY_SELECTS_SELF,
+    StatefulSetUpdateStrategy => s::UPDATE_STRATEGY,
+    StatefulSetSecurityContext => s::SECURITY_CONTEXT,
+    StatefulSetRolloutStuck => s::ROLLOUT_STUCK,
+    StatefulSetScaleDownRetainsClaims => s::SCALE_DOWN_RETAINS_CLAIMS,
+    StatefulSetApiVersion => s::API_VERSION,
+    StatefulSetPodDisruptionBudget => s::POD_DISRUPTION_BUDGET,
+    StatefulSetRolloutBlocked => live::ROLLOUT_BLOCKED,
+    StatefulSetPodStuckTerminating => live::POD_STUCK_TERMINATING,
+    StatefulSetClaimUnbound => live::CLAIM_UNBOUND,
+    StatefulSetDisruptionBlocked => live::DISRUPTION_BLOCKED,
+    StatefulSetOrphanedClaim => live::ORPHANED_CLAIM,
+    ServiceHeadlessInUse => service::HEADLESS_IN_USE,
+    ServiceHeadlessShape => service::HEADLESS_SHAPE,
+    ServicePodNameSelector => service::POD_NAME_SELECTOR,
+    PodForceDelete => pod::FORCE_DELETE,
+    StatefulSetDefaultPodManagementPolicy => d::POD_MANAGEMENT_POLICY,
+    StatefulSetDefaultUpdateStrategy => d::UPDATE_STRATEGY,
+    StatefulSetDefaultAntiAffinity => d::ANTI_AFFINITY,
+    StatefulSetDefaultClaimRetention => d::CLAIM_RETENTION,
+    PodIdentityLabels => d::IDENTITY_LABELS,
 }
 
 impl RuleId {
@@ -116,9 +148,24 @@ impl RuleId {
         self as usize
     }
 
+    pub fn as_str(self) -> &'static str {
+        self.info().name
+    }
+
     pub fn info(self) -> &'static RuleInfo {
         // RULES lists every id in declaration order (checked by a test).
-        &RULES[self.index()]
+        RULES[self.index()]
+    }
+}
+
+impl FromStr for RuleId {
+    type Err = UnknownRule;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RULES
+            .iter()
+            .find(|info| info.name == s)
+            .map(|info| info.id)
+            .ok_or_else(|| UnknownRule(s.to_owned()))
     }
 }
 
@@ -197,8 +244,10 @@ pub enum Check {
     StatefulSet(fn(&Input<'_, StatefulSet>, &mut Sink)),
     Service(fn(&Input<'_, Service>, &mut Sink)),
     Pod(fn(&Input<'_, Pod>, &mut Sink)),
-    /// Evaluated by the offline checker on documents the engine cannot decode.
-    Offline,
+    /// A rule on what a document says of itself (apiVersion and kind), evaluated before
+    /// decoding, on documents the engine may not be able to decode (see
+    /// [`evaluate_header`](crate::policy::evaluate_header)).
+    Header(fn(&Header<'_>, &mut Sink)),
     /// A live-state rule: evaluated only by `stateward audit`, on a set with its pods,
     /// claims, PodDisruptionBudgets and nodes.
     Live(fn(&live::LiveInput<'_>, &mut Sink)),
@@ -251,9 +300,18 @@ pub enum Action {
     },
 }
 
-/// One row of the table.
+/// What a document says of itself, read before it is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub api_version: &'a str,
+    pub kind: &'a str,
+}
+
+/// One row of the table: a rule's metadata and function.
 pub struct RuleInfo {
     pub id: RuleId,
+    /// The id as written (`statefulset.name-length`).
+    pub name: &'static str,
     pub kind: Kind,
     pub operations: &'static [Operation],
     pub action: Action,
@@ -281,311 +339,53 @@ impl RuleInfo {
     }
 }
 
-use Operation::{Create, Delete, Update};
+/// A rule's declaration: its row of the table, and (in the type) the settings a policy
+/// file may give it.
+pub struct Rule<S> {
+    pub info: RuleInfo,
+    settings: PhantomData<fn() -> S>,
+}
 
-const CU: &[Operation] = &[Create, Update];
+impl<S: Settings> Rule<S> {
+    pub const fn new(info: RuleInfo) -> Rule<S> {
+        Rule {
+            info,
+            settings: PhantomData,
+        }
+    }
 
-const fn validate(default: Mode, check: Check) -> Action {
+    fn default_settings(&self) -> Box<dyn AnySettings> {
+        Box::new(S::default())
+    }
+
+    fn read<'de, A: serde::de::MapAccess<'de>>(
+        &self,
+        map: &mut A,
+    ) -> Result<Box<dyn AnySettings>, A::Error> {
+        Ok(Box::new(map.next_value::<S>()?))
+    }
+
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<S>()
+    }
+}
+
+/// The operations most admission rules run on.
+pub const CU: &[Operation] = &[Operation::Create, Operation::Update];
+
+/// A validation rule's action.
+pub const fn validate(default: Mode, check: Check) -> Action {
     Action::Validate { default, check }
 }
 
-const fn mutate(default_on: bool, mutate: Mutation, target: Target) -> Action {
+/// A mutation's action.
+pub const fn mutate(default_on: bool, mutate: Mutation, target: Target) -> Action {
     Action::Mutate {
         default_on,
         mutate,
         target,
     }
 }
-
-use defaults as d;
-use statefulset as s;
-
-/// Every rule, in [`RuleId`] order.
-pub static RULES: &[RuleInfo] = &[
-    RuleInfo {
-        id: RuleId::StatefulSetNameLength,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Enforce, Check::StatefulSet(s::name_length)),
-        skippable: false,
-        summary: "name at most 52 characters and <name>-<highest ordinal> at most 63, or pods are never created",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetServiceName,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Enforce, Check::StatefulSet(s::service_name)),
-        skippable: false,
-        summary: "spec.serviceName is a DNS-1123 label (warns when absent): it is every pod's DNS subdomain",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetHeadlessService,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::headless_service)),
-        skippable: true,
-        summary: "the Service named by serviceName exists, is headless and selects the set's pods",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetSelectorMatchesTemplate,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(
-            Mode::Enforce,
-            Check::StatefulSet(s::selector_matches_template),
-        ),
-        skippable: false,
-        summary: "spec.selector selects the pod template's labels",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetClaimTemplatesMounted,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(
-            Mode::Enforce,
-            Check::StatefulSet(s::claim_templates_mounted),
-        ),
-        skippable: false,
-        summary: "every claim template is mounted (or a volumeDevice) and every mount and device resolves",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetClaimTemplateStorage,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Enforce, Check::StatefulSet(s::claim_template_storage)),
-        skippable: false,
-        summary: "claim templates request storage and accessModes; storageClassName set (and allowed)",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetClaimTemplateAccessMode,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(
-            Mode::Warn,
-            Check::StatefulSet(s::claim_template_access_mode),
-        ),
-        skippable: true,
-        summary: "per-pod storage uses ReadWriteOnce or ReadWriteOncePod, not ReadWriteMany/ReadOnlyMany",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetTerminationGracePeriod,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(
-            Mode::Enforce,
-            Check::StatefulSet(s::termination_grace_period),
-        ),
-        skippable: false,
-        summary: "terminationGracePeriodSeconds is not 0 (and within minSeconds/maxSeconds)",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetReadinessProbe,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::readiness_probe)),
-        skippable: true,
-        summary: "every container has a readinessProbe, different from its livenessProbe",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetResources,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::resources)),
-        skippable: true,
-        summary: "every container requests cpu and memory (limits when the policy requires them)",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetAntiAffinity,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::anti_affinity)),
-        skippable: true,
-        summary: "with 2+ replicas, pod anti-affinity or topology spread on the hostname key",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetAntiAffinitySelectsSelf,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(
-            Mode::Warn,
-            Check::StatefulSet(s::anti_affinity_selects_self),
-        ),
-        skippable: true,
-        summary: "every pod anti-affinity term selects the set's own pods",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetUpdateStrategy,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::update_strategy)),
-        skippable: true,
-        summary: "no partition above replicas, no OnDelete, no maxUnavailable with OrderedReady",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetSecurityContext,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Warn, Check::StatefulSet(s::security_context)),
-        skippable: true,
-        summary: "runAsNonRoot: true and allowPrivilegeEscalation: false",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetRolloutStuck,
-        kind: Kind::StatefulSet,
-        operations: &[Update],
-        action: validate(Mode::Warn, Check::StatefulSet(s::rollout_stuck)),
-        skippable: true,
-        summary: "template changed while pods are not ready under OrderedReady: stuck pods need deleting",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetScaleDownRetainsClaims,
-        kind: Kind::StatefulSet,
-        operations: &[Update],
-        action: validate(Mode::Warn, Check::StatefulSet(s::scale_down_retains_claims)),
-        skippable: true,
-        summary: "scale-down keeps the removed pods' PVCs: names them and how to collect them",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetApiVersion,
-        kind: Kind::StatefulSet,
-        operations: &[Create],
-        action: validate(Mode::Enforce, Check::Offline),
-        skippable: false,
-        summary: "offline only: apps/v1beta1 and apps/v1beta2 StatefulSets are not served since 1.16",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetPodDisruptionBudget,
-        kind: Kind::StatefulSet,
-        operations: CU,
-        action: validate(Mode::Audit, Check::StatefulSet(s::pod_disruption_budget)),
-        skippable: true,
-        summary: "with 2+ replicas, a PodDisruptionBudget selects the pods",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetRolloutBlocked,
-        kind: Kind::StatefulSet,
-        operations: &[],
-        action: validate(Mode::Warn, Check::Live(live::rollout_blocked)),
-        skippable: true,
-        summary: "audit only: a rollout waits on a pod of the update revision not Ready for longer than notReadyFor: names the pod to delete",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetPodStuckTerminating,
-        kind: Kind::StatefulSet,
-        operations: &[],
-        action: validate(Mode::Warn, Check::Live(live::pod_stuck_terminating)),
-        skippable: true,
-        summary: "audit only: a pod Terminating past its grace period plus margin on a node not Ready: confirm the node is down, then force delete",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetClaimUnbound,
-        kind: Kind::StatefulSet,
-        operations: &[],
-        action: validate(Mode::Warn, Check::Live(live::claim_unbound)),
-        skippable: true,
-        summary: "audit only: a claim of the set Pending for longer than pendingFor: names it and its storage class",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetDisruptionBlocked,
-        kind: Kind::StatefulSet,
-        operations: &[],
-        action: validate(Mode::Warn, Check::Live(live::disruption_blocked)),
-        skippable: true,
-        summary: "audit only: a PodDisruptionBudget selecting the set allows no disruption at full health, so drains hang",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetOrphanedClaim,
-        kind: Kind::StatefulSet,
-        operations: &[],
-        action: validate(Mode::Warn, Check::OrphanedClaims),
-        skippable: false,
-        summary: "audit only: a claim left by a scale-down or a deleted set (the collector's classifier), with its size",
-    },
-    RuleInfo {
-        id: RuleId::ServiceHeadlessInUse,
-        kind: Kind::Service,
-        operations: &[Update, Delete],
-        action: validate(Mode::Warn, Check::Service(service::headless_in_use)),
-        skippable: false,
-        summary: "deleting (or re-selecting) a Service a running StatefulSet names in serviceName (enforce in strict)",
-    },
-    RuleInfo {
-        id: RuleId::ServiceHeadlessShape,
-        kind: Kind::Service,
-        operations: CU,
-        action: validate(Mode::Warn, Check::Service(service::headless_shape)),
-        skippable: true,
-        summary: "a headless Service of a StatefulSet has a selector and named ports",
-    },
-    RuleInfo {
-        id: RuleId::ServicePodNameSelector,
-        kind: Kind::Service,
-        operations: CU,
-        action: validate(Mode::Warn, Check::Service(service::pod_name_selector)),
-        skippable: true,
-        summary: "a per-pod Service selects a pod-name whose ordinal exists",
-    },
-    RuleInfo {
-        id: RuleId::PodForceDelete,
-        kind: Kind::Pod,
-        operations: &[Delete],
-        action: validate(Mode::Enforce, Check::Pod(pod::force_delete)),
-        skippable: false,
-        summary: "no force delete (grace 0) of a scheduled, running StatefulSet pod, except by its node, exempt users or the override annotation",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetDefaultPodManagementPolicy,
-        kind: Kind::StatefulSet,
-        operations: &[Create],
-        action: mutate(
-            true,
-            Mutation::StatefulSet(d::pod_management_policy),
-            d::POD_MANAGEMENT_POLICY,
-        ),
-        skippable: true,
-        summary: "adds spec.podManagementPolicy (policy value, OrderedReady unless set)",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetDefaultUpdateStrategy,
-        kind: Kind::StatefulSet,
-        operations: &[Create],
-        action: mutate(
-            true,
-            Mutation::StatefulSet(d::update_strategy),
-            d::UPDATE_STRATEGY,
-        ),
-        skippable: true,
-        summary: "adds spec.updateStrategy RollingUpdate with partition 0",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetDefaultAntiAffinity,
-        kind: Kind::StatefulSet,
-        operations: &[Create],
-        action: mutate(true, Mutation::StatefulSet(d::anti_affinity), d::AFFINITY),
-        skippable: true,
-        summary: "adds preferred pod anti-affinity on kubernetes.io/hostname when none exists",
-    },
-    RuleInfo {
-        id: RuleId::StatefulSetDefaultClaimRetention,
-        kind: Kind::StatefulSet,
-        operations: &[Create],
-        action: mutate(
-            false,
-            Mutation::StatefulSet(d::claim_retention),
-            d::CLAIM_RETENTION,
-        ),
-        skippable: true,
-        summary: "adds spec.persistentVolumeClaimRetentionPolicy from the policy",
-    },
-    RuleInfo {
-        id: RuleId::PodIdentityLabels,
-        kind: Kind::Pod,
-        operations: &[Create],
-        action: mutate(true, Mutation::Pod(d::identity_labels), d::POD_LABELS),
-        skippable: true,
-        summary: "adds pod-name, pod-index and alias labels to StatefulSet pods",
-    },
-];
 
 #[cfg(test)]
 mod tests {
@@ -597,6 +397,25 @@ mod tests {
         for (index, info) in RULES.iter().enumerate() {
             assert_eq!(info.id.index(), index, "{} is out of order", info.id);
             assert_eq!(info.id.as_str().parse::<RuleId>(), Ok(info.id));
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_lowercase() {
+        let mut names: Vec<_> = RULES.iter().map(|info| info.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), RuleId::COUNT);
+        for name in names {
+            assert!(
+                name.split_once('.')
+                    .is_some_and(|(kind, rest)| !kind.is_empty()
+                        && !rest.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c == '.' || c == '-')),
+                "{name}"
+            );
         }
     }
 

@@ -555,10 +555,12 @@ fn reports(ns: &str) -> Request {
 async fn install_crds(env: &Env) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CRD_FILE);
     let text = std::fs::read_to_string(&path).expect("the chart's CRD file");
-    let docs = stateward::manifest::documents(&stateward::manifest::Source {
-        name: CRD_FILE.into(),
-        text,
-    });
+    let docs = stateward::commands::check::manifest::documents(
+        &stateward::commands::check::manifest::Source {
+            name: CRD_FILE.into(),
+            text,
+        },
+    );
     for doc in docs {
         let crd = doc.value.expect("CRD YAML parses");
         let r = send(

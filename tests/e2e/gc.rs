@@ -1280,7 +1280,7 @@ pub async fn sigterm_during_a_pass(env: Arc<Env>) {
     .await;
     assert_eq!(r.status, 200, "label namespace: {r}");
     let silent = Silent::start().await;
-    let ca = stateward::certs::generate(&["localhost".into()], 1).expect("a CA");
+    let ca = stateward::commands::certs::generate(&["localhost".into()], 1).expect("a CA");
     let name = format!("e2e-gc-slow-{ns}");
     let config = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",

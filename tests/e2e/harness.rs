@@ -14,7 +14,7 @@ use kube::core::params::{PatchParams, PostParams};
 use kube::core::{Request, params::Patch};
 use kube::{Client, Config};
 use serde_json::{Value, json};
-use stateward::manifest::{Source, documents};
+use stateward::commands::check::manifest::{Source, documents};
 
 use crate::k8s::{self, Reply, send, to_vec};
 use crate::pki::{self, Pki};
@@ -228,8 +228,9 @@ impl Env {
         create_node(&admin).await;
 
         // stateward
-        let bundle = stateward::certs::generate(&["localhost".into(), "127.0.0.1".into()], 30)
-            .expect("stateward certificates");
+        let bundle =
+            stateward::commands::certs::generate(&["localhost".into(), "127.0.0.1".into()], 30)
+                .expect("stateward certificates");
         let tls_cert = dir.join("stateward.crt");
         let tls_key = dir.join("stateward.key");
         std::fs::write(&tls_cert, &bundle.cert).expect("write cert");

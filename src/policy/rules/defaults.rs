@@ -6,6 +6,8 @@
 //! not choose the value: the field is missing from the server-side-apply entry of
 //! `metadata.managedFields`, or from kubectl's last-applied-configuration annotation.
 //! With neither signal the field is left alone.
+//!
+//! Each mutation is declared beside its function with its settings type. Pure: no I/O.
 use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
     StatefulSetUpdateStrategy,
@@ -18,10 +20,16 @@ use serde_json::Value;
 
 use super::pod::controlling_statefulset;
 use super::statefulset::spreads_on;
-use super::{Added, Target};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::statefulset::HOSTNAME_KEY;
+use super::{Added, Mutation, Rule, RuleId, RuleInfo, Target, mutate};
 use crate::policy::config::Policy;
 use crate::policy::labels::selector_is_empty;
 use crate::policy::review::Resource;
+use crate::policy::review::{Kind, Operation};
+use crate::policy::settings::{Invalid, Settings, Switch, Toggle, check_not_empty};
 
 fn typed<T: serde::Serialize>(value: Option<&T>) -> Option<Value> {
     value.and_then(|v| serde_json::to_value(v).ok())
@@ -34,17 +42,17 @@ fn sts_part(r: &Resource, part: fn(&StatefulSet) -> Option<Value>) -> Option<Val
     }
 }
 
-pub const POD_MANAGEMENT_POLICY: Target = Target {
+pub const POD_MANAGEMENT_POLICY_TARGET: Target = Target {
     pointer: "/spec/podManagementPolicy",
     extract: |r| sts_part(r, |s| typed(s.spec.pod_management_policy.as_ref())),
 };
 
-pub const UPDATE_STRATEGY: Target = Target {
+pub const UPDATE_STRATEGY_TARGET: Target = Target {
     pointer: "/spec/updateStrategy",
     extract: |r| sts_part(r, |s| typed(s.spec.update_strategy.as_ref())),
 };
 
-pub const AFFINITY: Target = Target {
+pub const AFFINITY_TARGET: Target = Target {
     pointer: "/spec/template/spec/affinity",
     extract: |r| {
         sts_part(r, |s| {
@@ -59,7 +67,7 @@ pub const AFFINITY: Target = Target {
     },
 };
 
-pub const CLAIM_RETENTION: Target = Target {
+pub const CLAIM_RETENTION_TARGET: Target = Target {
     pointer: "/spec/persistentVolumeClaimRetentionPolicy",
     extract: |r| {
         sts_part(r, |s| {
@@ -68,7 +76,7 @@ pub const CLAIM_RETENTION: Target = Target {
     },
 };
 
-pub const POD_LABELS: Target = Target {
+pub const POD_LABELS_TARGET: Target = Target {
     pointer: "/metadata/labels",
     extract: |r| match r {
         Resource::Pod(pod) => typed(pod.metadata.labels.as_ref()),
@@ -135,8 +143,70 @@ fn may_replace_default(meta: &ObjectMeta, current: &str, k8s_default: &str, path
     current == k8s_default && user_choice(meta, path) == Choice::NotChosen
 }
 
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PodManagementPolicy {
+    #[default]
+    OrderedReady,
+    Parallel,
+}
+
+impl PodManagementPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodManagementPolicy::OrderedReady => "OrderedReady",
+            PodManagementPolicy::Parallel => "Parallel",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PodManagementToggle {
+    /// Whether the mutation adds its default.
+    pub enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// The podManagementPolicy to add (default `OrderedReady`).
+    pub value: Option<PodManagementPolicy>,
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for PodManagementToggle {
+    fn default() -> Self {
+        PodManagementToggle {
+            enabled: None,
+            skippable: None,
+            value: Some(PodManagementPolicy::OrderedReady),
+        }
+    }
+}
+
+impl Settings for PodManagementToggle {
+    fn take_switch(&mut self) -> Switch {
+        Switch::enabled(self.enabled.take(), self.skippable.take())
+    }
+}
+
+pub static POD_MANAGEMENT_POLICY: Rule<PodManagementToggle> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetDefaultPodManagementPolicy,
+    name: "statefulset.default-pod-management-policy",
+    kind: Kind::StatefulSet,
+    operations: &[Operation::Create],
+    action: mutate(
+        true,
+        Mutation::StatefulSet(pod_management_policy),
+        POD_MANAGEMENT_POLICY_TARGET,
+    ),
+    skippable: true,
+    summary: "adds spec.podManagementPolicy (policy value, OrderedReady unless set)",
+});
+
 pub fn pod_management_policy(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
-    let value = &policy.params.pod_management_policy;
+    let value = policy
+        .settings(&POD_MANAGEMENT_POLICY)?
+        .value
+        .unwrap_or_default()
+        .as_str();
     let meta = &sts.metadata;
     let spec = &mut sts.spec;
     let apply = match spec.pod_management_policy.as_deref() {
@@ -152,12 +222,26 @@ pub fn pod_management_policy(policy: &Policy, sts: &mut StatefulSet) -> Option<A
     if !apply {
         return None;
     }
-    spec.pod_management_policy = Some(value.clone());
+    spec.pod_management_policy = Some(value.to_owned());
     Some(Added {
         field: "spec.podManagementPolicy".into(),
         message: format!("set podManagementPolicy: {value}"),
     })
 }
+
+pub static UPDATE_STRATEGY: Rule<Toggle> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetDefaultUpdateStrategy,
+    name: "statefulset.default-update-strategy",
+    kind: Kind::StatefulSet,
+    operations: &[Operation::Create],
+    action: mutate(
+        true,
+        Mutation::StatefulSet(update_strategy),
+        UPDATE_STRATEGY_TARGET,
+    ),
+    skippable: true,
+    summary: "adds spec.updateStrategy RollingUpdate with partition 0",
+});
 
 pub fn update_strategy(_policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
     let spec = &mut sts.spec;
@@ -177,8 +261,77 @@ pub fn update_strategy(_policy: &Policy, sts: &mut StatefulSet) -> Option<Added>
     })
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AntiAffinityToggle {
+    /// Whether the mutation adds its default.
+    pub enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// Weight of the preferred term, 1 to 100 (default 100).
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: Option<i32>,
+    /// Topology key of the preferred term (default `kubernetes.io/hostname`).
+    #[schemars(length(min = 1))]
+    pub topology_key: Option<String>,
+}
+
+/// The preferred term's weight unless the policy says otherwise.
+const DEFAULT_WEIGHT: i32 = 100;
+
+impl AntiAffinityToggle {
+    pub fn weight(&self) -> i32 {
+        self.weight.unwrap_or(DEFAULT_WEIGHT)
+    }
+
+    pub fn topology_key(&self) -> &str {
+        self.topology_key.as_deref().unwrap_or(HOSTNAME_KEY)
+    }
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for AntiAffinityToggle {
+    fn default() -> Self {
+        AntiAffinityToggle {
+            enabled: None,
+            skippable: None,
+            weight: Some(DEFAULT_WEIGHT),
+            topology_key: Some(HOSTNAME_KEY.into()),
+        }
+    }
+}
+
+impl Settings for AntiAffinityToggle {
+    fn take_switch(&mut self) -> Switch {
+        Switch::enabled(self.enabled.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        if let Some(weight) = self.weight
+            && !(1..=100).contains(&weight)
+        {
+            return Err(Invalid::new(
+                "weight",
+                format!("is {weight}; a preferred term's weight is 1 to 100"),
+            ));
+        }
+        check_not_empty("topologyKey", self.topology_key.as_deref())
+    }
+}
+
+pub static ANTI_AFFINITY: Rule<AntiAffinityToggle> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetDefaultAntiAffinity,
+    name: "statefulset.default-anti-affinity",
+    kind: Kind::StatefulSet,
+    operations: &[Operation::Create],
+    action: mutate(true, Mutation::StatefulSet(anti_affinity), AFFINITY_TARGET),
+    skippable: true,
+    summary: "adds preferred pod anti-affinity on kubernetes.io/hostname when none exists",
+});
+
 pub fn anti_affinity(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
-    let params = &policy.params;
+    let params = policy.settings(&ANTI_AFFINITY)?;
+    let (weight, topology_key) = (params.weight(), params.topology_key());
     let spec = &mut sts.spec;
     if selector_is_empty(&spec.selector) {
         return None;
@@ -192,16 +345,16 @@ pub fn anti_affinity(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
         .affinity
         .as_ref()
         .is_some_and(|a| a.pod_anti_affinity.is_some());
-    if has_anti || spreads_on(pod, &params.default_anti_affinity_topology_key) {
+    if has_anti || spreads_on(pod, topology_key) {
         return None;
     }
     let affinity = pod.affinity.get_or_insert_with(Affinity::default);
     affinity.pod_anti_affinity = Some(PodAntiAffinity {
         preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
-            weight: params.default_anti_affinity_weight,
+            weight,
             pod_affinity_term: PodAffinityTerm {
                 label_selector: Some(selector),
-                topology_key: params.default_anti_affinity_topology_key.clone(),
+                topology_key: topology_key.to_owned(),
                 ..PodAffinityTerm::default()
             },
         }]),
@@ -211,13 +364,81 @@ pub fn anti_affinity(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
         field: "spec.template.spec.affinity.podAntiAffinity".into(),
         message: format!(
             "added preferred pod anti-affinity (weight {}) on {}",
-            params.default_anti_affinity_weight, params.default_anti_affinity_topology_key
+            weight, topology_key
         ),
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RetentionValue {
+    Retain,
+    Delete,
+}
+
+impl RetentionValue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionValue::Retain => "Retain",
+            RetentionValue::Delete => "Delete",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RetentionToggle {
+    /// Whether the mutation adds its default.
+    pub enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// whenDeleted to add (default `Retain`).
+    pub when_deleted: Option<RetentionValue>,
+    /// whenScaled to add (default `Delete`).
+    pub when_scaled: Option<RetentionValue>,
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for RetentionToggle {
+    fn default() -> Self {
+        RetentionToggle {
+            enabled: None,
+            skippable: None,
+            when_deleted: Some(RetentionValue::Retain),
+            when_scaled: Some(RetentionValue::Delete),
+        }
+    }
+}
+
+impl Settings for RetentionToggle {
+    fn take_switch(&mut self) -> Switch {
+        Switch::enabled(self.enabled.take(), self.skippable.take())
+    }
+}
+
+pub static CLAIM_RETENTION: Rule<RetentionToggle> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetDefaultClaimRetention,
+    name: "statefulset.default-claim-retention",
+    kind: Kind::StatefulSet,
+    operations: &[Operation::Create],
+    action: mutate(
+        false,
+        Mutation::StatefulSet(claim_retention),
+        CLAIM_RETENTION_TARGET,
+    ),
+    skippable: true,
+    summary: "adds spec.persistentVolumeClaimRetentionPolicy from the policy",
+});
+
 pub fn claim_retention(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
-    let params = &policy.params;
+    let params = policy.settings(&CLAIM_RETENTION)?;
+    let when_deleted = params
+        .when_deleted
+        .unwrap_or(RetentionValue::Retain)
+        .as_str();
+    let when_scaled = params
+        .when_scaled
+        .unwrap_or(RetentionValue::Delete)
+        .as_str();
     let meta = &sts.metadata;
     let spec = &mut sts.spec;
     let retention = spec
@@ -225,16 +446,8 @@ pub fn claim_retention(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> 
         .get_or_insert_with(StatefulSetPersistentVolumeClaimRetentionPolicy::default);
     let mut changed = Vec::new();
     for (slot, wanted, key) in [
-        (
-            &mut retention.when_deleted,
-            &params.claim_retention_when_deleted,
-            "whenDeleted",
-        ),
-        (
-            &mut retention.when_scaled,
-            &params.claim_retention_when_scaled,
-            "whenScaled",
-        ),
+        (&mut retention.when_deleted, when_deleted, "whenDeleted"),
+        (&mut retention.when_scaled, when_scaled, "whenScaled"),
     ] {
         let apply = match slot.as_deref() {
             None => true,
@@ -247,7 +460,7 @@ pub fn claim_retention(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> 
             ),
         };
         if apply {
-            *slot = Some(wanted.clone());
+            *slot = Some(wanted.to_owned());
             changed.push(format!("{key}: {wanted}"));
         }
     }
@@ -266,6 +479,58 @@ pub fn claim_retention(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct IdentityLabelsToggle {
+    /// Whether the mutation adds its default.
+    pub enabled: Option<bool>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// Extra label keys set to the pod's name.
+    pub alias_labels: Option<Vec<String>>,
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for IdentityLabelsToggle {
+    fn default() -> Self {
+        IdentityLabelsToggle {
+            enabled: None,
+            skippable: None,
+            alias_labels: Some(Vec::new()),
+        }
+    }
+}
+
+impl Settings for IdentityLabelsToggle {
+    fn take_switch(&mut self) -> Switch {
+        Switch::enabled(self.enabled.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        let aliases = self.alias_labels.iter().flatten();
+        match aliases
+            .into_iter()
+            .find(|a| !crate::policy::names::is_label_key(a))
+        {
+            Some(bad) => Err(Invalid::new(
+                "aliasLabels",
+                format!("`{bad}` is not a valid label key"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+pub static IDENTITY_LABELS: Rule<IdentityLabelsToggle> = Rule::new(RuleInfo {
+    id: RuleId::PodIdentityLabels,
+    name: "pod.identity-labels",
+    kind: Kind::Pod,
+    operations: &[Operation::Create],
+    action: mutate(true, Mutation::Pod(identity_labels), POD_LABELS_TARGET),
+    skippable: true,
+    summary: "adds pod-name, pod-index and alias labels to StatefulSet pods",
+});
+
 pub fn identity_labels(policy: &Policy, pod: &mut Pod) -> Option<Added> {
     let set = controlling_statefulset(pod)?.to_owned();
     let name = pod.metadata.name.clone()?;
@@ -277,7 +542,12 @@ pub fn identity_labels(policy: &Policy, pod: &mut Pod) -> Option<Added> {
     if let Some(ordinal) = ordinal {
         wanted.push((POD_INDEX_LABEL, ordinal.to_owned()));
     }
-    for alias in &policy.params.alias_labels {
+    let aliases = policy
+        .settings(&IDENTITY_LABELS)?
+        .alias_labels
+        .iter()
+        .flatten();
+    for alias in aliases {
         wanted.push((alias.as_str(), name.clone()));
     }
     let existing = pod.metadata.labels.as_ref();

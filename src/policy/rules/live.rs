@@ -9,9 +9,146 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::Sink;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Check, Mode, Rule, RuleId, RuleInfo, Sink, validate};
 use crate::policy::Policy;
 use crate::policy::labels::selector_matches;
+use crate::policy::review::Kind;
+use crate::policy::settings::{
+    DURATION_PATTERN, Invalid, Plain, Settings, Switch, check_duration, duration_seconds,
+};
+
+/// The seconds of an optional duration parameter (checked when the policy was read; an
+/// explicit null keeps the default).
+fn seconds_or(text: Option<&str>, default: &str) -> i64 {
+    text.or(Some(default))
+        .and_then(duration_seconds)
+        .unwrap_or_default()
+}
+
+const NOT_READY_FOR: &str = "10m";
+const MARGIN: &str = "5m";
+const PENDING_FOR: &str = "10m";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct RolloutBlockedRule {
+    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// How long a pod of the update revision may stay not Ready before the rollout counts
+    /// as blocked (`90s`, `10m`, `2h`, `1d`; default `10m`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub not_ready_for: Option<String>,
+}
+
+impl RolloutBlockedRule {
+    pub fn not_ready_for_seconds(&self) -> i64 {
+        seconds_or(self.not_ready_for.as_deref(), NOT_READY_FOR)
+    }
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for RolloutBlockedRule {
+    fn default() -> Self {
+        RolloutBlockedRule {
+            mode: None,
+            skippable: None,
+            not_ready_for: Some(NOT_READY_FOR.into()),
+        }
+    }
+}
+
+impl Settings for RolloutBlockedRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        check_duration("notReadyFor", self.not_ready_for.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StuckTerminatingRule {
+    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// How long past its grace period a terminating pod counts as stuck (default `5m`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub margin: Option<String>,
+}
+
+impl StuckTerminatingRule {
+    pub fn margin_seconds(&self) -> i64 {
+        seconds_or(self.margin.as_deref(), MARGIN)
+    }
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for StuckTerminatingRule {
+    fn default() -> Self {
+        StuckTerminatingRule {
+            mode: None,
+            skippable: None,
+            margin: Some(MARGIN.into()),
+        }
+    }
+}
+
+impl Settings for StuckTerminatingRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        check_duration("margin", self.margin.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ClaimUnboundRule {
+    /// enforce: report and exit 1; warn and audit: report; off: not evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// How long a claim may stay Pending (default `10m`).
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub pending_for: Option<String>,
+}
+
+impl ClaimUnboundRule {
+    pub fn pending_for_seconds(&self) -> i64 {
+        seconds_or(self.pending_for.as_deref(), PENDING_FOR)
+    }
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for ClaimUnboundRule {
+    fn default() -> Self {
+        ClaimUnboundRule {
+            mode: None,
+            skippable: None,
+            pending_for: Some(PENDING_FOR.into()),
+        }
+    }
+}
+
+impl Settings for ClaimUnboundRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        check_duration("pendingFor", self.pending_for.as_deref())
+    }
+}
 
 /// The label the StatefulSet controller puts on every pod: the revision it was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
@@ -69,6 +206,16 @@ fn ready_condition(pod: &Pod) -> Option<(&str, Option<&str>, Option<i64>)> {
         })
 }
 
+pub static ROLLOUT_BLOCKED: Rule<RolloutBlockedRule> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetRolloutBlocked,
+    name: "statefulset.rollout-blocked",
+    kind: Kind::StatefulSet,
+    operations: &[],
+    action: validate(Mode::Warn, Check::Live(rollout_blocked)),
+    skippable: true,
+    summary: "audit only: a rollout waits on a pod of the update revision not Ready for longer than notReadyFor: names the pod to delete",
+});
+
 /// `statefulset.rollout-blocked`: under `OrderedReady` + `RollingUpdate`, the update
 /// revision differs from the current one and a pod of the update revision has not been
 /// Ready for longer than the threshold. The controller waits for that pod forever (it never
@@ -103,7 +250,10 @@ pub fn rollout_blocked(input: &LiveInput<'_>, sink: &mut Sink) {
     if !ordered || !rolling {
         return;
     }
-    let threshold = input.policy.params.rollout_blocked_after_seconds;
+    let Some(settings) = input.policy.settings(&ROLLOUT_BLOCKED) else {
+        return;
+    };
+    let threshold = settings.not_ready_for_seconds();
     let mut pods: Vec<&&Pod> = input
         .pods
         .iter()
@@ -172,13 +322,29 @@ fn node_ready(node: &Node) -> Option<(&str, Option<i64>)> {
         })
 }
 
+pub static POD_STUCK_TERMINATING: Rule<StuckTerminatingRule> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetPodStuckTerminating,
+    name: "statefulset.pod-stuck-terminating",
+    kind: Kind::StatefulSet,
+    operations: &[],
+    action: validate(Mode::Warn, Check::Live(pod_stuck_terminating)),
+    skippable: true,
+    summary: "audit only: a pod Terminating past its grace period plus margin on a node not Ready: confirm the node is down, then force delete",
+});
+
 /// `statefulset.pod-stuck-terminating`: a pod of the set still exists longer than its
 /// grace period plus the policy's margin after it was deleted (`deletionTimestamp` is the
 /// deletion time plus the grace period), on a node whose Ready condition is not True. The
 /// kubelet cannot confirm its containers stopped, so the controller never re-creates it.
 pub fn pod_stuck_terminating(input: &LiveInput<'_>, sink: &mut Sink) {
-    let margin = input.policy.params.stuck_terminating_margin_seconds;
-    let annotation = &input.policy.params.force_delete_override_annotation;
+    let (Some(settings), Some(force_delete)) = (
+        input.policy.settings(&POD_STUCK_TERMINATING),
+        input.policy.settings(&super::pod::FORCE_DELETE),
+    ) else {
+        return;
+    };
+    let margin = settings.margin_seconds();
+    let annotation = force_delete.override_annotation();
     let mut pods: Vec<&&Pod> = input.pods.iter().collect();
     pods.sort_by_key(|p| name_of(&p.metadata).to_owned());
     for pod in pods {
@@ -243,10 +409,23 @@ fn storage_class(claim: &PersistentVolumeClaim) -> String {
         .unwrap_or_else(|| "no storage class (the cluster default, if any)".into())
 }
 
+pub static CLAIM_UNBOUND: Rule<ClaimUnboundRule> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetClaimUnbound,
+    name: "statefulset.claim-unbound",
+    kind: Kind::StatefulSet,
+    operations: &[],
+    action: validate(Mode::Warn, Check::Live(claim_unbound)),
+    skippable: true,
+    summary: "audit only: a claim of the set Pending for longer than pendingFor: names it and its storage class",
+});
+
 /// `statefulset.claim-unbound`: a claim of the set has been `Pending` longer than the
 /// threshold. Its pod cannot start, and under OrderedReady no later pod starts either.
 pub fn claim_unbound(input: &LiveInput<'_>, sink: &mut Sink) {
-    let threshold = input.policy.params.claim_pending_after_seconds;
+    let Some(settings) = input.policy.settings(&CLAIM_UNBOUND) else {
+        return;
+    };
+    let threshold = settings.pending_for_seconds();
     let ordered = input
         .set
         .spec
@@ -313,6 +492,16 @@ fn show(value: &IntOrString) -> String {
     }
 }
 
+pub static DISRUPTION_BLOCKED: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetDisruptionBlocked,
+    name: "statefulset.disruption-blocked",
+    kind: Kind::StatefulSet,
+    operations: &[],
+    action: validate(Mode::Warn, Check::Live(disruption_blocked)),
+    skippable: true,
+    summary: "audit only: a PodDisruptionBudget selecting the set allows no disruption at full health, so drains hang",
+});
+
 /// `statefulset.disruption-blocked`: a PodDisruptionBudget selecting the set's pods allows
 /// no disruption even when every replica is healthy (`minAvailable` ≥ replicas, or
 /// `maxUnavailable` 0): every drain of their nodes hangs.
@@ -369,6 +558,16 @@ pub fn disruption_blocked(input: &LiveInput<'_>, sink: &mut Sink) {
         );
     }
 }
+
+pub static ORPHANED_CLAIM: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetOrphanedClaim,
+    name: "statefulset.orphaned-claim",
+    kind: Kind::StatefulSet,
+    operations: &[],
+    action: validate(Mode::Warn, Check::OrphanedClaims),
+    skippable: false,
+    summary: "audit only: a claim left by a scale-down or a deleted set (the collector's classifier), with its size",
+});
 
 #[cfg(test)]
 mod tests {
@@ -517,7 +716,10 @@ mod tests {
         let mut f = Fixture::new(set(3));
         f.pods = vec![typed(pod("web-2", "web-new", "False", 9 * 60))];
         assert!(f.run(rollout_blocked).is_empty(), "not yet 10 minutes");
-        f.policy.params.rollout_blocked_after_seconds = 60;
+        f.policy
+            .settings_mut(&ROLLOUT_BLOCKED)
+            .expect("declared")
+            .not_ready_for = Some("60s".into());
         assert_eq!(f.run(rollout_blocked).len(), 1, "policy threshold");
         // Same revisions: no rollout in progress.
         let mut done = set(3);
@@ -575,7 +777,10 @@ mod tests {
         assert!(m.contains("stateward.io/allow-force-delete=true"), "{m}");
         assert!(m.contains("--grace-period=0 --force"), "{m}");
         // The margin comes from the policy; a node that is gone is the pod GC's business.
-        f.policy.params.stuck_terminating_margin_seconds = 5;
+        f.policy
+            .settings_mut(&POD_STUCK_TERMINATING)
+            .expect("declared")
+            .margin = Some("5s".into());
         assert_eq!(f.run(pod_stuck_terminating).len(), 2);
         f.nodes.clear();
         assert!(f.run(pod_stuck_terminating).is_empty());
@@ -602,7 +807,10 @@ mod tests {
             v[0].message.contains("no later pod"),
             "OrderedReady by default"
         );
-        f.policy.params.claim_pending_after_seconds = 1;
+        f.policy
+            .settings_mut(&CLAIM_UNBOUND)
+            .expect("declared")
+            .pending_for = Some("1s".into());
         assert_eq!(f.run(claim_unbound).len(), 2);
     }
 

@@ -1,7 +1,76 @@
-//! Pod rules: the identity of StatefulSet pods.
+//! Pod rules: the identity of StatefulSet pods, each declared beside its function with its
+//! settings type. Pure: no I/O.
 use k8s_openapi::api::core::v1::Pod;
+use schemars::JsonSchema;
+use serde::Deserialize;
 
-use super::{Input, Sink};
+use super::{Check, Input, Mode, Rule, RuleId, RuleInfo, Sink, validate};
+use crate::policy::review::{Kind, Operation};
+use crate::policy::settings::{Invalid, Settings, Switch, check_not_empty};
+
+/// The annotation that allows a force delete by default.
+pub const FORCE_DELETE_OVERRIDE: &str = "stateward.io/allow-force-delete";
+
+/// Who may force-delete StatefulSet pods by default: the controllers that clean up after
+/// lost nodes.
+const DEFAULT_EXEMPT_USERS: [&str; 2] = [
+    "system:serviceaccount:kube-system:pod-garbage-collector",
+    "system:serviceaccount:kube-system:node-controller",
+];
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ForceDeleteRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// Users who may force-delete StatefulSet pods (default: the pod garbage collector and
+    /// the node controller).
+    pub exempt_users: Option<Vec<String>>,
+    /// Annotation that allows a force delete when set to "true" (default
+    /// `stateward.io/allow-force-delete`).
+    #[schemars(length(min = 1))]
+    pub override_annotation: Option<String>,
+}
+
+impl ForceDeleteRule {
+    pub fn override_annotation(&self) -> &str {
+        self.override_annotation
+            .as_deref()
+            .unwrap_or(FORCE_DELETE_OVERRIDE)
+    }
+
+    pub fn is_exempt(&self, username: &str) -> bool {
+        match &self.exempt_users {
+            Some(users) => users.iter().any(|u| u == username),
+            None => DEFAULT_EXEMPT_USERS.contains(&username),
+        }
+    }
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for ForceDeleteRule {
+    fn default() -> Self {
+        ForceDeleteRule {
+            mode: None,
+            skippable: None,
+            exempt_users: Some(DEFAULT_EXEMPT_USERS.map(String::from).to_vec()),
+            override_annotation: Some(FORCE_DELETE_OVERRIDE.into()),
+        }
+    }
+}
+
+impl Settings for ForceDeleteRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        check_not_empty("overrideAnnotation", self.override_annotation.as_deref())
+    }
+}
 
 /// The controlling StatefulSet's name, when an `apps/v1` StatefulSet controls the pod.
 pub(crate) fn controlling_statefulset(pod: &Pod) -> Option<&str> {
@@ -22,6 +91,16 @@ fn terminal(pod: &Pod) -> bool {
         Some("Succeeded" | "Failed")
     )
 }
+
+pub static FORCE_DELETE: Rule<ForceDeleteRule> = Rule::new(RuleInfo {
+    id: RuleId::PodForceDelete,
+    name: "pod.force-delete",
+    kind: Kind::Pod,
+    operations: &[Operation::Delete],
+    action: validate(Mode::Enforce, Check::Pod(force_delete)),
+    skippable: false,
+    summary: "no force delete (grace 0) of a scheduled, running StatefulSet pod, except by its node, exempt users or the override annotation",
+});
 
 /// A *force* delete skips the kubelet's confirmation that the containers have stopped, so a
 /// replacement with the same identity can start while the old pod still runs. Only some
@@ -58,15 +137,17 @@ pub fn force_delete(input: &Input<'_, Pod>, out: &mut Sink) {
     if is_pods_node {
         return;
     }
-    let params = &input.policy.params;
+    let Some(params) = input.policy.settings(&FORCE_DELETE) else {
+        return;
+    };
     let overridden = input
         .object
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(&params.force_delete_override_annotation))
+        .and_then(|a| a.get(params.override_annotation()))
         .is_some_and(|v| v == "true");
-    let exempt = params.force_delete_exempt_users.contains(&user.username);
+    let exempt = params.is_exempt(&user.username);
     if overridden || exempt {
         return;
     }
@@ -76,7 +157,8 @@ pub fn force_delete(input: &Input<'_, Pod>, out: &mut Sink) {
             "force-deleting pod \"{}\" of StatefulSet \"{set}\" on node \"{node}\" (grace period 0) \
              can run two pods with one identity; delete it normally, or, once the node is confirmed \
              down, annotate it {}=true",
-            input.review.name, params.force_delete_override_annotation
+            input.review.name,
+            params.override_annotation()
         ),
     );
 }

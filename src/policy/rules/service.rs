@@ -1,10 +1,12 @@
 //! Service rules: the headless Services that give StatefulSet pods their identity.
 use k8s_openapi::api::core::v1::Service;
 
-use super::{Input, Sink};
+use super::{CU, Check, Input, Mode, Rule, RuleId, RuleInfo, Sink, validate};
 use crate::policy::context::ContextKind;
 use crate::policy::names::split_ordinal;
+use crate::policy::review::Kind;
 use crate::policy::review::Operation;
+use crate::policy::settings::Plain;
 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 
@@ -14,6 +16,16 @@ fn selector(svc: &Service) -> Option<&std::collections::BTreeMap<String, String>
         .and_then(|s| s.selector.as_ref())
         .filter(|s| !s.is_empty())
 }
+
+pub static HEADLESS_IN_USE: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::ServiceHeadlessInUse,
+    name: "service.headless-in-use",
+    kind: Kind::Service,
+    operations: &[Operation::Update, Operation::Delete],
+    action: validate(Mode::Warn, Check::Service(headless_in_use)),
+    skippable: false,
+    summary: "deleting (or re-selecting) a Service a running StatefulSet names in serviceName (enforce in strict)",
+});
 
 pub fn headless_in_use(input: &Input<'_, Service>, out: &mut Sink) {
     let deleting = input.review.operation == Operation::Delete;
@@ -71,6 +83,16 @@ pub fn headless_in_use(input: &Input<'_, Service>, out: &mut Sink) {
     }
 }
 
+pub static HEADLESS_SHAPE: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::ServiceHeadlessShape,
+    name: "service.headless-shape",
+    kind: Kind::Service,
+    operations: CU,
+    action: validate(Mode::Warn, Check::Service(headless_shape)),
+    skippable: true,
+    summary: "a headless Service of a StatefulSet has a selector and named ports",
+});
+
 pub fn headless_shape(input: &Input<'_, Service>, out: &mut Sink) {
     let Some(spec) = input.object.spec.as_ref() else {
         return;
@@ -127,6 +149,16 @@ pub fn headless_shape(input: &Input<'_, Service>, out: &mut Sink) {
         }
     }
 }
+
+pub static POD_NAME_SELECTOR: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::ServicePodNameSelector,
+    name: "service.pod-name-selector",
+    kind: Kind::Service,
+    operations: CU,
+    action: validate(Mode::Warn, Check::Service(pod_name_selector)),
+    skippable: true,
+    summary: "a per-pod Service selects a pod-name whose ordinal exists",
+});
 
 pub fn pod_name_selector(input: &Input<'_, Service>, out: &mut Sink) {
     let Some(pod_name) = selector(input.object).and_then(|s| s.get(POD_NAME_LABEL)) else {

@@ -1,18 +1,27 @@
-//! StatefulSet validation rules (CREATE, UPDATE). See `rules.md` for each rule's source.
+//! StatefulSet validation rules (CREATE, UPDATE), each declared beside its function with
+//! its settings type. See `rules.md` for each rule's source. Pure: no I/O.
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Container, PersistentVolumeClaim, PodAffinityTerm, PodSpec, Probe,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::{Input, Sink};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{CU, Check, Header, Input, Mode, Rule, RuleId, RuleInfo, Sink, validate};
 use crate::policy::context::ContextKind;
 use crate::policy::labels::{Labels, selector_is_empty, selector_matches};
 use crate::policy::names::is_dns1123_label;
+use crate::policy::review::{Kind, Operation};
+use crate::policy::settings::{Invalid, Plain, Settings, Switch, check_not_empty};
 
 /// The longest StatefulSet name: pods carry `controller-revision-hash=<name>-<10-char hash>`
 /// and a label value is limited to 63 characters.
 pub const MAX_NAME_LEN: usize = 52;
+
+/// The default topology key of spreading rules and mutations.
+pub const HOSTNAME_KEY: &str = "kubernetes.io/hostname";
 
 pub(crate) fn spec(sts: &StatefulSet) -> Option<&StatefulSetSpec> {
     Some(&sts.spec)
@@ -75,6 +84,16 @@ fn display_name(c: &Container) -> &str {
     }
 }
 
+pub static NAME_LENGTH: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetNameLength,
+    name: "statefulset.name-length",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Enforce, Check::StatefulSet(name_length)),
+    skippable: false,
+    summary: "name at most 52 characters and <name>-<highest ordinal> at most 63, or pods are never created",
+});
+
 pub fn name_length(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(name) = input.object.metadata.name.as_deref() else {
         return;
@@ -110,6 +129,16 @@ pub fn name_length(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     }
 }
 
+pub static SERVICE_NAME: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetServiceName,
+    name: "statefulset.service-name",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Enforce, Check::StatefulSet(service_name)),
+    skippable: false,
+    summary: "spec.serviceName is a DNS-1123 label (warns when absent): it is every pod's DNS subdomain",
+});
+
 pub fn service_name(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let field = "spec.serviceName";
     match spec(input.object).and_then(|s| s.service_name.as_deref()) {
@@ -128,6 +157,16 @@ pub fn service_name(input: &Input<'_, StatefulSet>, out: &mut Sink) {
         Some(_) => {}
     }
 }
+
+pub static HEADLESS_SERVICE: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetHeadlessService,
+    name: "statefulset.headless-service",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(headless_service)),
+    skippable: true,
+    summary: "the Service named by serviceName exists, is headless and selects the set's pods",
+});
 
 pub fn headless_service(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(name) = spec(input.object)
@@ -198,6 +237,16 @@ fn render_pairs<K: std::fmt::Display, V: std::fmt::Display>(
     format!("{{{}}}", parts.join(","))
 }
 
+pub static SELECTOR_MATCHES_TEMPLATE: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetSelectorMatchesTemplate,
+    name: "statefulset.selector-matches-template",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Enforce, Check::StatefulSet(selector_matches_template)),
+    skippable: false,
+    summary: "spec.selector selects the pod template's labels",
+});
+
 pub fn selector_matches_template(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(spec) = spec(input.object) else {
         return;
@@ -224,6 +273,16 @@ pub fn selector_matches_template(input: &Input<'_, StatefulSet>, out: &mut Sink)
         );
     }
 }
+
+pub static CLAIM_TEMPLATES_MOUNTED: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetClaimTemplatesMounted,
+    name: "statefulset.claim-templates-mounted",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Enforce, Check::StatefulSet(claim_templates_mounted)),
+    skippable: false,
+    summary: "every claim template is mounted (or a volumeDevice) and every mount and device resolves",
+});
 
 /// A claim template is used when a container mounts it (`volumeMounts`, filesystem mode) or
 /// lists it as a raw device (`volumeDevices`, `volumeMode: Block`: Ceph OSDs, databases on
@@ -312,8 +371,65 @@ fn storage_class(claim: &PersistentVolumeClaim) -> Option<&str> {
         })
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct StorageRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// Storage classes a claim template may use (absent: any class).
+    pub allowed_storage_classes: Option<Vec<String>>,
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for StorageRule {
+    fn default() -> Self {
+        StorageRule {
+            mode: None,
+            skippable: None,
+            allowed_storage_classes: Some(Vec::new()),
+        }
+    }
+}
+
+impl Settings for StorageRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        if let Some(classes) = &self.allowed_storage_classes
+            && classes.iter().any(|c| c.is_empty())
+        {
+            return Err(Invalid::new(
+                "allowedStorageClasses",
+                "must not contain an empty class name",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub static CLAIM_TEMPLATE_STORAGE: Rule<StorageRule> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetClaimTemplateStorage,
+    name: "statefulset.claim-template-storage",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Enforce, Check::StatefulSet(claim_template_storage)),
+    skippable: false,
+    summary: "claim templates request storage and accessModes; storageClassName set (and allowed)",
+});
+
 pub fn claim_template_storage(input: &Input<'_, StatefulSet>, out: &mut Sink) {
-    let allowed = &input.policy.params.allowed_storage_classes;
+    let Some(settings) = input.policy.settings(&CLAIM_TEMPLATE_STORAGE) else {
+        return;
+    };
+    let allowed: &[String] = settings
+        .allowed_storage_classes
+        .as_deref()
+        .unwrap_or_default();
     for (i, claim) in claim_templates(input.object).iter().enumerate() {
         let name = claim_name(claim);
         let path = format!("spec.volumeClaimTemplates[{i}].spec");
@@ -359,6 +475,16 @@ pub fn claim_template_storage(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     }
 }
 
+pub static CLAIM_TEMPLATE_ACCESS_MODE: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetClaimTemplateAccessMode,
+    name: "statefulset.claim-template-access-mode",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(claim_template_access_mode)),
+    skippable: true,
+    summary: "per-pod storage uses ReadWriteOnce or ReadWriteOncePod, not ReadWriteMany/ReadOnlyMany",
+});
+
 pub fn claim_template_access_mode(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     for (i, claim) in claim_templates(input.object).iter().enumerate() {
         let modes = claim
@@ -384,6 +510,58 @@ pub fn claim_template_access_mode(input: &Input<'_, StatefulSet>, out: &mut Sink
 /// Kubernetes' default when the field is unset.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GraceRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// Smallest terminationGracePeriodSeconds allowed.
+    #[schemars(range(min = 0))]
+    pub min_seconds: Option<i64>,
+    /// Largest terminationGracePeriodSeconds allowed.
+    #[schemars(range(min = 0))]
+    pub max_seconds: Option<i64>,
+}
+
+impl Settings for GraceRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        for (name, value) in [
+            ("minSeconds", self.min_seconds),
+            ("maxSeconds", self.max_seconds),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                return Err(Invalid::new(name, "must not be negative"));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.min_seconds, self.max_seconds)
+            && min > max
+        {
+            return Err(Invalid::new(
+                "minSeconds",
+                format!("is {min}, above maxSeconds {max}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub static TERMINATION_GRACE_PERIOD: Rule<GraceRule> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetTerminationGracePeriod,
+    name: "statefulset.termination-grace-period",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Enforce, Check::StatefulSet(termination_grace_period)),
+    skippable: false,
+    summary: "terminationGracePeriodSeconds is not 0 (and within minSeconds/maxSeconds)",
+});
+
 pub fn termination_grace_period(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
         return;
@@ -403,8 +581,10 @@ pub fn termination_grace_period(input: &Input<'_, StatefulSet>, out: &mut Sink) 
         );
         return;
     }
-    let params = &input.policy.params;
-    if let Some(min) = params.grace_min_seconds
+    let Some(params) = input.policy.settings(&TERMINATION_GRACE_PERIOD) else {
+        return;
+    };
+    if let Some(min) = params.min_seconds
         && value < min
     {
         out.violation(
@@ -412,7 +592,7 @@ pub fn termination_grace_period(input: &Input<'_, StatefulSet>, out: &mut Sink) 
             format!("terminationGracePeriodSeconds is {shown}; the policy requires at least {min}"),
         );
     }
-    if let Some(max) = params.grace_max_seconds
+    if let Some(max) = params.max_seconds
         && value > max
     {
         out.violation(
@@ -425,6 +605,16 @@ pub fn termination_grace_period(input: &Input<'_, StatefulSet>, out: &mut Sink) 
 fn same_probe(a: &Probe, b: &Probe) -> bool {
     a == b
 }
+
+pub static READINESS_PROBE: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetReadinessProbe,
+    name: "statefulset.readiness-probe",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(readiness_probe)),
+    skippable: true,
+    summary: "every container has a readinessProbe, different from its livenessProbe",
+});
 
 pub fn readiness_probe(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
@@ -453,11 +643,53 @@ pub fn readiness_probe(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ResourcesRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// Resources every container must also set a limit for (e.g. `memory`).
+    pub required_limits: Option<Vec<String>>,
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for ResourcesRule {
+    fn default() -> Self {
+        ResourcesRule {
+            mode: None,
+            skippable: None,
+            required_limits: Some(Vec::new()),
+        }
+    }
+}
+
+impl Settings for ResourcesRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+}
+
+pub static RESOURCES: Rule<ResourcesRule> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetResources,
+    name: "statefulset.resources",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(resources)),
+    skippable: true,
+    summary: "every container requests cpu and memory (limits when the policy requires them)",
+});
+
 pub fn resources(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
         return;
     };
-    let required_limits = &input.policy.params.required_limits;
+    let Some(settings) = input.policy.settings(&RESOURCES) else {
+        return;
+    };
+    let required_limits: &[String] = settings.required_limits.as_deref().unwrap_or_default();
     for (path, c) in all_containers(pod) {
         let res = c.resources.as_ref();
         let requests = res.and_then(|r| r.requests.as_ref());
@@ -545,6 +777,56 @@ pub(crate) fn spreads_on(pod: &PodSpec, key: &str) -> bool {
             .any(|t| t.topology_key == key)
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AntiAffinityRule {
+    /// enforce: deny; warn: allow with a warning; audit: allow, log and count; off: not
+    /// evaluated.
+    pub mode: Option<Mode>,
+    /// Whether an object may skip the rule with the annotation `stateward.io/skip`.
+    pub skippable: Option<bool>,
+    /// The topology key the pods must be spread over (default `kubernetes.io/hostname`).
+    #[schemars(length(min = 1))]
+    pub topology_key: Option<String>,
+}
+
+impl AntiAffinityRule {
+    pub fn topology_key(&self) -> &str {
+        self.topology_key.as_deref().unwrap_or(HOSTNAME_KEY)
+    }
+}
+
+/// The catalogue's defaults (what `policies/baseline.yaml` shows).
+impl Default for AntiAffinityRule {
+    fn default() -> Self {
+        AntiAffinityRule {
+            mode: None,
+            skippable: None,
+            topology_key: Some(HOSTNAME_KEY.into()),
+        }
+    }
+}
+
+impl Settings for AntiAffinityRule {
+    fn take_switch(&mut self) -> Switch {
+        Switch::mode(self.mode.take(), self.skippable.take())
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        check_not_empty("topologyKey", self.topology_key.as_deref())
+    }
+}
+
+pub static ANTI_AFFINITY: Rule<AntiAffinityRule> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetAntiAffinity,
+    name: "statefulset.anti-affinity",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(anti_affinity)),
+    skippable: true,
+    summary: "with 2+ replicas, pod anti-affinity or topology spread on the hostname key",
+});
+
 pub fn anti_affinity(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let replicas = replicas(input.object);
     if replicas < 2 {
@@ -553,7 +835,10 @@ pub fn anti_affinity(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
         return;
     };
-    let key = &input.policy.params.anti_affinity_topology_key;
+    let Some(settings) = input.policy.settings(&ANTI_AFFINITY) else {
+        return;
+    };
+    let key = settings.topology_key();
     if !spreads_on(pod, key) {
         out.violation(
             "spec.template.spec.affinity.podAntiAffinity",
@@ -581,6 +866,16 @@ fn term_selects(term: &PodAffinityTerm, namespace: &str, labels: &Labels) -> Opt
             .is_some_and(|s: &LabelSelector| selector_matches(s, labels)),
     )
 }
+
+pub static ANTI_AFFINITY_SELECTS_SELF: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetAntiAffinitySelectsSelf,
+    name: "statefulset.anti-affinity-selects-self",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(anti_affinity_selects_self)),
+    skippable: true,
+    summary: "every pod anti-affinity term selects the set's own pods",
+});
 
 /// Flags anti-affinity terms that miss the set's own pods, when no term selects them: a
 /// term that keeps the pods away from *other* workloads is fine beside one that keeps
@@ -612,6 +907,16 @@ pub fn anti_affinity_selects_self(input: &Input<'_, StatefulSet>, out: &mut Sink
         }
     }
 }
+
+pub static UPDATE_STRATEGY: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetUpdateStrategy,
+    name: "statefulset.update-strategy",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(update_strategy)),
+    skippable: true,
+    summary: "no partition above replicas, no OnDelete, no maxUnavailable with OrderedReady",
+});
 
 pub fn update_strategy(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(spec) = spec(input.object) else {
@@ -656,6 +961,16 @@ pub fn update_strategy(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     }
 }
 
+pub static SECURITY_CONTEXT: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetSecurityContext,
+    name: "statefulset.security-context",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Warn, Check::StatefulSet(security_context)),
+    skippable: true,
+    summary: "runAsNonRoot: true and allowPrivilegeEscalation: false",
+});
+
 pub fn security_context(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
         return;
@@ -691,6 +1006,16 @@ pub fn security_context(input: &Input<'_, StatefulSet>, out: &mut Sink) {
         }
     }
 }
+
+pub static ROLLOUT_STUCK: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetRolloutStuck,
+    name: "statefulset.rollout-stuck",
+    kind: Kind::StatefulSet,
+    operations: &[Operation::Update],
+    action: validate(Mode::Warn, Check::StatefulSet(rollout_stuck)),
+    skippable: true,
+    summary: "template changed while pods are not ready under OrderedReady: stuck pods need deleting",
+});
 
 pub fn rollout_stuck(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let (Some(old), Some(new_spec)) = (input.old, spec(input.object)) else {
@@ -786,6 +1111,16 @@ pub(crate) fn retained_claims_message(before: i32, after: i32, claims: &[String]
     )
 }
 
+pub static SCALE_DOWN_RETAINS_CLAIMS: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetScaleDownRetainsClaims,
+    name: "statefulset.scale-down-retains-claims",
+    kind: Kind::StatefulSet,
+    operations: &[Operation::Update],
+    action: validate(Mode::Warn, Check::StatefulSet(scale_down_retains_claims)),
+    skippable: true,
+    summary: "scale-down keeps the removed pods' PVCs: names them and how to collect them",
+});
+
 pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(old) = input.old else {
         return;
@@ -810,6 +1145,44 @@ pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink)
         retained_claims_message(before, after, &claims),
     );
 }
+
+/// StatefulSet versions the API server no longer serves (since Kubernetes 1.16).
+const REMOVED_VERSIONS: [&str; 2] = ["apps/v1beta1", "apps/v1beta2"];
+
+pub static API_VERSION: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetApiVersion,
+    name: "statefulset.api-version",
+    kind: Kind::StatefulSet,
+    operations: &[Operation::Create],
+    action: validate(Mode::Enforce, Check::Header(api_version)),
+    skippable: false,
+    summary: "offline only: apps/v1beta1 and apps/v1beta2 StatefulSets are not served since 1.16",
+});
+
+/// A document that is a StatefulSet of a removed `apps` version: it cannot be decoded as
+/// `apps/v1`, so the rule reads its header.
+pub fn api_version(header: &Header<'_>, out: &mut Sink) {
+    if header.kind == "StatefulSet" && REMOVED_VERSIONS.contains(&header.api_version) {
+        out.violation(
+            "apiVersion",
+            format!(
+                "{} StatefulSets are not served since Kubernetes 1.16: change apiVersion \
+                 to apps/v1 (which also requires spec.selector to match the template labels)",
+                header.api_version
+            ),
+        );
+    }
+}
+
+pub static POD_DISRUPTION_BUDGET: Rule<Plain> = Rule::new(RuleInfo {
+    id: RuleId::StatefulSetPodDisruptionBudget,
+    name: "statefulset.pod-disruption-budget",
+    kind: Kind::StatefulSet,
+    operations: CU,
+    action: validate(Mode::Audit, Check::StatefulSet(pod_disruption_budget)),
+    skippable: true,
+    summary: "with 2+ replicas, a PodDisruptionBudget selects the pods",
+});
 
 pub fn pod_disruption_budget(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let replicas = replicas(input.object);

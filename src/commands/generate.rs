@@ -35,8 +35,18 @@ pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     clap_mangen::generate_to(man_command(), dir)
 }
 
-pub fn run_completions(args: CompletionsArgs, bin_name: &str) -> anyhow::Result<Exit> {
-    std::io::stdout().write_all(&completions(args.shell, bin_name))?;
+/// Completion scripts complete the program file as it is installed (`argv0`'s file name,
+/// `kubectl-stateward` as a plugin).
+pub fn run_completions(
+    args: CompletionsArgs,
+    argv0: Option<&std::ffi::OsStr>,
+) -> anyhow::Result<Exit> {
+    let file = argv0
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map(|f| f.to_string_lossy().trim_end_matches(".exe").to_owned())
+        .unwrap_or_else(|| "stateward".to_owned());
+    std::io::stdout().write_all(&completions(args.shell, &file))?;
     Ok(Exit::Ok)
 }
 

@@ -1,5 +1,7 @@
-//! HTTP routing: the webhook endpoints (served over TLS by `tls.rs`) and the plain admin
-//! port. Errors are JSON: `{"error": "...", "status": 400}`.
+//! HTTP routing of the webhook: `POST /validate` and `POST /mutate` (served over TLS by
+//! [`super::tls`]), with the body limit and the API server's `?timeout=`. It decodes
+//! nothing itself ([`super::admission`] does) and never calls the API server. Errors are
+//! JSON: `{"error": "...", "status": 400}`.
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,11 +10,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use http_body_util::{BodyExt, Limited};
 
-use crate::admission::{Admission, Endpoint};
-use crate::metrics::Metrics;
+use crate::webhook::admission::{Admission, Endpoint};
 
 /// Default request body limit (the API server sends at most a few MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -36,14 +37,14 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     json_error(
         StatusCode::NOT_FOUND,
         "no such endpoint; POST AdmissionReviews to /validate or /mutate",
     )
 }
 
-async fn method_not_allowed() -> Response {
+pub(crate) async fn method_not_allowed() -> Response {
     json_error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed; use POST",
@@ -71,19 +72,12 @@ fn timeout_param(uri: &Uri) -> Option<Duration> {
         .and_then(parse_timeout)
 }
 
-/// Parses the API server's `?timeout=` (a Go duration such as `10s` or `500ms`).
+/// Parses the API server's `?timeout=` (a Go duration such as `10s` or `500ms`): at most
+/// a minute, as the API server caps webhook timeouts at 30 s; `None` for zero.
 pub fn parse_timeout(text: &str) -> Option<Duration> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| text.split_at(i))?;
-    let value: f64 = number.parse().ok()?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return None,
-    };
-    (seconds > 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds.min(60.0)))
+    crate::duration::parse(text)
+        .filter(|d| !d.is_zero())
+        .map(|d| d.min(Duration::from_secs(60)))
 }
 
 async fn validate(
@@ -164,7 +158,7 @@ async fn review(
                 duration_us = started.elapsed().as_micros() as u64,
             );
             let _entered = span.enter();
-            if s.decision == crate::admission::Verdict::Denied {
+            if s.decision == crate::webhook::admission::Verdict::Denied {
                 tracing::info!(rules = %s.denied_by, "admission review denied");
             } else {
                 tracing::debug!("admission review answered");
@@ -188,64 +182,6 @@ fn too_large(limit: usize) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("request body larger than {limit} bytes"),
     )
-}
-
-/// A named readiness condition.
-pub struct ReadyCheck {
-    pub name: &'static str,
-    pub ready: Box<dyn Fn() -> bool + Send + Sync>,
-}
-
-#[derive(Clone)]
-struct AdminState {
-    metrics: Arc<Metrics>,
-    checks: Arc<Vec<ReadyCheck>>,
-}
-
-/// The admin router: `GET /healthz`, `GET /readyz`, `GET /metrics`. Read-only.
-pub fn admin_router(metrics: Arc<Metrics>, checks: Vec<ReadyCheck>) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { "ok\n" }).fallback(method_not_allowed),
-        )
-        .route("/readyz", get(readyz).fallback(method_not_allowed))
-        .route("/metrics", get(metrics_text).fallback(method_not_allowed))
-        .fallback(not_found)
-        .with_state(AdminState {
-            metrics,
-            checks: Arc::new(checks),
-        })
-}
-
-async fn readyz(State(state): State<AdminState>) -> Response {
-    let failing: Vec<&str> = state
-        .checks
-        .iter()
-        .filter(|c| !(c.ready)())
-        .map(|c| c.name)
-        .collect();
-    if failing.is_empty() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", failing.join(", ")),
-        )
-            .into_response()
-    }
-}
-
-async fn metrics_text(State(state): State<AdminState>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! AdmissionReview in, AdmissionReview out: decode (kube's admission types), dispatch on
-//! the kind, [`evaluate`], encode. A denial is data (HTTP 200, `allowed: false`); only a
-//! body that is not a readable AdmissionReview is an error (HTTP 400).
+//! AdmissionReview in, AdmissionReview out: decode (the one-pass reader of [`wire`], else
+//! kube's admission types), dispatch on the kind, [`evaluate`], encode. A denial is data
+//! (HTTP 200, `allowed: false`); only a body that is not a readable AdmissionReview is an
+//! error (HTTP 400). No rule logic here (the engine decides) and no API calls (context
+//! comes from [`crate::cluster`]'s caches).
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -7,13 +7,13 @@ use std::fmt::Write as _;
 
 use serde_sarif::sarif;
 
-use crate::check::{Checked, Outcome, Report};
-use crate::manifest::{self, Position, Positions, Segment};
+use crate::commands::check::manifest::{self, Position, Positions, Segment};
+use crate::commands::check::{Checked, Outcome, Report};
 use crate::policy::rules::{Action, RULES};
 use crate::policy::{Finding, Level, Mode, Policy, RuleId};
 
 /// The rule documentation, whose sections the SARIF rules link to and quote.
-pub const RULES_DOC: &str = include_str!("../docs/rules.md");
+pub const RULES_DOC: &str = include_str!("../../../docs/rules.md");
 
 /// Where `docs/rules.md` is published, if that is known: `STATEWARD_RULES_DOC_URL` at build
 /// time (the page's absolute URL), else the repository named in Cargo.toml. SARIF requires

@@ -12,18 +12,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::Exit;
-use crate::admission::Admission;
+use crate::admin::{ReadyCheck, admin_router};
 use crate::cli::{ClusterMode, ServeArgs};
 use crate::cluster::ClusterContext;
 use crate::metrics::Metrics;
 use crate::policy::{Context, NoContext, Policy};
-use crate::server::{ReadyCheck, admin_router, webhook_router};
-use crate::tls::{ConnectionLimits, SwappableCert, load_certified_key, serve_tls, server_config};
+use crate::webhook::admission::Admission;
+use crate::webhook::routes::webhook_router;
+use crate::webhook::tls::{
+    ConnectionLimits, SwappableCert, load_certified_key, serve_tls, server_config,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::webhook::tls::TlsError),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     #[error("cannot listen on {addr}: {source}")]
@@ -32,7 +35,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Certs(#[from] crate::certs::CertsError),
+    Certs(#[from] crate::commands::certs::CertsError),
 }
 
 /// Everything `start` needs (tests build it directly).
@@ -66,7 +69,7 @@ impl ServeConfig {
             policy: None,
             own_namespace: None,
             reload_interval: Duration::from_secs(2),
-            max_body_bytes: crate::server::DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes: crate::webhook::routes::DEFAULT_MAX_BODY_BYTES,
             limits: ConnectionLimits::default(),
             context: Arc::new(NoContext),
             ready_checks: Vec::new(),
@@ -107,7 +110,7 @@ fn load_policy(
     path: Option<&Path>,
     own_namespace: Option<&str>,
 ) -> Result<Policy, crate::policy::PolicyError> {
-    let mut policy = crate::check::load_policy(path)?;
+    let mut policy = crate::commands::check::load_policy(path)?;
     if let Some(ns) = own_namespace
         && !policy.is_excluded(ns)
     {
@@ -152,7 +155,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         let (cert, key) = (config.tls_cert.clone(), config.tls_key.clone());
         let resolver = resolver.clone();
         let metrics = metrics.clone();
-        tasks.push(tokio::spawn(crate::reload::watch_files(
+        tasks.push(tokio::spawn(crate::webhook::reload::watch_files(
             "certificate",
             vec![cert.clone(), key.clone()],
             config.reload_interval,
@@ -170,7 +173,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         let admission = admission.clone();
         let metrics = metrics.clone();
         let own = config.own_namespace.clone();
-        tasks.push(tokio::spawn(crate::reload::watch_files(
+        tasks.push(tokio::spawn(crate::webhook::reload::watch_files(
             "policy",
             vec![path.clone()],
             config.reload_interval,
@@ -353,7 +356,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
 
 async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
     let (tls_cert, tls_key) = if args.dev {
-        let dir = crate::certs::generate_dev(Path::new("certs/dev"))?;
+        let dir = crate::commands::certs::generate_dev(Path::new("certs/dev"))?;
         (dir.join("tls.crt"), dir.join("tls.key"))
     } else {
         match (args.tls_cert.clone(), args.tls_key.clone()) {

@@ -9,7 +9,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use time::{Duration, OffsetDateTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::Exit;
 use crate::cli::CertsArgs;
@@ -40,14 +40,20 @@ pub struct Bundle {
 /// Generates a CA and a serving certificate valid for `names` (DNS names or IP
 /// addresses) for `days` days.
 pub fn generate(names: &[String], days: i64) -> Result<Bundle, CertsError> {
-    let now = OffsetDateTime::now_utc();
+    // rcgen's dates are of the `time` crate; they are reached from its own constructor so
+    // that stateward keeps one time crate (jiff) of its own.
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
+    let validity = Duration::from_secs(86_400 * days.max(0) as u64);
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name
         .push(DnType::CommonName, "stateward webhook CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.not_before = now - Duration::minutes(5);
-    ca.not_after = now + Duration::days(days);
+    ca.not_before = now - Duration::from_secs(300);
+    ca.not_after = now + validity;
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
 
@@ -67,8 +73,8 @@ pub fn generate(names: &[String], days: i64) -> Result<Bundle, CertsError> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.not_before = now - Duration::minutes(5);
-    leaf.not_after = now + Duration::days(days);
+    leaf.not_before = now - Duration::from_secs(300);
+    leaf.not_after = now + validity;
     let key = KeyPair::generate()?;
     let issuer = Issuer::new(ca, &ca_key);
     let cert = leaf.signed_by(&key, &issuer)?;

@@ -1,9 +1,10 @@
-//! `stateward policy schema` and `stateward policy check`.
+//! `stateward policy schema` (the JSON Schema of policy files) and `stateward policy check`
+//! (validate policy files). Reads files and prints; what a valid policy is belongs to the
+//! engine ([`crate::policy::config`]).
 use std::io::Write;
 
 use crate::Exit;
 use crate::cli::{PolicyCheckArgs, PolicyCommand};
-use crate::policy::Policy;
 
 /// The schema as `stateward policy schema` prints it (and `policies/policy.schema.json`
 /// holds it).
@@ -27,7 +28,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<Exit> {
 fn check(args: &PolicyCheckArgs) -> Exit {
     let mut exit = Exit::Ok;
     for file in &args.files {
-        match Policy::load(file) {
+        match super::check::read_policy(file) {
             Ok(policy) => println!("{}: valid policy `{}`", file.display(), policy.name),
             Err(err) => {
                 eprintln!("error: {err}");

@@ -1,6 +1,9 @@
 //! Offline evaluation: `stateward check` and `stateward mutate`. Every document is
 //! evaluated as a CREATE request by the same engine the webhook uses; rules that need
 //! other objects look at the other documents of the same invocation.
+pub mod formats;
+pub mod manifest;
+
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
@@ -8,22 +11,29 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde::Serialize;
 use serde_json::Value;
 
+use self::manifest::{Document, ReadError, Source};
 use crate::Exit;
 use crate::cli::{CheckArgs, CheckOutput, ColorChoice, MutateArgs};
-use crate::manifest::{self, Document, ReadError, Source};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::review::unknown_fields;
 use crate::policy::{
-    Decision, Finding, Kind, Level, Mode, Policy, PolicyError, Resource, Review, RuleId,
-    StaticContext, evaluate,
+    Decision, Finding, Header, Kind, Level, Policy, PolicyError, Resource, Review, RuleId,
+    StaticContext, evaluate, evaluate_header,
 };
 
 /// The policy from `--policy`, or the built-in baseline.
 pub fn load_policy(path: Option<&Path>) -> Result<Policy, PolicyError> {
     match path {
-        Some(path) => Policy::load(path),
+        Some(path) => read_policy(path),
         None => Ok(Policy::baseline()),
     }
+}
+
+/// Reads and validates a policy file (the engine parses; reading is the caller's).
+pub fn read_policy(path: &Path) -> Result<Policy, PolicyError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|err| PolicyError::unreadable(&name, err))?;
+    Policy::from_yaml(&text, &name)
 }
 
 /// The policy, or `None` after printing why it cannot be used (exit status 2).
@@ -40,7 +50,8 @@ pub enum Outcome {
     Skipped,
     /// Evaluated by the engine.
     Evaluated(Decision),
-    /// A removed StatefulSet API version (finding `statefulset.api-version`).
+    /// A document a header rule objects to: a removed StatefulSet API version (finding
+    /// `statefulset.api-version`, unless the policy turns it off).
     RemovedApi(Option<Finding>),
     /// Not valid YAML/JSON, no kind, or not valid as its kind.
     Invalid(String),
@@ -80,11 +91,9 @@ struct Prepared {
 enum PrepState {
     Skip,
     Resource(Resource),
-    Removed,
+    Removed(Option<Finding>),
     Invalid(String),
 }
-
-const REMOVED_STS_VERSIONS: [&str; 2] = ["apps/v1beta1", "apps/v1beta2"];
 
 fn prepare(source: &Source, doc: Document, policy: &Policy) -> Prepared {
     let mut prepared = Prepared {
@@ -137,10 +146,12 @@ fn prepare(source: &Source, doc: Document, policy: &Policy) -> Prepared {
     if policy.is_excluded(&prepared.namespace) {
         return prepared;
     }
-    if prepared.kind == "StatefulSet"
-        && REMOVED_STS_VERSIONS.contains(&prepared.api_version.as_str())
-    {
-        prepared.state = PrepState::Removed;
+    let header = Header {
+        api_version: &prepared.api_version,
+        kind: &prepared.kind,
+    };
+    if let Some(findings) = evaluate_header(policy, &header) {
+        prepared.state = PrepState::Removed(findings.into_iter().next());
         return prepared;
     }
     if let Some(kind) = Kind::from_gvk(&group, &version, &prepared.kind) {
@@ -199,24 +210,6 @@ fn build_context(prepared: &[Prepared]) -> StaticContext {
     context
 }
 
-fn removed_api_finding(policy: &Policy, api_version: &str) -> Option<Finding> {
-    let level = match policy.mode(RuleId::StatefulSetApiVersion) {
-        Mode::Off => return None,
-        Mode::Audit => Level::Audit,
-        Mode::Warn => Level::Warn,
-        Mode::Enforce => Level::Enforce,
-    };
-    Some(Finding {
-        rule: RuleId::StatefulSetApiVersion,
-        mode: level,
-        field: "apiVersion".into(),
-        message: format!(
-            "{api_version} StatefulSets are not served since Kubernetes 1.16: change apiVersion \
-             to apps/v1 (which also requires spec.selector to match the template labels)"
-        ),
-    })
-}
-
 /// Evaluates every document of `sources` with `policy`.
 pub fn check_sources(policy: &Policy, sources: &[Source]) -> Vec<Checked> {
     let prepared: Vec<Prepared> = sources
@@ -235,9 +228,7 @@ pub fn check_sources(policy: &Policy, sources: &[Source]) -> Vec<Checked> {
             let outcome = match p.state {
                 PrepState::Skip => Outcome::Skipped,
                 PrepState::Invalid(message) => Outcome::Invalid(message),
-                PrepState::Removed => {
-                    Outcome::RemovedApi(removed_api_finding(policy, &p.api_version))
-                }
+                PrepState::Removed(finding) => Outcome::RemovedApi(finding),
                 PrepState::Resource(resource) => {
                     let mut review = Review::create(resource);
                     review.namespace = p.namespace.clone();
@@ -521,9 +512,11 @@ pub fn run_check(args: CheckArgs) -> anyhow::Result<Exit> {
     let text = match args.output {
         CheckOutput::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
         CheckOutput::Text => render_text(&checked, &report, use_color(args.color)),
-        CheckOutput::Sarif => crate::formats::render_sarif(&policy, &checked, &report)?,
-        CheckOutput::Junit => crate::formats::render_junit(&checked, &report),
-        CheckOutput::Github => crate::formats::render_github(&checked, &report),
+        CheckOutput::Sarif => {
+            crate::commands::check::formats::render_sarif(&policy, &checked, &report)?
+        }
+        CheckOutput::Junit => crate::commands::check::formats::render_junit(&checked, &report),
+        CheckOutput::Github => crate::commands::check::formats::render_github(&checked, &report),
     };
     std::io::stdout().write_all(text.as_bytes())?;
     Ok(report.exit())

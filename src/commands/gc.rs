@@ -1,0 +1,232 @@
+//! `stateward gc`: the one-shot plan (and `--delete`) and `gc --watch`, the reconcile loop.
+//! This module is wiring only: flags are checked, the client, admin port, stores and leader
+//! election are started, and the passes of [`crate::gc`] are run; the collector's decisions
+//! live there.
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+
+use crate::Exit;
+use crate::admin::{ReadyCheck, admin_router};
+use crate::cli::GcArgs;
+use crate::cluster::MAX_BACKOFF;
+use crate::gc::collect::{GcError, now_seconds, parse_duration_flag, run_once_gated};
+use crate::gc::shutdown::Shutdown;
+use crate::gc::watch::{
+    GcMetrics, PassContext, PassOptions, PassOutcome, Scope, Stores, grace_seconds, pass,
+};
+use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
+use crate::metrics::Metrics;
+
+pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let exit = runtime.block_on(async {
+        // The one signal listener of the process, before anything else.
+        let shutdown = Shutdown::install();
+        let Some(client) =
+            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
+                .await
+        else {
+            return Ok(Exit::Usage);
+        };
+        if args.watch {
+            return watch(args, client, shutdown).await;
+        }
+        let gate = move || shutdown.requested().then_some("stopped by a signal");
+        match run_once_gated(&args, client, now_seconds(), &gate).await {
+            Ok((text, exit)) => {
+                std::io::stdout().write_all(text.as_bytes())?;
+                Ok(exit)
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                Ok(Exit::Usage)
+            }
+        }
+    });
+    // Watches and the admin server end with the runtime; nothing of theirs is awaited.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    exit
+}
+
+/// The settings of `gc --watch`, checked before anything starts.
+struct Settings {
+    grace: i64,
+    min_age: i64,
+    lease: Option<LeaseSettings>,
+}
+
+fn settings(args: &GcArgs, scope: &Scope) -> Result<Settings, GcError> {
+    let grace = grace_seconds(&args.grace)?;
+    let min_age = match args.min_age.as_deref() {
+        Some(text) => parse_duration_flag("--min-age", text)?,
+        None => 0,
+    };
+    let lease = if args.leader_elect {
+        let seconds = parse_duration_flag("--lease-duration", &args.lease_duration)?;
+        if seconds < 3 {
+            return Err(GcError::Duration {
+                flag: "--lease-duration (at least 3s)",
+                value: args.lease_duration.clone(),
+            });
+        }
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+            })
+            .or_else(|| scope.namespace.clone())
+            .unwrap_or_else(|| "default".to_owned());
+        Some(LeaseSettings::new(
+            &args.lease_name,
+            &namespace,
+            &default_identity(),
+            Duration::from_secs(seconds as u64),
+        ))
+    } else {
+        None
+    };
+    Ok(Settings {
+        grace,
+        min_age,
+        lease,
+    })
+}
+
+async fn watch(args: GcArgs, client: Client, shutdown: Shutdown) -> anyhow::Result<Exit> {
+    let scope = Scope::of(&args);
+    let Settings {
+        grace,
+        min_age,
+        lease,
+    } = match settings(&args, &scope) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(Exit::Usage);
+        }
+    };
+    let mut metrics = Metrics::new();
+    let gc_metrics = GcMetrics::register(metrics.registry_mut());
+    let stores = Arc::new(Stores::start(
+        &client,
+        &scope,
+        metrics.registry_mut(),
+        MAX_BACKOFF,
+    ));
+    let synced = stores.clone();
+    let admin = admin_router(
+        Arc::new(metrics),
+        vec![ReadyCheck {
+            name: "stores listed",
+            ready: Box::new(move || synced.first_synced()),
+        }],
+    );
+    let listener = match tokio::net::TcpListener::bind(args.admin_listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: cannot listen on {}: {err}", args.admin_listen);
+            return Ok(Exit::Usage);
+        }
+    };
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, admin).await;
+    });
+    let (leadership, elector) = match lease {
+        Some(settings) => {
+            let (leadership, elector) =
+                Elector::spawn(client.clone(), settings, gc_metrics.leader.clone());
+            (leadership, Some(elector))
+        }
+        None => {
+            gc_metrics.leader.set(1);
+            (Leadership::always(), None)
+        }
+    };
+    if scope.namespace.is_some() {
+        tracing::info!(
+            "--namespace: only StatefulSet annotations opt in (namespace annotations are not read, which would need cluster-wide permission)"
+        );
+    }
+    tracing::info!(
+        namespace = scope.namespace.as_deref().unwrap_or("(all)"),
+        selector = scope.selector.as_deref().unwrap_or(""),
+        grace_seconds = grace,
+        min_age_seconds = min_age,
+        leader_elect = elector.is_some(),
+        identity = leadership.identity(),
+        "waiting for the StatefulSet, claim, pod and namespace stores"
+    );
+    let stop = |elector: Option<Elector>| async move {
+        if let Some(elector) = elector {
+            elector.release(Duration::from_millis(800)).await;
+        }
+        tracing::info!("stopped");
+        Ok(Exit::Ok)
+    };
+    loop {
+        if stores.first_synced() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.wait() => return stop(elector).await,
+        }
+    }
+    let context = PassContext::new(&client, gc_metrics.clone());
+    let mut ticker = tokio::time::interval(Duration::from_secs(args.interval.max(1)));
+    tracing::info!("gc reconcile loop started");
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        if !leadership.is_leader() {
+            continue;
+        }
+        let gate = || {
+            if shutdown.requested() {
+                Some("stopped by a signal")
+            } else if !leadership.is_leader() {
+                Some("this replica is not the leader any more")
+            } else {
+                None
+            }
+        };
+        let options = PassOptions {
+            now: now_seconds(),
+            grace_seconds: grace,
+            min_age_seconds: min_age,
+        };
+        match pass(&context, &stores, &options, &gate).await {
+            Ok(PassOutcome::Stale(_)) => {}
+            Ok(PassOutcome::Done(report)) => {
+                tracing::info!(
+                    annotated = report.annotated.len(),
+                    marked = report.marked.len(),
+                    cleared = report.cleared.len(),
+                    deleted = report.deleted.len(),
+                    skipped = report.skipped.len(),
+                    failed = report.failed.len(),
+                    stopped = report.stopped.unwrap_or(""),
+                    "reconciled"
+                );
+            }
+            Err(err) => {
+                gc_metrics.errors.inc();
+                tracing::error!(error = %err, "reconcile failed; retrying at the next interval");
+            }
+        }
+        if shutdown.requested() {
+            break;
+        }
+    }
+    stop(elector).await
+}
