@@ -84,23 +84,33 @@ fn time_dependent(rule: &str) -> bool {
     .any(|r| r.as_str() == rule)
 }
 
-/// The message with durations (`45s`, `12m`, `3h`, `2d`) replaced by `#`: a finding whose
-/// only change is the time that passed is the same finding.
+/// The message with durations (`45s`, `12m`, `3h`, `2d`, also `1h30m`) replaced by `#`: a
+/// finding whose only change is the time that passed is the same finding.
 pub fn without_durations(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let chars: Vec<char> = message.chars().collect();
+    let ends_word = |k: usize| k >= chars.len() || !chars[k].is_alphanumeric();
     let mut i = 0;
     while i < chars.len() {
         let starts_word = i == 0 || !chars[i - 1].is_alphanumeric();
         if starts_word && chars[i].is_ascii_digit() {
+            // One or more <digits><unit> pairs, then the end of the word.
             let mut j = i;
-            while j < chars.len() && chars[j].is_ascii_digit() {
-                j += 1;
+            let mut pairs = 0;
+            loop {
+                let mut k = j;
+                while k < chars.len() && chars[k].is_ascii_digit() {
+                    k += 1;
+                }
+                if k == j || k >= chars.len() || !matches!(chars[k], 's' | 'm' | 'h' | 'd') {
+                    break;
+                }
+                j = k + 1;
+                pairs += 1;
             }
-            let ends_word = |k: usize| k >= chars.len() || !chars[k].is_alphanumeric();
-            if j < chars.len() && matches!(chars[j], 's' | 'm' | 'h' | 'd') && ends_word(j + 1) {
+            if pairs > 0 && ends_word(j) {
                 out.push('#');
-                i = j + 1;
+                i = j;
                 continue;
             }
         }
@@ -832,8 +842,10 @@ mod tests {
     #[test]
     fn durations_are_ignored_only_where_they_are_durations() {
         assert_eq!(
-            without_durations("Pending for 12m: 3h past, 45s, 2d; 2Gi, 10ms, pod web-0, x1s"),
-            "Pending for #: # past, #, #; 2Gi, 10ms, pod web-0, x1s"
+            without_durations(
+                "Pending for 12m: 3h past, 45s, 2d, 1h30m; 2Gi, 10ms, pod web-0, x1s, 5m3"
+            ),
+            "Pending for #: # past, #, #, #; 2Gi, 10ms, pod web-0, x1s, 5m3"
         );
     }
 
