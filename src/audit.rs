@@ -1,4 +1,6 @@
-//! `stateward audit`: one read-only pass over the live StatefulSets of a cluster.
+//! The audit: one read-only pass over the live StatefulSets of a cluster, and (in
+//! [`watch`], [`reports`], [`openreports`]) the OpenReports reports of `audit --watch`.
+//! Nothing here prints or reads flags: `stateward audit` is [`crate::commands::audit`].
 //!
 //! It lists StatefulSets, Services, PodDisruptionBudgets, pods, claims and nodes (500 per
 //! page), evaluates every StatefulSet and Service with the webhook's engine and policy as
@@ -6,7 +8,6 @@
 //! adds the live-state rules of the rule table ([`crate::policy::rules::live`]) and the
 //! orphaned claims of the collector's classifier. [`audit`] is pure: the clock is an input.
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
@@ -16,7 +17,6 @@ use kube::{Api, Client};
 use serde::Serialize;
 
 use crate::Exit;
-use crate::cli::{AuditArgs, OutputFormat};
 use crate::gc::classify::{Orphan, Reason, classify, split_for_set};
 use crate::gc::collect::api;
 use crate::gc::collect::{claim_view, pod_view, set_view};
@@ -616,76 +616,6 @@ pub async fn inventory(
         )
         .await?,
     })
-}
-
-pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
-    if args.print_crds {
-        std::io::stdout().write_all(openreports::crds_yaml()?.as_bytes())?;
-        return Ok(Exit::Ok);
-    }
-    let policy = match crate::commands::check::load_policy(args.policy.policy.as_deref()) {
-        Ok(policy) => policy,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(Exit::Usage);
-        }
-    };
-    if args.watch {
-        return run_watch(args, policy);
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let Some(client) =
-            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
-                .await
-        else {
-            return Ok(Exit::Usage);
-        };
-        let namespace = if args.all_namespaces {
-            None
-        } else {
-            args.namespace.as_deref()
-        };
-        let inventory = match inventory(&client, namespace, args.selector.as_deref()).await {
-            Ok(inventory) => inventory,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return Ok(Exit::Usage);
-            }
-        };
-        let report = audit(&policy, &inventory, crate::gc::collect::now_seconds());
-        let text = match args.output {
-            OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
-            OutputFormat::Text => render_text(&report),
-        };
-        std::io::stdout().write_all(text.as_bytes())?;
-        Ok(report.exit())
-    })
-}
-
-/// `audit --watch` on a runtime of its own (two workers: a pass evaluates on one while the
-/// other serves /metrics and renews the lease).
-fn run_watch(args: AuditArgs, policy: Policy) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let exit = runtime.block_on(async {
-        // The one signal listener of the process, before anything else.
-        let shutdown = crate::gc::shutdown::Shutdown::install();
-        let Some(client) =
-            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
-                .await
-        else {
-            return Ok(Exit::Usage);
-        };
-        let load = crate::commands::check::read_policy;
-        watch::run(args, policy, load, client, shutdown).await
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    exit
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //!   prints, chooses exit statuses and reports errors with `anyhow`.
 //! - [`webhook`]: the HTTPS transport of `serve`: admission decoding and answers, routes,
 //!   TLS and live reload. [`admin`]: the plain admin port (health, readiness, metrics).
-//! - [`gc`]: the collector of orphaned claims; [`audit`]: one pass over the live fleet.
+//! - [`gc`]: the collector of orphaned claims; [`audit`]: passes over the live fleet and
+//!   their OpenReports reports.
 //! - [`cluster`]: the Kubernetes client and the watch-fed caches (webhook context and the
 //!   collector's stores); [`leader`]: Lease election.
 //! - [`policy`]: the pure engine (rules, policy files, patches). No I/O.

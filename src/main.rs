@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => stateward::commands::serve::run(args),
         Command::Certs(args) => stateward::commands::certs::run(args),
         Command::Gc(args) => stateward::commands::gc::run(args),
-        Command::Audit(args) => stateward::audit::run(args),
+        Command::Audit(args) => stateward::commands::audit::run(args),
         Command::Policy(command) => stateward::commands::policy::run(command),
         Command::Completions(args) => {
             stateward::commands::generate::run_completions(args, argv0.as_deref())

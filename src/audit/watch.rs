@@ -17,7 +17,6 @@
 //! `stateward-audit` by default); only the leader runs passes and writes.
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -31,13 +30,9 @@ use prometheus_client::registry::Registry;
 use super::openreports::Report;
 use super::reports::{self, Deletion, FIELD_MANAGER, Plan, SELECTOR};
 use super::{AuditReport, PAGE_SIZE, audit, inventory};
-use crate::Exit;
-use crate::admin::admin_router;
 use crate::cli::AuditArgs;
 use crate::gc::collect::now_seconds;
-use crate::gc::shutdown::Shutdown;
-use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
-use crate::metrics::Metrics;
+use crate::leader::{LeaseSettings, default_identity};
 use crate::policy::Policy;
 
 /// How to install the CRDs, for the one warning.
@@ -65,7 +60,7 @@ pub struct AuditMetrics {
     last_pass: Gauge,
     pass_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     writes: Family<WriteLabels, Counter>,
-    errors: Counter,
+    pub errors: Counter,
     /// 1 while the OpenReports CRDs are served, 0 when they are missing.
     reports_enabled: Gauge,
     /// 1 while this replica holds the lease (or runs without election).
@@ -470,104 +465,6 @@ impl Pass {
         );
         Ok(written)
     }
-}
-
-pub async fn run(
-    args: AuditArgs,
-    policy: Policy,
-    load: LoadPolicy,
-    client: Client,
-    shutdown: Shutdown,
-) -> anyhow::Result<Exit> {
-    let settings = match settings(&args) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(Exit::Usage);
-        }
-    };
-    let mut metrics = Metrics::new();
-    let audit_metrics = AuditMetrics::register(metrics.registry_mut());
-    let admin = admin_router(Arc::new(metrics), Vec::new());
-    let listener = match tokio::net::TcpListener::bind(args.admin_listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", args.admin_listen);
-            return Ok(Exit::Usage);
-        }
-    };
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, admin).await;
-    });
-    let (leadership, elector) = match settings.lease.clone() {
-        Some(lease) => {
-            let (leadership, elector) =
-                Elector::spawn(client.clone(), lease, audit_metrics.leader.clone());
-            (leadership, Some(elector))
-        }
-        None => {
-            audit_metrics.leader.set(1);
-            (Leadership::always(), None)
-        }
-    };
-    tracing::info!(
-        namespace = settings.namespace.as_deref().unwrap_or("(all)"),
-        selector = settings.selector.as_deref().unwrap_or(""),
-        interval_seconds = settings.interval.as_secs(),
-        leader_elect = elector.is_some(),
-        identity = leadership.identity(),
-        "audit --watch started"
-    );
-    let mut pass = Pass::new(client, settings.clone(), audit_metrics, policy, load);
-    // A pass at once when this replica leads (also when it becomes the leader), then
-    // every interval; leadership is looked at every second at least.
-    let mut leading = false;
-    let mut next = Instant::now();
-    loop {
-        let wait = if leading {
-            next.saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1))
-        } else {
-            Duration::from_millis(200)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => break,
-        }
-        if !leadership.is_leader() {
-            if leading {
-                pass.step_down();
-                leading = false;
-            }
-            continue;
-        }
-        if leading && Instant::now() < next {
-            continue;
-        }
-        leading = true;
-        let gate = || {
-            if shutdown.requested() {
-                Some("stopped by a signal")
-            } else if !leadership.is_leader() {
-                Some("this replica is not the leader any more")
-            } else {
-                None
-            }
-        };
-        if let Err(err) = pass.run(&gate).await {
-            pass.metrics.errors.inc();
-            tracing::error!(error = %err, "audit pass failed; retrying at the next interval");
-        }
-        next = Instant::now() + settings.interval;
-        if shutdown.requested() {
-            break;
-        }
-    }
-    if let Some(elector) = elector {
-        elector.release(Duration::from_millis(800)).await;
-    }
-    tracing::info!("stopped");
-    Ok(Exit::Ok)
 }
 
 #[cfg(test)]
