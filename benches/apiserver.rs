@@ -54,6 +54,7 @@ mod process;
 #[path = "../tests/support/tiers.rs"]
 mod tiers;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -224,6 +225,114 @@ async fn register_noop(env: &Env, addr: SocketAddr, ca_pem: &str) {
     }
 }
 
+/// `--noop-patch`: the no-op's `/mutate` answers with the patch stateward's mutating
+/// webhook returns for these sets (a preferred pod anti-affinity on the set's selector,
+/// weight 100, per hostname; nothing when the pod template has an affinity), so that the
+/// API server applies the same patch in both namespaces: what stateward adds over that
+/// no-op is its own cost, what the no-op adds over the plain no-op is the API server's.
+async fn noop_patch(body: bytes::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let Some(uid) = review.pointer("/request/uid").and_then(Value::as_str) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let object = &review["request"]["object"];
+    if object.pointer("/spec/template/spec/affinity").is_some() {
+        return noop::allow(uid);
+    }
+    let patch = json!([{"op": "add", "path": "/spec/template/spec/affinity", "value": {
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "podAffinityTerm": {
+                "labelSelector": {"matchLabels": object["spec"]["selector"]["matchLabels"]},
+                "topologyKey": "kubernetes.io/hostname"},
+            "weight": 100}]}}}]);
+    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                     "patch": b64(&patch.to_string())}});
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&answer).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Sums and counts of a histogram per value of the label `label`, from Prometheus text.
+fn histogram_by(text: &str, metric: &str, label: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let key = format!("{label}=\"");
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(metric) else {
+            continue;
+        };
+        let (is_sum, rest) = if let Some(rest) = rest.strip_prefix("_sum{") {
+            (true, rest)
+        } else if let Some(rest) = rest.strip_prefix("_count{") {
+            (false, rest)
+        } else {
+            continue;
+        };
+        let Some(start) = rest.find(&key).map(|i| i + key.len()) else {
+            continue;
+        };
+        let Some(end) = rest[start..].find('"').map(|i| i + start) else {
+            continue;
+        };
+        let value: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let entry = out.entry(rest[start..end].to_owned()).or_default();
+        if is_sum {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    out
+}
+
+/// What each webhook's calls took as the API server saw them (from sending the review to
+/// reading the answer: connection, TLS, the webhook), per webhook name.
+async fn apiserver_webhook_durations(env: &Env) -> BTreeMap<String, (f64, f64)> {
+    let request = hyper::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("metrics request");
+    let text = env.admin.request_text(request).await.unwrap_or_default();
+    histogram_by(
+        &text,
+        "apiserver_admission_webhook_admission_duration_seconds",
+        "name",
+    )
+}
+
+/// What stateward's handler took (read, decide, encode), per endpoint.
+async fn stateward_durations(env: &Env) -> BTreeMap<String, (f64, f64)> {
+    let text = k8s::http_get(env.stateward_admin, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    histogram_by(&text, "stateward_admission_duration_seconds", "endpoint")
+}
+
+/// `after - before`, per key: (calls, mean ms).
+fn delta(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+) -> Vec<(String, f64, f64)> {
+    after
+        .iter()
+        .map(|(name, (sum, count))| {
+            let (sum0, count0) = before.get(name).copied().unwrap_or_default();
+            let calls = count - count0;
+            (name.clone(), calls, (sum - sum0) * 1000.0 / calls.max(1.0))
+        })
+        .filter(|(_, calls, _)| *calls > 0.0)
+        .collect()
+}
+
 /// Creates `sts` as `name` in `ns`; the latency (and the object as created) when the API
 /// server answers 201.
 async fn create_set(env: &Env, ns: &str, name: &str) -> Option<(Duration, Value)> {
@@ -259,10 +368,22 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     std::fs::write(&cert, &bundle.cert).expect("write cert");
     std::fs::write(&key, &bundle.key).expect("write key");
     static REVIEWS: AtomicU64 = AtomicU64::new(0);
-    let router = noop::router().layer(axum::middleware::map_request(
-        |request: axum::extract::Request| async move {
+    static NANOS: AtomicU64 = AtomicU64::new(0);
+    let router = if std::env::args().any(|a| a == "--noop-patch") {
+        axum::Router::new()
+            .route("/validate", axum::routing::post(noop::noop))
+            .route("/mutate", axum::routing::post(noop_patch))
+    } else {
+        noop::router()
+    };
+    // Counts the reviews and the time from the request's head to the response's head.
+    let router = router.layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            let started = Instant::now();
+            let response = next.run(request).await;
             REVIEWS.fetch_add(1, Ordering::Relaxed);
-            request
+            NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            response
         },
     ));
     let addr = noop::serve(router, &cert, &key).await;
@@ -308,6 +429,17 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             specs.push(created.map(|(_, object)| object["spec"].clone()));
         }
     }
+    // What stateward answers besides the patch (warnings reach the client as headers).
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let reply = send(
+        &env.admin,
+        k8s::statefulsets(&namespaces[0].1).create(&dry_run, to_vec(&statefulset("dry-run"))),
+    )
+    .await;
+    println!("a create in stateward's namespace: {reply}");
     // The sets are alike but for the namespace: what stateward's mutation changed.
     let patched: Vec<String> = match (&specs[0], &specs[2]) {
         (Some(Value::Object(stateward)), Some(Value::Object(none))) => stateward
@@ -325,11 +457,29 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             patched.join(", ")
         }
     );
+    if std::env::args().any(|a| a == "--noop-patch") {
+        println!(
+            "the no-op patches: {}",
+            if specs[0] == specs[1] {
+                "the set ends up as in stateward's namespace"
+            } else {
+                "DIFFERENTLY from stateward"
+            }
+        );
+    }
 
     let total = (rate * seconds) as usize;
     println!(
         "{total} creates at {rate}/s over {seconds} s, round-robin over {} namespaces",
         namespaces.len()
+    );
+    let (apiserver_before, stateward_before) = (
+        apiserver_webhook_durations(&env).await,
+        stateward_durations(&env).await,
+    );
+    let (reviews_before, nanos_before) = (
+        REVIEWS.load(Ordering::Relaxed),
+        NANOS.load(Ordering::Relaxed),
     );
     let interval = Duration::from_secs_f64(1.0 / rate);
     let begin = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -359,6 +509,22 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             failures += 1;
         }
     }
+    // Where the time goes: per webhook, the calls the API server made during the timed
+    // creates and their mean duration as it saw them; what each server's handler took.
+    for (name, calls, mean) in delta(&apiserver_before, &apiserver_webhook_durations(&env).await) {
+        println!(
+            "  API server -> {name}: {calls:.0} calls ({:.2} per create), mean {mean:.2} ms",
+            calls / (total / namespaces.len()) as f64
+        );
+    }
+    for (endpoint, calls, mean) in delta(&stateward_before, &stateward_durations(&env).await) {
+        println!("  stateward's handler /{endpoint}: {calls:.0} reviews, mean {mean:.3} ms");
+    }
+    let reviews = REVIEWS.load(Ordering::Relaxed) - reviews_before;
+    println!(
+        "  no-op's handler: {reviews} reviews, mean {:.3} ms",
+        (NANOS.load(Ordering::Relaxed) - nanos_before) as f64 / 1e6 / reviews.max(1) as f64
+    );
     let mut figures = Vec::new();
     for ((name, ns), lat) in namespaces.iter().zip(latencies.iter_mut()) {
         lat.sort_by(|a, b| a.total_cmp(b));
