@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
-//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity]
+//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity --noop-patch]
 //! STATEWARD_K8S_ASSETS=... STATEWARD_HELM=... \
 //!   cargo bench --bench apiserver -- --scale 100000 10000 [--bin OTHER/stateward]...
 //! ```
@@ -21,7 +21,12 @@
 //! without one, and stateward's addition over the no-op's. stateward's mutating webhook
 //! adds a pod anti-affinity to this set (a JSON patch the API server then applies);
 //! `--with-affinity` gives every set that anti-affinity already, so stateward patches
-//! nothing and the comparison is of the webhook calls alone.
+//! nothing and the comparison is of the webhook calls alone; `--noop-patch` makes the
+//! no-op's `/mutate` return the same patch, so the API server applies it in both
+//! namespaces. Where the time goes: the calls the API server made to each webhook per
+//! create and their mean duration as it saw them (its
+//! `apiserver_admission_webhook_admission_duration_seconds`, which for a mutating webhook
+//! includes applying the patch), and the time each webhook's handler took.
 //!
 //! **Memory at scale** (`--scale N_SERVICES N_SETS`): the controller manager is stopped
 //! (it would otherwise write an EndpointSlice per Service and a status per set while the
@@ -30,8 +35,9 @@
 //! without webhooks, 64 requests in flight: minutes for 100,000 (about 25 for 65,000 on a
 //! shared 2-core machine). After each quarter of the objects, each stateward binary (the
 //! one cargo built, plus every `--bin PATH`, in turn; twice at the end) runs
-//! `serve --cluster required` against the cluster; the report gives the time to the first
-//! `/readyz` 200 and the process RSS (VmRSS, and the peak VmHWM) two seconds after.
+//! `serve --cluster required` against the cluster, as it is and with the `GLIBC_TUNABLES`
+//! of the image and the chart (a fixed mmap threshold); the report gives the time to the
+//! first `/readyz` 200 and the process RSS (VmRSS, and the peak VmHWM) two seconds after.
 //!
 //! The stateward binary is the one cargo builds for this bench (`CARGO_BIN_EXE_stateward`)
 //! unless `STATEWARD_E2E_BIN` names another. Without `STATEWARD_K8S_ASSETS` or
@@ -75,6 +81,10 @@ const NOOP_LABEL: &str = "bench-noop";
 const SCALE_NAMESPACES: usize = 100;
 /// Creates in flight in the scale mode.
 const SCALE_IN_FLIGHT: usize = 64;
+/// The allocator setting of the image and the chart's Deployment (Dockerfile,
+/// charts/stateward/templates/deployment.yaml): the scale mode measures every binary
+/// without and with it.
+const IMAGE_GLIBC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072";
 
 fn arg_after(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -605,7 +615,13 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 
 /// Starts `binary serve --cluster required` against the cluster, waits for `/readyz` 200
 /// and reads its memory two seconds later: (seconds to ready, RSS MiB, peak RSS MiB).
-async fn measure_serve(env: &Env, dir: &Path, binary: &Path, run: usize) -> (f64, f64, f64) {
+async fn measure_serve(
+    env: &Env,
+    dir: &Path,
+    binary: &Path,
+    run: usize,
+    tunables: Option<&str>,
+) -> (f64, f64, f64) {
     let cert = dir.join("stateward.crt");
     let key = dir.join("stateward.key");
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -630,6 +646,11 @@ async fn measure_serve(env: &Env, dir: &Path, binary: &Path, run: usize) -> (f64
             "warn".into(),
         ],
     );
+    let mut spec = spec;
+    if let Some(tunables) = tunables {
+        spec.env
+            .push(("GLIBC_TUNABLES".to_owned(), tunables.to_owned()));
+    }
     let started = Instant::now();
     let mut proc = process::Proc::start(&spec, dir);
     loop {
@@ -703,12 +724,15 @@ async fn scale(
         // Twice at the end, once at the other quarters.
         for round in 0..(if q == 3 { 2 } else { 1 }) {
             for binary in binaries {
-                let (ready, rss, peak) = measure_serve(&env, dir, binary, run).await;
-                run += 1;
-                println!(
-                    "  round {round} {}: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB)",
-                    binary.display()
-                );
+                for tunables in [None, Some(IMAGE_GLIBC_TUNABLES)] {
+                    let (ready, rss, peak) = measure_serve(&env, dir, binary, run, tunables).await;
+                    run += 1;
+                    println!(
+                        "  round {round} {}{}: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB)",
+                        binary.display(),
+                        tunables.map_or(String::new(), |t| format!(" GLIBC_TUNABLES={t}"))
+                    );
+                }
             }
         }
     }
