@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
-//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity --noop-patch]
+//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity --noop-patch --noop-warn]
 //! STATEWARD_K8S_ASSETS=... STATEWARD_HELM=... \
 //!   cargo bench --bench apiserver -- --scale 100000 10000 [--bin OTHER/stateward]...
 //! ```
@@ -23,7 +23,8 @@
 //! `--with-affinity` gives every set that anti-affinity already, so stateward patches
 //! nothing and the comparison is of the webhook calls alone; `--noop-patch` makes the
 //! no-op's `/mutate` return the same patch, so the API server applies it in both
-//! namespaces. Where the time goes: the calls the API server made to each webhook per
+//! namespaces, and `--noop-warn` its `/validate` the same warning (the set's headless
+//! Service does not exist). Where the time goes: the calls the API server made to each webhook per
 //! create and their mean duration as it saw them (its
 //! `apiserver_admission_webhook_admission_duration_seconds`, which for a mutating webhook
 //! includes applying the patch), and the time each webhook's handler took.
@@ -268,6 +269,42 @@ async fn noop_patch(body: bytes::Bytes) -> axum::response::Response {
         .into_response()
 }
 
+/// `--noop-warn`: the no-op's `/validate` answers with the warning stateward's validating
+/// webhook gives these sets (their headless Service does not exist), cut at 120 characters
+/// as stateward cuts it, so the API server relays the same warning in both namespaces.
+async fn noop_warn(body: bytes::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let request = &review["request"];
+    let Some(uid) = request["uid"].as_str() else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let (name, ns) = (
+        request["object"]["spec"]["serviceName"]
+            .as_str()
+            .unwrap_or_default(),
+        request["namespace"].as_str().unwrap_or_default(),
+    );
+    let text = format!(
+        "statefulset.headless-service: Service \"{name}\" does not exist in namespace \"{ns}\" \
+         (yet): create a headless Service (clusterIP: None) with that name"
+    );
+    let warning = if text.chars().count() > 120 {
+        text.chars().take(119).chain(['…']).collect()
+    } else {
+        text
+    };
+    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true, "warnings": [warning]}});
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&answer).unwrap_or_default(),
+    )
+        .into_response()
+}
+
 /// Sums and counts of a histogram per value of the label `label`, from Prometheus text.
 fn histogram_by(text: &str, metric: &str, label: &str) -> BTreeMap<String, (f64, f64)> {
     let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
@@ -379,10 +416,21 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     std::fs::write(&key, &bundle.key).expect("write key");
     static REVIEWS: AtomicU64 = AtomicU64::new(0);
     static NANOS: AtomicU64 = AtomicU64::new(0);
-    let router = if std::env::args().any(|a| a == "--noop-patch") {
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let validate = if flag("--noop-warn") {
+        axum::routing::post(noop_warn)
+    } else {
+        axum::routing::post(noop::noop)
+    };
+    let mutate = if flag("--noop-patch") {
+        axum::routing::post(noop_patch)
+    } else {
+        axum::routing::post(noop::noop)
+    };
+    let router = if flag("--noop-warn") || flag("--noop-patch") {
         axum::Router::new()
-            .route("/validate", axum::routing::post(noop::noop))
-            .route("/mutate", axum::routing::post(noop_patch))
+            .route("/validate", validate)
+            .route("/mutate", mutate)
     } else {
         noop::router()
     };
@@ -450,6 +498,12 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     )
     .await;
     println!("a create in stateward's namespace: {reply}");
+    let reply = send(
+        &env.admin,
+        k8s::statefulsets(&namespaces[1].1).create(&dry_run, to_vec(&statefulset("dry-run"))),
+    )
+    .await;
+    println!("a create in the no-op's namespace: {reply}");
     // The sets are alike but for the namespace: what stateward's mutation changed.
     let patched: Vec<String> = match (&specs[0], &specs[2]) {
         (Some(Value::Object(stateward)), Some(Value::Object(none))) => stateward
