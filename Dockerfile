@@ -15,6 +15,9 @@ RUN cargo build --release --locked --bin stateward
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/stateward /usr/local/bin/stateward
 USER 65532:65532
+# glibc's malloc: a fixed mmap threshold returns the cluster caches' list pages to the system
+# once decoded (docs/cluster.md); the chart's Deployment sets the same.
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072
 EXPOSE 8443 8080
 ENTRYPOINT ["/usr/local/bin/stateward"]
 CMD ["serve", "--tls-cert=/tls/tls.crt", "--tls-key=/tls/tls.key"]

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
-//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity]
+//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity --noop-patch --noop-warn]
 //! STATEWARD_K8S_ASSETS=... STATEWARD_HELM=... \
 //!   cargo bench --bench apiserver -- --scale 100000 10000 [--bin OTHER/stateward]...
 //! ```
@@ -21,7 +21,13 @@
 //! without one, and stateward's addition over the no-op's. stateward's mutating webhook
 //! adds a pod anti-affinity to this set (a JSON patch the API server then applies);
 //! `--with-affinity` gives every set that anti-affinity already, so stateward patches
-//! nothing and the comparison is of the webhook calls alone.
+//! nothing and the comparison is of the webhook calls alone; `--noop-patch` makes the
+//! no-op's `/mutate` return the same patch, so the API server applies it in both
+//! namespaces, and `--noop-warn` its `/validate` the same warning (the set's headless
+//! Service does not exist). Where the time goes: the calls the API server made to each webhook per
+//! create and their mean duration as it saw them (its
+//! `apiserver_admission_webhook_admission_duration_seconds`, which for a mutating webhook
+//! includes applying the patch), and the time each webhook's handler took.
 //!
 //! **Memory at scale** (`--scale N_SERVICES N_SETS`): the controller manager is stopped
 //! (it would otherwise write an EndpointSlice per Service and a status per set while the
@@ -30,8 +36,9 @@
 //! without webhooks, 64 requests in flight: minutes for 100,000 (about 25 for 65,000 on a
 //! shared 2-core machine). After each quarter of the objects, each stateward binary (the
 //! one cargo built, plus every `--bin PATH`, in turn; twice at the end) runs
-//! `serve --cluster required` against the cluster; the report gives the time to the first
-//! `/readyz` 200 and the process RSS (VmRSS, and the peak VmHWM) two seconds after.
+//! `serve --cluster required` against the cluster, as it is and with the `GLIBC_TUNABLES`
+//! of the image and the chart (a fixed mmap threshold); the report gives the time to the
+//! first `/readyz` 200 and the process RSS (VmRSS, and the peak VmHWM) two seconds after.
 //!
 //! The stateward binary is the one cargo builds for this bench (`CARGO_BIN_EXE_stateward`)
 //! unless `STATEWARD_E2E_BIN` names another. Without `STATEWARD_K8S_ASSETS` or
@@ -54,6 +61,7 @@ mod process;
 #[path = "../tests/support/tiers.rs"]
 mod tiers;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +82,10 @@ const NOOP_LABEL: &str = "bench-noop";
 const SCALE_NAMESPACES: usize = 100;
 /// Creates in flight in the scale mode.
 const SCALE_IN_FLIGHT: usize = 64;
+/// The allocator setting of the image and the chart's Deployment (Dockerfile,
+/// charts/stateward/templates/deployment.yaml): the scale mode measures every binary
+/// without and with it.
+const IMAGE_GLIBC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072";
 
 fn arg_after(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -224,6 +236,150 @@ async fn register_noop(env: &Env, addr: SocketAddr, ca_pem: &str) {
     }
 }
 
+/// `--noop-patch`: the no-op's `/mutate` answers with the patch stateward's mutating
+/// webhook returns for these sets (a preferred pod anti-affinity on the set's selector,
+/// weight 100, per hostname; nothing when the pod template has an affinity), so that the
+/// API server applies the same patch in both namespaces: what stateward adds over that
+/// no-op is its own cost, what the no-op adds over the plain no-op is the API server's.
+async fn noop_patch(body: bytes::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let Some(uid) = review.pointer("/request/uid").and_then(Value::as_str) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let object = &review["request"]["object"];
+    if object.pointer("/spec/template/spec/affinity").is_some() {
+        return noop::allow(uid);
+    }
+    let patch = json!([{"op": "add", "path": "/spec/template/spec/affinity", "value": {
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "podAffinityTerm": {
+                "labelSelector": {"matchLabels": object["spec"]["selector"]["matchLabels"]},
+                "topologyKey": "kubernetes.io/hostname"},
+            "weight": 100}]}}}]);
+    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true, "patchType": "JSONPatch",
+                     "patch": b64(&patch.to_string())}});
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&answer).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// `--noop-warn`: the no-op's `/validate` answers with the warning stateward's validating
+/// webhook gives these sets (their headless Service does not exist), cut at 120 characters
+/// as stateward cuts it, so the API server relays the same warning in both namespaces.
+async fn noop_warn(body: bytes::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let request = &review["request"];
+    let Some(uid) = request["uid"].as_str() else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let (name, ns) = (
+        request["object"]["spec"]["serviceName"]
+            .as_str()
+            .unwrap_or_default(),
+        request["namespace"].as_str().unwrap_or_default(),
+    );
+    let text = format!(
+        "statefulset.headless-service: Service \"{name}\" does not exist in namespace \"{ns}\" \
+         (yet): create a headless Service (clusterIP: None) with that name"
+    );
+    let warning = if text.chars().count() > 120 {
+        text.chars().take(119).chain(['…']).collect()
+    } else {
+        text
+    };
+    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true, "warnings": [warning]}});
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&answer).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// Sums and counts of a histogram per value of the label `label`, from Prometheus text.
+fn histogram_by(text: &str, metric: &str, label: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let key = format!("{label}=\"");
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(metric) else {
+            continue;
+        };
+        let (is_sum, rest) = if let Some(rest) = rest.strip_prefix("_sum{") {
+            (true, rest)
+        } else if let Some(rest) = rest.strip_prefix("_count{") {
+            (false, rest)
+        } else {
+            continue;
+        };
+        let Some(start) = rest.find(&key).map(|i| i + key.len()) else {
+            continue;
+        };
+        let Some(end) = rest[start..].find('"').map(|i| i + start) else {
+            continue;
+        };
+        let value: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let entry = out.entry(rest[start..end].to_owned()).or_default();
+        if is_sum {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    out
+}
+
+/// What each webhook's calls took as the API server saw them (from sending the review to
+/// reading the answer: connection, TLS, the webhook), per webhook name.
+async fn apiserver_webhook_durations(env: &Env) -> BTreeMap<String, (f64, f64)> {
+    let request = hyper::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("metrics request");
+    let text = env.admin.request_text(request).await.unwrap_or_default();
+    histogram_by(
+        &text,
+        "apiserver_admission_webhook_admission_duration_seconds",
+        "name",
+    )
+}
+
+/// What stateward's handler took (read, decide, encode), per endpoint.
+async fn stateward_durations(env: &Env) -> BTreeMap<String, (f64, f64)> {
+    let text = k8s::http_get(env.stateward_admin, "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    histogram_by(&text, "stateward_admission_duration_seconds", "endpoint")
+}
+
+/// `after - before`, per key: (calls, mean ms).
+fn delta(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+) -> Vec<(String, f64, f64)> {
+    after
+        .iter()
+        .map(|(name, (sum, count))| {
+            let (sum0, count0) = before.get(name).copied().unwrap_or_default();
+            let calls = count - count0;
+            (name.clone(), calls, (sum - sum0) * 1000.0 / calls.max(1.0))
+        })
+        .filter(|(_, calls, _)| *calls > 0.0)
+        .collect()
+}
+
 /// Creates `sts` as `name` in `ns`; the latency (and the object as created) when the API
 /// server answers 201.
 async fn create_set(env: &Env, ns: &str, name: &str) -> Option<(Duration, Value)> {
@@ -259,10 +415,33 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     std::fs::write(&cert, &bundle.cert).expect("write cert");
     std::fs::write(&key, &bundle.key).expect("write key");
     static REVIEWS: AtomicU64 = AtomicU64::new(0);
-    let router = noop::router().layer(axum::middleware::map_request(
-        |request: axum::extract::Request| async move {
+    static NANOS: AtomicU64 = AtomicU64::new(0);
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let validate = if flag("--noop-warn") {
+        axum::routing::post(noop_warn)
+    } else {
+        axum::routing::post(noop::noop)
+    };
+    let mutate = if flag("--noop-patch") {
+        axum::routing::post(noop_patch)
+    } else {
+        axum::routing::post(noop::noop)
+    };
+    let router = if flag("--noop-warn") || flag("--noop-patch") {
+        axum::Router::new()
+            .route("/validate", validate)
+            .route("/mutate", mutate)
+    } else {
+        noop::router()
+    };
+    // Counts the reviews and the time from the request's head to the response's head.
+    let router = router.layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            let started = Instant::now();
+            let response = next.run(request).await;
             REVIEWS.fetch_add(1, Ordering::Relaxed);
-            request
+            NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            response
         },
     ));
     let addr = noop::serve(router, &cert, &key).await;
@@ -308,6 +487,23 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             specs.push(created.map(|(_, object)| object["spec"].clone()));
         }
     }
+    // What stateward answers besides the patch (warnings reach the client as headers).
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let reply = send(
+        &env.admin,
+        k8s::statefulsets(&namespaces[0].1).create(&dry_run, to_vec(&statefulset("dry-run"))),
+    )
+    .await;
+    println!("a create in stateward's namespace: {reply}");
+    let reply = send(
+        &env.admin,
+        k8s::statefulsets(&namespaces[1].1).create(&dry_run, to_vec(&statefulset("dry-run"))),
+    )
+    .await;
+    println!("a create in the no-op's namespace: {reply}");
     // The sets are alike but for the namespace: what stateward's mutation changed.
     let patched: Vec<String> = match (&specs[0], &specs[2]) {
         (Some(Value::Object(stateward)), Some(Value::Object(none))) => stateward
@@ -325,11 +521,29 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             patched.join(", ")
         }
     );
+    if std::env::args().any(|a| a == "--noop-patch") {
+        println!(
+            "the no-op patches: {}",
+            if specs[0] == specs[1] {
+                "the set ends up as in stateward's namespace"
+            } else {
+                "DIFFERENTLY from stateward"
+            }
+        );
+    }
 
     let total = (rate * seconds) as usize;
     println!(
         "{total} creates at {rate}/s over {seconds} s, round-robin over {} namespaces",
         namespaces.len()
+    );
+    let (apiserver_before, stateward_before) = (
+        apiserver_webhook_durations(&env).await,
+        stateward_durations(&env).await,
+    );
+    let (reviews_before, nanos_before) = (
+        REVIEWS.load(Ordering::Relaxed),
+        NANOS.load(Ordering::Relaxed),
     );
     let interval = Duration::from_secs_f64(1.0 / rate);
     let begin = tokio::time::Instant::now() + Duration::from_millis(100);
@@ -359,6 +573,22 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             failures += 1;
         }
     }
+    // Where the time goes: per webhook, the calls the API server made during the timed
+    // creates and their mean duration as it saw them; what each server's handler took.
+    for (name, calls, mean) in delta(&apiserver_before, &apiserver_webhook_durations(&env).await) {
+        println!(
+            "  API server -> {name}: {calls:.0} calls ({:.2} per create), mean {mean:.2} ms",
+            calls / (total / namespaces.len()) as f64
+        );
+    }
+    for (endpoint, calls, mean) in delta(&stateward_before, &stateward_durations(&env).await) {
+        println!("  stateward's handler /{endpoint}: {calls:.0} reviews, mean {mean:.3} ms");
+    }
+    let reviews = REVIEWS.load(Ordering::Relaxed) - reviews_before;
+    println!(
+        "  no-op's handler: {reviews} reviews, mean {:.3} ms",
+        (NANOS.load(Ordering::Relaxed) - nanos_before) as f64 / 1e6 / reviews.max(1) as f64
+    );
     let mut figures = Vec::new();
     for ((name, ns), lat) in namespaces.iter().zip(latencies.iter_mut()) {
         lat.sort_by(|a, b| a.total_cmp(b));
@@ -439,7 +669,13 @@ fn memory_mib(pid: u32) -> (f64, f64) {
 
 /// Starts `binary serve --cluster required` against the cluster, waits for `/readyz` 200
 /// and reads its memory two seconds later: (seconds to ready, RSS MiB, peak RSS MiB).
-async fn measure_serve(env: &Env, dir: &Path, binary: &Path, run: usize) -> (f64, f64, f64) {
+async fn measure_serve(
+    env: &Env,
+    dir: &Path,
+    binary: &Path,
+    run: usize,
+    tunables: Option<&str>,
+) -> (f64, f64, f64) {
     let cert = dir.join("stateward.crt");
     let key = dir.join("stateward.key");
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
@@ -464,6 +700,11 @@ async fn measure_serve(env: &Env, dir: &Path, binary: &Path, run: usize) -> (f64
             "warn".into(),
         ],
     );
+    let mut spec = spec;
+    if let Some(tunables) = tunables {
+        spec.env
+            .push(("GLIBC_TUNABLES".to_owned(), tunables.to_owned()));
+    }
     let started = Instant::now();
     let mut proc = process::Proc::start(&spec, dir);
     loop {
@@ -537,12 +778,15 @@ async fn scale(
         // Twice at the end, once at the other quarters.
         for round in 0..(if q == 3 { 2 } else { 1 }) {
             for binary in binaries {
-                let (ready, rss, peak) = measure_serve(&env, dir, binary, run).await;
-                run += 1;
-                println!(
-                    "  round {round} {}: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB)",
-                    binary.display()
-                );
+                for tunables in [None, Some(IMAGE_GLIBC_TUNABLES)] {
+                    let (ready, rss, peak) = measure_serve(&env, dir, binary, run, tunables).await;
+                    run += 1;
+                    println!(
+                        "  round {round} {}{}: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB)",
+                        binary.display(),
+                        tunables.map_or(String::new(), |t| format!(" GLIBC_TUNABLES={t}"))
+                    );
+                }
             }
         }
     }

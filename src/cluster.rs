@@ -47,6 +47,11 @@ pub use slim::Slim;
 /// The longest wait between two attempts to list a cache whose watch failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Objects per list page of the StatefulSet watch (kube's default, 500, for the others).
+/// A page is read whole before it is decoded, and StatefulSets are large (pod templates
+/// of several KB, of which the cache keeps a few fields): 100 keeps a page under 1 MB.
+pub const STATEFULSET_PAGE_SIZE: u32 = 100;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cannot read kubeconfig {path}: {message}")]
@@ -409,7 +414,7 @@ impl ClusterContext {
         ));
         tokio::spawn(feed(
             Api::<Slim<StatefulSet>>::all(client.clone()),
-            watcher::Config::default(),
+            watcher::Config::default().page_size(STATEFULSET_PAGE_SIZE),
             context.statefulsets.clone(),
             shutdown.clone(),
             max_backoff,

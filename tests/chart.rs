@@ -345,6 +345,15 @@ fn deployment_practises_what_it_enforces() {
         container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
+    // The allocator setting the cluster caches' memory figures are measured with.
+    assert!(
+        container["env"]
+            .as_array()
+            .is_some_and(|env| env.iter().any(|e| e["name"] == "GLIBC_TUNABLES"
+                && e["value"] == "glibc.malloc.mmap_threshold=131072")),
+        "{}",
+        container["env"]
+    );
     let pdb = find(&docs, "PodDisruptionBudget", "sw-stateward");
     assert_eq!(
         pdb["spec"]["selector"]["matchLabels"],

@@ -17,27 +17,30 @@ pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
 }
 
 /// Labels held for a long time (the cluster caches hold one per Service and StatefulSet):
-/// the pairs sorted by key in one boxed slice. A `BTreeMap` allocates a node for eleven
-/// pairs (about 540 bytes) even for the one label of a typical selector; this takes the
-/// slice and the strings.
+/// one string of every key and value in key order, each after its length in bytes and a
+/// `:` (`3:app3:web`). A `BTreeMap` allocates a node for eleven pairs (about 540 bytes) even
+/// for the one label of a typical selector, a slice of boxed strings three allocations
+/// (112 bytes); this is one (32 bytes for `app: web`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LabelSet(Box<[(Box<str>, Box<str>)]>);
+pub struct LabelSet(Box<str>);
 
 impl LabelSet {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| (**k).cmp(key))
-            .ok()
-            .map(|i| &*self.0[i].1)
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// The pairs in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (&**k, &**v))
+        let mut rest: &str = &self.0;
+        std::iter::from_fn(move || {
+            let key = next_field(&mut rest)?;
+            let value = next_field(&mut rest)?;
+            Some((key, value))
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,15 +63,25 @@ impl LabelSet {
     }
 }
 
+/// The next `LEN:TEXT` field of a [`LabelSet`]'s string, advancing `rest` past it.
+fn next_field<'a>(rest: &mut &'a str) -> Option<&'a str> {
+    let (len, after) = rest.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let field = after.get(..len)?;
+    *rest = after.get(len..)?;
+    Some(field)
+}
+
 impl From<Labels> for LabelSet {
     fn from(labels: Labels) -> LabelSet {
-        // A BTreeMap iterates in key order: the slice is sorted.
-        LabelSet(
-            labels
-                .into_iter()
-                .map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str()))
-                .collect(),
-        )
+        use std::fmt::Write;
+        // A BTreeMap iterates in key order.
+        let size = labels.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        let mut text = String::with_capacity(size);
+        for (k, v) in &labels {
+            let _ = write!(text, "{}:{k}{}:{v}", k.len(), v.len());
+        }
+        LabelSet(text.into_boxed_str())
     }
 }
 
@@ -134,6 +147,7 @@ mod tests {
             labels(&[("app", "db")]),
             labels(&[("app", "web"), ("tier", "db")]),
             labels(&[("app", "web"), ("zone", "a")]),
+            labels(&[("1:2", ":3:"), ("", ""), ("é", "10:x"), ("a", "")]),
             Labels::new(),
         ] {
             let set = LabelSet::from(selector.clone());
@@ -141,7 +155,15 @@ mod tests {
                 !selector.is_empty() && selector.iter().all(|(k, v)| pod.get(k) == Some(v));
             assert_eq!(set.selects(&pod), expected);
             assert_eq!(set.to_labels(), selector);
-            for key in ["app", "tier", "zone", ""] {
+            assert_eq!(set.len(), selector.len());
+            assert_eq!(
+                set.iter().collect::<Vec<_>>(),
+                selector
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect::<Vec<_>>()
+            );
+            for key in ["app", "tier", "zone", "", "1:2", "é", "a", "1"] {
                 assert_eq!(set.get(key), selector.get(key).map(String::as_str));
             }
         }
