@@ -396,6 +396,20 @@ impl Campaign {
     }
 }
 
+/// The namespace of a command's Lease: `--lease-namespace`, else the pod's own namespace
+/// (`POD_NAMESPACE`), else the namespace the command is limited to, else `default`.
+pub fn lease_namespace(explicit: Option<&str>, scope: Option<&str>) -> String {
+    explicit
+        .map(str::to_owned)
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .or_else(|| scope.map(str::to_owned))
+        .unwrap_or_else(|| "default".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,16 +184,8 @@ pub fn settings(args: &AuditArgs) -> Result<Settings, WatchError> {
     let interval = duration("--interval", &args.interval, 1)?;
     let lease = if args.leader_elect {
         let lease_duration = duration("--lease-duration (at least 3s)", &args.lease_duration, 3)?;
-        let lease_namespace = args
-            .lease_namespace
-            .clone()
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
-            .or_else(|| namespace.clone())
-            .unwrap_or_else(|| "default".to_owned());
+        let lease_namespace =
+            crate::leader::lease_namespace(args.lease_namespace.as_deref(), namespace.as_deref());
         Some(LeaseSettings::new(
             &args.lease_name,
             &lease_namespace,

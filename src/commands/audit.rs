@@ -13,7 +13,6 @@ use crate::admin::admin_router;
 use crate::audit::watch::{AuditMetrics, LoadPolicy, Pass, settings};
 use crate::cli::{AuditArgs, OutputFormat};
 use crate::gc::shutdown::Shutdown;
-use crate::leader::{Elector, Leadership};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 
@@ -105,27 +104,14 @@ async fn watch(
     let mut metrics = Metrics::new();
     let audit_metrics = AuditMetrics::register(metrics.registry_mut());
     let admin = admin_router(Arc::new(metrics), Vec::new());
-    let listener = match tokio::net::TcpListener::bind(args.admin_listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", args.admin_listen);
-            return Ok(Exit::Usage);
-        }
-    };
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, admin).await;
-    });
-    let (leadership, elector) = match settings.lease.clone() {
-        Some(lease) => {
-            let (leadership, elector) =
-                Elector::spawn(client.clone(), lease, audit_metrics.leader.clone());
-            (leadership, Some(elector))
-        }
-        None => {
-            audit_metrics.leader.set(1);
-            (Leadership::always(), None)
-        }
-    };
+    if super::spawn_admin(args.admin_listen, admin).await.is_none() {
+        return Ok(Exit::Usage);
+    }
+    let (leadership, elector) = super::lead(
+        &client,
+        settings.lease.clone(),
+        audit_metrics.leader.clone(),
+    );
     tracing::info!(
         namespace = settings.namespace.as_deref().unwrap_or("(all)"),
         selector = settings.selector.as_deref().unwrap_or(""),

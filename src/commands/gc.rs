@@ -17,7 +17,7 @@ use crate::gc::shutdown::Shutdown;
 use crate::gc::watch::{
     GcMetrics, PassContext, PassOptions, PassOutcome, Scope, Stores, grace_seconds, pass,
 };
-use crate::leader::{Elector, Leadership, LeaseSettings, default_identity};
+use crate::leader::{Elector, LeaseSettings, default_identity};
 use crate::metrics::Metrics;
 
 pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
@@ -74,16 +74,10 @@ fn settings(args: &GcArgs, scope: &Scope) -> Result<Settings, GcError> {
                 value: args.lease_duration.clone(),
             });
         }
-        let namespace = args
-            .lease_namespace
-            .clone()
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-            })
-            .or_else(|| scope.namespace.clone())
-            .unwrap_or_else(|| "default".to_owned());
+        let namespace = crate::leader::lease_namespace(
+            args.lease_namespace.as_deref(),
+            scope.namespace.as_deref(),
+        );
         Some(LeaseSettings::new(
             &args.lease_name,
             &namespace,
@@ -129,27 +123,10 @@ async fn watch(args: GcArgs, client: Client, shutdown: Shutdown) -> anyhow::Resu
             ready: Box::new(move || synced.first_synced()),
         }],
     );
-    let listener = match tokio::net::TcpListener::bind(args.admin_listen).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            eprintln!("error: cannot listen on {}: {err}", args.admin_listen);
-            return Ok(Exit::Usage);
-        }
-    };
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, admin).await;
-    });
-    let (leadership, elector) = match lease {
-        Some(settings) => {
-            let (leadership, elector) =
-                Elector::spawn(client.clone(), settings, gc_metrics.leader.clone());
-            (leadership, Some(elector))
-        }
-        None => {
-            gc_metrics.leader.set(1);
-            (Leadership::always(), None)
-        }
-    };
+    if super::spawn_admin(args.admin_listen, admin).await.is_none() {
+        return Ok(Exit::Usage);
+    }
+    let (leadership, elector) = super::lead(&client, lease, gc_metrics.leader.clone());
     if scope.namespace.is_some() {
         tracing::info!(
             "--namespace: only StatefulSet annotations opt in (namespace annotations are not read, which would need cluster-wide permission)"
