@@ -602,6 +602,19 @@ async fn remove_crds(env: &Env) {
     .await;
 }
 
+/// Waits until a GET of the report answers `status` (200: it exists, 404: it is gone).
+async fn wait_report(env: &Env, ns: &str, name: &str, status: u16, what: &str, within: Duration) {
+    wait_for(what, within, || async move {
+        let r = get_report(env, ns, name).await;
+        if r.status == status {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
+}
+
 async fn get_report(env: &Env, ns: &str, name: &str) -> crate::k8s::Reply {
     send(&env.admin, reports(ns).get(name, &GetParams::default())).await
 }
@@ -669,11 +682,7 @@ impl AuditWatch {
     }
 
     fn log(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.proc.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.proc.json_lines()
     }
 
     fn lines(&self, needle: &str) -> Vec<Value> {
@@ -803,17 +812,13 @@ pub async fn watch_without_crds_then_with(env: std::sync::Arc<Env>) {
     install_crds(env).await;
     let installed = Instant::now();
     let (ns_ref, env_ref) = (ns.as_str(), env);
-    wait_for(
+    wait_report(
+        env_ref,
+        ns_ref,
+        "stateward-sts-solo",
+        200,
         "the report of solo once the CRDs exist",
         WAIT,
-        || async move {
-            let r = get_report(env_ref, ns_ref, "stateward-sts-solo").await;
-            if r.status == 200 {
-                Ok(())
-            } else {
-                Err(r.to_string())
-            }
-        },
     )
     .await;
     say(
@@ -1081,17 +1086,13 @@ pub async fn watch_keeps_reports(env: std::sync::Arc<Env>) {
     .await;
     assert_eq!(r.status, 200, "delete db: {r}");
     let deleted = Instant::now();
-    wait_for(
+    wait_report(
+        env_ref,
+        ns_ref,
+        "stateward-sts-db",
+        404,
         "the garbage collector to delete db's report",
         Duration::from_secs(90),
-        || async move {
-            let r = get_report(env_ref, ns_ref, "stateward-sts-db").await;
-            if r.status == 404 {
-                Ok(())
-            } else {
-                Err(r.to_string())
-            }
-        },
     )
     .await;
     say(

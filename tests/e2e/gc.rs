@@ -140,11 +140,7 @@ impl GcWatch {
 
     /// The JSON log lines so far.
     fn log(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.proc.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        self.proc.json_lines()
     }
 
     fn lines(&self, message: &str) -> Vec<Value> {

@@ -49,6 +49,15 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// The JSON lines of the log so far (other lines are left out).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// Starts `spec` with stdout and stderr appended to `dir/<name>.log`.
     pub fn start(spec: &Spec, dir: &Path) -> Proc {
         Proc::start_with(spec, dir, false)
