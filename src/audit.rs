@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::Exit;
 use crate::gc::classify::{Orphan, Reason, classify, split_for_set};
 use crate::gc::collect::api;
-use crate::gc::collect::{claim_view, pod_view, set_view};
+use crate::gc::collect::{claim_view, human_bytes, pod_view, set_view};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::labels::selector_matches;
 use crate::policy::rules::live::LiveInput;
@@ -150,21 +150,6 @@ fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &
 
 fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or_default()
-}
-
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    let units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value.fract() == 0.0 {
-        format!("{value}{}", units[unit])
-    } else {
-        format!("{value:.1}{}", units[unit])
-    }
 }
 
 /// The claims of `set`: `<template>-<set>-<ordinal>` for one of its templates, with labels

@@ -26,8 +26,9 @@ use serde_json::json;
 use super::openreports::{
     ObjectReference, Outcome, Report, ReportResult, ReportSummary, Severity, Timestamp, canonical,
 };
-use super::{AuditFinding, AuditReport, Inventory, SetOutcome, human_bytes};
+use super::{AuditFinding, AuditReport, Inventory, SetOutcome};
 use crate::gc::classify::Reason;
+use crate::gc::collect::human_bytes;
 use crate::policy::rules::{Action, Check, RULES};
 use crate::policy::{Kind, Level, Mode, Operation, Policy, RuleId};
 

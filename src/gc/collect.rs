@@ -306,10 +306,12 @@ pub async fn delete(
     outcomes
 }
 
-fn human_bytes(bytes: Option<u64>) -> String {
-    let Some(bytes) = bytes else {
-        return "-".into();
-    };
+fn human_bytes_or_dash(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "-".into(), human_bytes)
+}
+
+/// Bytes in binary units as Kubernetes quantities write them (`2Gi`, `1.5Mi`).
+pub(crate) fn human_bytes(bytes: u64) -> String {
     let units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -379,7 +381,7 @@ pub fn render(
                     o.ordinal,
                     o.reason.as_str(),
                     human_age(o.created.map(|c| now - c)),
-                    human_bytes(o.requested_bytes),
+                    human_bytes_or_dash(o.requested_bytes),
                     if o.verified { "yes" } else { "no" }
                 ));
             }
