@@ -146,22 +146,27 @@ async fn review(
     match state.admission.handle(endpoint, &bytes) {
         Ok(answer) => {
             let s = &answer.summary;
-            let span = tracing::info_span!(
-                "admission",
-                endpoint = endpoint.as_str(),
-                uid = %s.uid,
-                kind = s.kind,
-                operation = s.operation,
-                namespace = %s.namespace,
-                name = %s.name,
-                decision = s.decision.as_str(),
-                duration_us = started.elapsed().as_micros() as u64,
-            );
-            let _entered = span.enter();
-            if s.decision == crate::webhook::admission::Verdict::Denied {
-                tracing::info!(rules = %s.denied_by, "admission review denied");
-            } else {
-                tracing::debug!("admission review answered");
+            let denied = s.decision == crate::webhook::admission::Verdict::Denied;
+            // A span only when something is logged in it: a denial (info), or every
+            // answer at debug. Allowed reviews at info cost no span.
+            if denied || tracing::enabled!(tracing::Level::DEBUG) {
+                let span = tracing::info_span!(
+                    "admission",
+                    endpoint = endpoint.as_str(),
+                    uid = %s.uid,
+                    kind = s.kind,
+                    operation = s.operation,
+                    namespace = %s.namespace,
+                    name = %s.name,
+                    decision = s.decision.as_str(),
+                    duration_us = started.elapsed().as_micros() as u64,
+                );
+                let _entered = span.enter();
+                if denied {
+                    tracing::info!(rules = %s.denied_by, "admission review denied");
+                } else {
+                    tracing::debug!("admission review answered");
+                }
             }
             (
                 StatusCode::OK,
