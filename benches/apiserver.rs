@@ -11,7 +11,8 @@
 //!
 //! **Latency** (the default): a no-op webhook (benches/support/noop.rs, the baseline of
 //! benches/load.rs: decode into a `serde_json::Value`, echo the uid, allow) is served over
-//! TLS in this process and registered as a mutating and a validating webhook on
+//! TLS by a process of its own (this binary again, as stateward is a process of its own:
+//! in the load generator's process it would share its threads and wake-ups) and registered as a mutating and a validating webhook on
 //! statefulsets CREATE/UPDATE for namespaces labelled `bench-noop: on`; stateward's
 //! webhooks (the chart's) serve namespaces labelled `stateward-e2e: on`. Creates of a ~7 KB
 //! StatefulSet with replicas 0 go out at a fixed rate (open loop: each create is sent at
@@ -31,8 +32,8 @@
 //!
 //! **Memory at scale** (`--scale N_SERVICES N_SETS`): the controller manager is stopped
 //! (it would otherwise write an EndpointSlice per Service and a status per set while the
-//! figures are taken), then N Services (a selector, a named port; every other one headless)
-//! and N StatefulSets (the same ~7 KB set, replicas 0) are created in 100 namespaces
+//! figures are taken), then N Services (a selector, a named port; headless but for 10,000
+//! with a cluster IP) and N StatefulSets (the same ~7 KB set, replicas 0) are created in 100 namespaces
 //! without webhooks, 64 requests in flight: minutes for 100,000 (about 25 for 65,000 on a
 //! shared 2-core machine). After each quarter of the objects, each stateward binary (the
 //! one cargo built, plus every `--bin PATH`, in turn; twice at the end) runs
@@ -50,6 +51,7 @@ mod harness;
 #[allow(dead_code)]
 #[path = "../tests/e2e/k8s.rs"]
 mod k8s;
+#[allow(dead_code)]
 #[path = "support/noop.rs"]
 mod noop;
 #[allow(dead_code)]
@@ -58,6 +60,8 @@ mod pki;
 #[allow(dead_code)]
 #[path = "../tests/e2e/process.rs"]
 mod process;
+#[path = "support/sets.rs"]
+mod sets;
 #[path = "../tests/support/tiers.rs"]
 mod tiers;
 
@@ -80,6 +84,11 @@ use k8s::{send, to_vec};
 const NOOP_LABEL: &str = "bench-noop";
 /// Namespaces the scale mode spreads its objects over.
 const SCALE_NAMESPACES: usize = 100;
+/// In the scale mode every other Service below this index gets a cluster IP, the others
+/// are headless. With every other one given a cluster IP, creation slowed from 230/s to
+/// 16/s by 75,000 Services on a 2-core machine; the cache keeps the same projection
+/// either way (a headless flag).
+const CLUSTER_IP_BELOW: usize = 20_000;
 /// Creates in flight in the scale mode.
 const SCALE_IN_FLIGHT: usize = 64;
 /// The allocator setting of the image and the chart's Deployment (Dockerfile,
@@ -97,6 +106,10 @@ fn arg_after(name: &str) -> Option<String> {
 fn main() {
     // `cargo test --benches` runs bench targets once with `--bench` absent: skip quietly.
     if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if let Some(dir) = arg_after("--serve-noop") {
+        serve_noop(Path::new(&dir));
         return;
     }
     let Some(assets) = tiers::k8s_assets() else {
@@ -145,29 +158,10 @@ fn main() {
 
 // ---- objects -------------------------------------------------------------------------
 
-/// The e2e suite's StatefulSet (one the baseline policy admits), replicas 0, padded to
-/// about 7 KB with labels, annotations and environment variables as real sets carry them.
+/// The bench's StatefulSet (benches/support/sets.rs), with the anti-affinity stateward
+/// would add under `--with-affinity`.
 fn statefulset(name: &str) -> Value {
-    let mut sts = k8s::statefulset(name, 0, name);
-    if std::env::args().any(|a| a == "--with-affinity") {
-        // What stateward's mutating webhook would add, so it has nothing to patch.
-        sts["spec"]["template"]["spec"]["affinity"] = json!({"podAntiAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm": {
-                "labelSelector": {"matchLabels": {"app": name}},
-                "topologyKey": "kubernetes.io/hostname"}}]}});
-    }
-    sts["metadata"]["labels"] = json!({
-        "app": name, "app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "shop",
-        "app.kubernetes.io/managed-by": "bench", "team": "orders"});
-    sts["metadata"]["annotations"] =
-        json!({"owner": "team-orders", "runbook": "https://runbooks.example.com/orders-db"});
-    let env: Vec<Value> = (0..96)
-        .map(|i| json!({"name": format!("SETTING_NUMBER_{i:02}"), "value": format!("a-value-of-some-length-{i:02}")}))
-        .collect();
-    sts["spec"]["template"]["spec"]["containers"][0]["env"] = json!(env);
-    sts["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] =
-        json!({"httpGet": {"path": "/live", "port": 8080}, "periodSeconds": 20});
-    sts
+    sets::padded(name, std::env::args().any(|a| a == "--with-affinity"))
 }
 
 fn service(name: &str, headless: bool) -> Value {
@@ -305,6 +299,183 @@ async fn noop_warn(body: bytes::Bytes) -> axum::response::Response {
         .into_response()
 }
 
+/// The no-op as a process of its own (this bench binary again, with `--serve-noop DIR`),
+/// so that it runs as stateward does: its own multi-threaded runtime with a thread per
+/// core, woken by the API server's calls alone, not sharing threads, caches or wake-ups
+/// with the load generator. Killed when dropped.
+struct NoopProcess {
+    child: std::process::Child,
+    /// Where it serves `/validate` and `/mutate` over TLS.
+    addr: SocketAddr,
+    /// Where it answers `GET /stats` over plain HTTP: `REVIEWS NANOS`.
+    stats: SocketAddr,
+}
+
+impl NoopProcess {
+    /// Starts it with `noop.crt` and `noop.key` of `dir` and this process's `--noop-*`
+    /// flags; returns once it has written its addresses. (The child is waited for by
+    /// `Drop`, which clippy's lint cannot see.)
+    #[allow(clippy::zombie_processes)]
+    fn start(dir: &Path) -> NoopProcess {
+        let addrs = dir.join("noop.addrs");
+        let log = std::fs::File::create(dir.join("noop.log")).expect("no-op log");
+        let mut args = vec!["--bench".to_owned(), "--serve-noop".to_owned()];
+        args.push(dir.display().to_string());
+        args.extend(std::env::args().filter(|a| a.starts_with("--noop-")));
+        let mut child = std::process::Command::new(std::env::current_exe().expect("this binary"))
+            .args(&args)
+            .stdout(log.try_clone().expect("no-op log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the no-op");
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addrs)
+                && let Some((addr, stats)) = text.split_once(' ')
+                && let (Ok(addr), Ok(stats)) = (addr.parse(), stats.trim().parse())
+            {
+                return NoopProcess { child, addr, stats };
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the no-op did not start; see {}",
+                    dir.join("noop.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NoopProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the no-op counted on one path since it started.
+#[derive(Debug, Default, Clone, Copy)]
+struct NoopCounts {
+    reviews: u64,
+    /// From the request's head to the response's head (the body read included), in ns.
+    head_ns: u64,
+    /// In the handler (decode, decide, encode; what stateward's
+    /// `stateward_admission_duration_seconds` counts), in ns.
+    handler_ns: u64,
+}
+
+/// The no-op's counts per path (`mutate`, `validate`).
+async fn noop_stats(stats: SocketAddr) -> BTreeMap<String, NoopCounts> {
+    let (_, body) = k8s::http_get(stats, "/stats").await.expect("no-op stats");
+    body.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let path = fields.next()?.to_owned();
+            let mut number = || fields.next().and_then(|n| n.parse().ok());
+            let counts = NoopCounts {
+                reviews: number()?,
+                head_ns: number()?,
+                handler_ns: number()?,
+            };
+            Some((path, counts))
+        })
+        .collect()
+}
+
+/// Reviews the no-op answered on all paths.
+async fn noop_reviews(stats: SocketAddr) -> u64 {
+    noop_stats(stats).await.values().map(|c| c.reviews).sum()
+}
+
+/// The no-op's paths, in the order of its counters.
+const NOOP_PATHS: [&str; 2] = ["mutate", "validate"];
+/// Per path of [`NOOP_PATHS`]: reviews, head-to-head ns, handler ns.
+static NOOP_COUNTS: [[AtomicU64; 3]; 2] = [
+    [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+    [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+];
+
+fn noop_count(slot: usize, field: usize, started: Instant) {
+    NOOP_COUNTS[slot][field].fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// `--serve-noop DIR`: the no-op's process. It serves the no-op (with `--noop-patch`,
+/// `--noop-warn` as given) over TLS with `DIR/noop.{crt,key}` on a runtime built as
+/// `stateward serve` builds its own, counts per path the reviews, the time from each
+/// request's head to its response's head and the time in the handler, and writes
+/// `ADDR STATS_ADDR` to `DIR/noop.addrs`.
+fn serve_noop(dir: &Path) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let flag = |name: &str| std::env::args().any(|a| a == name);
+        let (warn, patch) = (flag("--noop-warn"), flag("--noop-patch"));
+        let router = axum::Router::new()
+            .route(
+                "/mutate",
+                axum::routing::post(move |body: bytes::Bytes| async move {
+                    let started = Instant::now();
+                    let response = if patch {
+                        noop_patch(body).await
+                    } else {
+                        noop::noop(body).await
+                    };
+                    noop_count(0, 2, started);
+                    response
+                }),
+            )
+            .route(
+                "/validate",
+                axum::routing::post(move |body: bytes::Bytes| async move {
+                    let started = Instant::now();
+                    let response = if warn {
+                        noop_warn(body).await
+                    } else {
+                        noop::noop(body).await
+                    };
+                    noop_count(1, 2, started);
+                    response
+                }),
+            )
+            .layer(axum::middleware::from_fn(
+                |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                    let slot = usize::from(request.uri().path() != "/mutate");
+                    let started = Instant::now();
+                    let response = next.run(request).await;
+                    NOOP_COUNTS[slot][0].fetch_add(1, Ordering::Relaxed);
+                    noop_count(slot, 1, started);
+                    response
+                },
+            ));
+        let addr = noop::serve(router, &dir.join("noop.crt"), &dir.join("noop.key")).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let stats = listener.local_addr().expect("stats address");
+        let partial = dir.join("noop.addrs.partial");
+        std::fs::write(&partial, format!("{addr} {stats}")).expect("write addresses");
+        std::fs::rename(&partial, dir.join("noop.addrs")).expect("write addresses");
+        let router = axum::Router::new().route(
+            "/stats",
+            axum::routing::get(|| async {
+                let mut text = String::new();
+                for (path, counts) in NOOP_PATHS.iter().zip(&NOOP_COUNTS) {
+                    let [reviews, head, handler] =
+                        counts.each_ref().map(|c| c.load(Ordering::Relaxed));
+                    text.push_str(&format!("{path} {reviews} {head} {handler}\n"));
+                }
+                text
+            }),
+        );
+        axum::serve(listener, router).await.expect("stats server");
+    });
+}
+
 /// Sums and counts of a histogram per value of the label `label`, from Prometheus text.
 fn histogram_by(text: &str, metric: &str, label: &str) -> BTreeMap<String, (f64, f64)> {
     let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
@@ -408,43 +579,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64) {
     let env = Arc::new(Env::start(dir, assets, helm, None).await);
 
-    // The no-op, with a count of the reviews it answered (to see its webhooks in effect).
+    // The no-op, in a process of its own as stateward is (see `serve_noop`), with a count
+    // of the reviews it answered (to see its webhooks in effect) and their handler time.
     let bundle = stateward::commands::certs::generate(&["localhost".into(), "127.0.0.1".into()], 1)
         .expect("no-op certificates");
     let (cert, key) = (dir.join("noop.crt"), dir.join("noop.key"));
     std::fs::write(&cert, &bundle.cert).expect("write cert");
     std::fs::write(&key, &bundle.key).expect("write key");
-    static REVIEWS: AtomicU64 = AtomicU64::new(0);
-    static NANOS: AtomicU64 = AtomicU64::new(0);
-    let flag = |name: &str| std::env::args().any(|a| a == name);
-    let validate = if flag("--noop-warn") {
-        axum::routing::post(noop_warn)
-    } else {
-        axum::routing::post(noop::noop)
-    };
-    let mutate = if flag("--noop-patch") {
-        axum::routing::post(noop_patch)
-    } else {
-        axum::routing::post(noop::noop)
-    };
-    let router = if flag("--noop-warn") || flag("--noop-patch") {
-        axum::Router::new()
-            .route("/validate", validate)
-            .route("/mutate", mutate)
-    } else {
-        noop::router()
-    };
-    // Counts the reviews and the time from the request's head to the response's head.
-    let router = router.layer(axum::middleware::from_fn(
-        |request: axum::extract::Request, next: axum::middleware::Next| async move {
-            let started = Instant::now();
-            let response = next.run(request).await;
-            REVIEWS.fetch_add(1, Ordering::Relaxed);
-            NANOS.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            response
-        },
-    ));
-    let addr = noop::serve(router, &cert, &key).await;
+    let noop_process = NoopProcess::start(dir);
+    let (addr, stats) = (noop_process.addr, noop_process.stats);
     register_noop(&env, addr, &bundle.ca_cert).await;
 
     let stateward_ns = env.namespace("bench").await;
@@ -462,10 +605,10 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     let waited = Instant::now();
     let mut probe = 0;
     loop {
-        let before = REVIEWS.load(Ordering::Relaxed);
+        let before = noop_reviews(stats).await;
         create_set(&env, &noop_ns, &format!("probe-{probe}")).await;
         probe += 1;
-        if REVIEWS.load(Ordering::Relaxed) >= before + 2 {
+        if noop_reviews(stats).await >= before + 2 {
             break;
         }
         assert!(
@@ -541,10 +684,7 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
         apiserver_webhook_durations(&env).await,
         stateward_durations(&env).await,
     );
-    let (reviews_before, nanos_before) = (
-        REVIEWS.load(Ordering::Relaxed),
-        NANOS.load(Ordering::Relaxed),
-    );
+    let noop_before = noop_stats(stats).await;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let begin = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
@@ -584,11 +724,16 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     for (endpoint, calls, mean) in delta(&stateward_before, &stateward_durations(&env).await) {
         println!("  stateward's handler /{endpoint}: {calls:.0} reviews, mean {mean:.3} ms");
     }
-    let reviews = REVIEWS.load(Ordering::Relaxed) - reviews_before;
-    println!(
-        "  no-op's handler: {reviews} reviews, mean {:.3} ms",
-        (NANOS.load(Ordering::Relaxed) - nanos_before) as f64 / 1e6 / reviews.max(1) as f64
-    );
+    for (path, counts) in noop_stats(stats).await {
+        let before = noop_before.get(&path).copied().unwrap_or_default();
+        let reviews = (counts.reviews - before.reviews).max(1) as f64;
+        println!(
+            "  no-op's handler /{path}: {:.0} reviews, mean {:.3} ms (head to head, body read included: {:.3} ms)",
+            reviews,
+            (counts.handler_ns - before.handler_ns) as f64 / 1e6 / reviews,
+            (counts.head_ns - before.head_ns) as f64 / 1e6 / reviews,
+        );
+    }
     let mut figures = Vec::new();
     for ((name, ns), lat) in namespaces.iter().zip(latencies.iter_mut()) {
         lat.sort_by(|a, b| a.total_cmp(b));
@@ -611,8 +756,9 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
         "stateward-added / no-op-added: p50 {:.2}x, p99 {:.2}x ({failures} failed creates; the no-op answered {} reviews)",
         sw50 / noop50,
         sw99 / noop99,
-        REVIEWS.load(Ordering::Relaxed)
+        noop_reviews(stats).await
     );
+    drop(noop_process);
 }
 
 // ---- memory at scale -----------------------------------------------------------------
@@ -757,7 +903,7 @@ async fn scale(
             .map(|i| {
                 (
                     format!("/api/v1/namespaces/{}/services", ns(i)),
-                    service(&format!("svc-{i:06}"), i % 2 == 1 || i >= 100_000),
+                    service(&format!("svc-{i:06}"), i % 2 == 1 || i >= CLUSTER_IP_BELOW),
                 )
             })
             .collect();

@@ -13,24 +13,35 @@ use serde_json::{Value, json};
 /// The baseline: decode to a `Value` (no more), echo the uid, allow.
 pub async fn noop(body: Bytes) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let review: Value = match serde_json::from_slice(&body) {
-        Ok(review) => review,
-        Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
-    };
-    let Some(uid) = review.pointer("/request/uid").and_then(Value::as_str) else {
-        return axum::http::StatusCode::BAD_REQUEST.into_response();
-    };
-    allow(uid)
+    match answer(&body) {
+        Some(answer) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            answer,
+        )
+            .into_response(),
+        None => axum::http::StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// What [`noop`] answers to `body` (`None`: not a review with a uid).
+pub fn answer(body: &[u8]) -> Option<Vec<u8>> {
+    let review: Value = serde_json::from_slice(body).ok()?;
+    let uid = review.pointer("/request/uid").and_then(Value::as_str)?;
+    Some(allow_body(uid))
+}
+
+fn allow_body(uid: &str) -> Vec<u8> {
+    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "response": {"uid": uid, "allowed": true}});
+    serde_json::to_vec(&answer).unwrap_or_default()
 }
 
 /// An AdmissionReview response that allows the request `uid`.
 pub fn allow(uid: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": true}});
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&answer).unwrap_or_default(),
+        allow_body(uid),
     )
         .into_response()
 }
