@@ -253,14 +253,8 @@ async fn noop_patch(body: bytes::Bytes) -> axum::response::Response {
                 "labelSelector": {"matchLabels": object["spec"]["selector"]["matchLabels"]},
                 "topologyKey": "kubernetes.io/hostname"},
             "weight": 100}]}}}]);
-    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": true, "patchType": "JSONPatch",
-                     "patch": b64(&patch.to_string())}});
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&answer).unwrap_or_default(),
-    )
-        .into_response()
+    noop::json_response(noop::review_body(json!({"uid": uid, "allowed": true,
+        "patchType": "JSONPatch", "patch": b64(&patch.to_string())})))
 }
 
 /// `--noop-warn`: the no-op's `/validate` answers with the warning stateward's validating
@@ -290,13 +284,9 @@ async fn noop_warn(body: bytes::Bytes) -> axum::response::Response {
     } else {
         text
     };
-    let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": true, "warnings": [warning]}});
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&answer).unwrap_or_default(),
-    )
-        .into_response()
+    noop::json_response(noop::review_body(
+        json!({"uid": uid, "allowed": true, "warnings": [warning]}),
+    ))
 }
 
 /// The no-op as a process of its own (this bench binary again, with `--serve-noop DIR`),

@@ -326,12 +326,7 @@ fn deployment_practises_what_it_enforces() {
         spec["topologySpreadConstraints"][0]["topologyKey"],
         "kubernetes.io/hostname"
     );
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let args = args_of(container);
     assert!(
         args.contains(&"serve")
             && args.contains(&"--policy=/policy/policy.yaml")
@@ -407,12 +402,7 @@ fn rbac_is_least_privilege_and_gc_is_optional() {
     assert_eq!(gc["spec"]["strategy"]["type"], "RollingUpdate");
     assert_eq!(gc["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
     let pod = &gc["spec"]["template"]["spec"];
-    let args: Vec<&str> = pod["containers"][0]["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let args = args_of(&pod["containers"][0]);
     assert_eq!(&args[..3], &["gc", "--watch", "--grace=1h"]);
     for expected in [
         "--leader-elect=true",
@@ -788,12 +778,7 @@ fn rolling_restarts_stay_unready_but_serving_within_the_grace_period() {
     ] {
         let docs = helm.render(sets);
         let spec = &find(&docs, "Deployment", "sw-stateward")["spec"]["template"]["spec"];
-        let args: Vec<&str> = spec["containers"][0]["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+        let args = args_of(&spec["containers"][0]);
         assert!(
             args.contains(&format!("--shutdown-delay={delay}").as_str()),
             "{args:?}"
@@ -884,12 +869,7 @@ fn audit_is_optional_least_privilege_and_its_crds_opt_in() {
     );
     let pod = &audit["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "sw-stateward-audit");
-    let args: Vec<&str> = pod["containers"][0]["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let args = args_of(&pod["containers"][0]);
     assert_eq!(&args[..2], &["audit", "--watch"]);
     for expected in [
         "--interval=90s",
@@ -972,4 +952,14 @@ fn audit_is_optional_least_privilege_and_its_crds_opt_in() {
         "audit.interval=0s",
     ]);
     assert!(!ok && stderr.contains("interval"), "{stderr}");
+}
+
+/// A container's `args`, as strings.
+fn args_of(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
 }

@@ -14,11 +14,7 @@ use serde_json::{Value, json};
 pub async fn noop(body: Bytes) -> axum::response::Response {
     use axum::response::IntoResponse;
     match answer(&body) {
-        Some(answer) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            answer,
-        )
-            .into_response(),
+        Some(answer) => json_response(answer),
         None => axum::http::StatusCode::BAD_REQUEST.into_response(),
     }
 }
@@ -31,19 +27,29 @@ pub fn answer(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn allow_body(uid: &str) -> Vec<u8> {
+    review_body(json!({"uid": uid, "allowed": true}))
+}
+
+/// An AdmissionReview carrying `response`, encoded.
+pub fn review_body(response: Value) -> Vec<u8> {
     let answer = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "response": {"uid": uid, "allowed": true}});
+        "response": response});
     serde_json::to_vec(&answer).unwrap_or_default()
+}
+
+/// `body` as a 200 `application/json` response.
+pub fn json_response(body: Vec<u8>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// An AdmissionReview response that allows the request `uid`.
 pub fn allow(uid: &str) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        allow_body(uid),
-    )
-        .into_response()
+    json_response(allow_body(uid))
 }
 
 /// `/validate` and `/mutate`, both answered by [`noop`].
