@@ -7,6 +7,7 @@ pub mod config;
 pub mod context;
 pub mod decision;
 pub mod labels;
+pub mod lean;
 pub mod names;
 pub mod patch;
 pub mod review;
@@ -45,7 +46,11 @@ pub enum Stage {
 /// Evaluates one review against a policy and the related objects in `context`, as the
 /// whole of admission ([`Stage::Admit`]).
 pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Decision {
-    evaluate_stage(policy, review, context, Stage::Admit)
+    let decision = evaluate_stage(policy, review, context, Stage::Admit);
+    // Every CREATE a unit test evaluates is also judged on the webhook's lean decode.
+    #[cfg(test)]
+    lean::assert_same_decision(policy, review, context, &decision);
+    decision
 }
 
 /// Evaluates one stage of admission. Mutations work on a clone of the object; the

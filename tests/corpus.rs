@@ -51,3 +51,69 @@ fn every_corpus_file_is_checked_without_errors() {
     }
     assert_eq!(statefulsets, 100);
 }
+
+/// The webhook reads a CREATE with `policy::lean` (only the fields its rules read); on
+/// every StatefulSet and Pod of the corpus that gives the decision of the full decode:
+/// the same findings, messages and patch, under the baseline and the strict policy.
+#[test]
+fn the_webhooks_lean_decode_decides_as_the_full_decode_on_every_corpus_object() {
+    use stateward::commands::check::manifest::documents;
+    use stateward::policy::{Kind, Resource, Review, Stage, StaticContext, evaluate_stage, lean};
+
+    let Some(dir) = tiers::corpus() else { return };
+    let policies = [
+        Policy::baseline(),
+        Policy::from_yaml(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/strict.yaml"))
+                .expect("strict policy"),
+            "strict.yaml",
+        )
+        .expect("strict policy loads"),
+    ];
+    let mut compared = 0;
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("corpus")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let (sources, _) = read_paths(std::slice::from_ref(&file));
+        for doc in sources.iter().flat_map(documents) {
+            let Ok(value) = doc.value else { continue };
+            let (Some(api_version), Some(kind)) = (
+                value.get("apiVersion").and_then(|v| v.as_str()),
+                value.get("kind").and_then(|v| v.as_str()),
+            ) else {
+                continue;
+            };
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let Some(kind) = Kind::from_gvk(group, version, kind) else {
+                continue;
+            };
+            let Ok(full) = Resource::decode(kind, &value) else {
+                continue;
+            };
+            let lean = lean::from_value(kind, &value).expect("the lean decode reads it");
+            for policy in &policies {
+                let judge = |object: Resource| {
+                    evaluate_stage(
+                        policy,
+                        &Review::create(object),
+                        &StaticContext::default(),
+                        Stage::Admit,
+                    )
+                };
+                assert_eq!(
+                    judge(full.clone()),
+                    judge(lean.clone()),
+                    "{} #{}",
+                    file.display(),
+                    doc.index
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared >= 100, "compared {compared} objects");
+}

@@ -1,7 +1,8 @@
 //! The AdmissionReview wire format, read in one pass and written directly: the hot path of
 //! the webhook. The API server writes a request's fields in a fixed order (`uid`, `kind`,
 //! `resource`, `subResource`, …, `object`, `oldObject`, `dryRun`, `options`), so by the time
-//! the objects arrive their kind is known and they decode straight into their typed form;
+//! the objects arrive their kind is known and they decode straight into their typed form
+//! (for a CREATE, only the fields its rules read: [`lean`]);
 //! a kind stateward does not evaluate is skipped without building anything. Whatever this
 //! reader cannot settle (another field order, an object that is not valid for its kind) is
 //! left to the general path in `admission.rs`, which names the offending field.
@@ -15,7 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::policy::review::UserInfo;
-use crate::policy::{Kind, Resource};
+use crate::policy::{Kind, Resource, lean};
 
 /// `{apiVersion, kind, request}`; other top-level fields are ignored.
 #[derive(Deserialize)]
@@ -123,6 +124,9 @@ struct WireOptions {
 struct PayloadSeed<'a> {
     kind: Option<&'a GroupVersionKind>,
     sub_resource: bool,
+    /// The request is a CREATE (its operation came first, as the API server writes it):
+    /// the object is read with [`lean::decode`], only the fields the rules of a CREATE read.
+    create: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
@@ -147,6 +151,9 @@ impl<'de> DeserializeSeed<'de> for PayloadSeed<'_> {
             return raw(deserializer);
         };
         match Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind) {
+            Some(kind) if self.create => {
+                Ok(lean::decode(kind, deserializer)?.map_or(Payload::Absent, Payload::Typed))
+            }
             Some(Kind::StatefulSet) => typed(deserializer, Resource::StatefulSet),
             Some(Kind::Service) => typed(deserializer, Resource::Service),
             Some(Kind::Pod) => typed(deserializer, Resource::Pod),
@@ -221,6 +228,7 @@ impl<'de> Deserialize<'de> for Request {
                                     .sub_resource
                                     .as_deref()
                                     .is_some_and(|s| !s.is_empty()),
+                                create: request.operation == "CREATE",
                             };
                             let payload = map.next_value_seed(seed)?;
                             if matches!(field, Field::Object) {
