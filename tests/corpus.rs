@@ -8,15 +8,21 @@ use stateward::commands::check::manifest::read_paths;
 use stateward::commands::check::{Outcome, build_report, check_sources};
 use stateward::policy::Policy;
 
-#[test]
-fn every_corpus_file_is_checked_without_errors() {
-    let Some(dir) = tiers::corpus() else { return };
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
+/// The corpus's manifests, in name order.
+fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("corpus")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn every_corpus_file_is_checked_without_errors() {
+    let Some(dir) = tiers::corpus() else { return };
+    let files = yaml_files(&dir);
     assert!(files.len() >= 100, "corpus has {} files", files.len());
     let policy = Policy::baseline();
     let mut statefulsets = 0;
@@ -71,12 +77,7 @@ fn the_webhooks_lean_decode_decides_as_the_full_decode_on_every_corpus_object() 
         .expect("strict policy loads"),
     ];
     let mut compared = 0;
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("corpus")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
+    let files = yaml_files(&dir);
     for file in files {
         let (sources, _) = read_paths(std::slice::from_ref(&file));
         for doc in sources.iter().flat_map(documents) {
