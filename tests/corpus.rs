@@ -58,9 +58,50 @@ fn every_corpus_file_is_checked_without_errors() {
     assert_eq!(statefulsets, 100);
 }
 
+/// A context in which a set's headless Service exists and a PodDisruptionBudget selects
+/// its pods, so that the rules that look them up read the set's template too.
+fn related(object: &stateward::policy::Resource) -> stateward::policy::StaticContext {
+    use stateward::policy::Resource;
+    use stateward::policy::context::{PdbInfo, ServiceInfo};
+    let mut context = stateward::policy::StaticContext::default();
+    let Resource::StatefulSet(set) = object else {
+        return context;
+    };
+    let namespace = set
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let labels = set
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    context.add_service(ServiceInfo {
+        namespace: namespace.clone(),
+        name: set.spec.service_name.clone().unwrap_or_default(),
+        headless: true,
+        selector: Some(labels.clone().into()),
+    });
+    context.add_pdb(PdbInfo {
+        namespace,
+        name: "pdb".into(),
+        selector: Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                match_labels: Some(labels),
+                ..Default::default()
+            },
+        ),
+    });
+    context
+}
+
 /// The webhook reads a CREATE with `policy::lean` (only the fields its rules read); on
 /// every StatefulSet and Pod of the corpus that gives the decision of the full decode:
-/// the same findings, messages and patch, under the baseline and the strict policy.
+/// the same findings, messages and patch, under the baseline and the strict policy, with
+/// and without the set's Service and PDB in context, at every stage.
 #[test]
 fn the_webhooks_lean_decode_decides_as_the_full_decode_on_every_corpus_object() {
     use stateward::commands::check::manifest::documents;
@@ -96,22 +137,23 @@ fn the_webhooks_lean_decode_decides_as_the_full_decode_on_every_corpus_object() 
                 continue;
             };
             let lean = lean::from_value(kind, &value).expect("the lean decode reads it");
-            for policy in &policies {
-                let judge = |object: Resource| {
-                    evaluate_stage(
-                        policy,
-                        &Review::create(object),
-                        &StaticContext::default(),
-                        Stage::Admit,
-                    )
-                };
-                assert_eq!(
-                    judge(full.clone()),
-                    judge(lean.clone()),
-                    "{} #{}",
-                    file.display(),
-                    doc.index
-                );
+            let contexts = [StaticContext::default(), related(&full)];
+            for (policy, context) in policies
+                .iter()
+                .flat_map(|p| contexts.iter().map(move |c| (p, c)))
+            {
+                for stage in [Stage::Admit, Stage::Mutate, Stage::Validate] {
+                    let judge = |object: Resource| {
+                        evaluate_stage(policy, &Review::create(object), context, stage)
+                    };
+                    assert_eq!(
+                        judge(full.clone()),
+                        judge(lean.clone()),
+                        "{} #{} ({stage:?})",
+                        file.display(),
+                        doc.index
+                    );
+                }
             }
             compared += 1;
         }

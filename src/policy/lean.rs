@@ -51,6 +51,16 @@ pub fn from_value(kind: Kind, value: &serde_json::Value) -> Result<Resource, ser
     decode(kind, value)?.ok_or_else(|| serde::de::Error::custom("the object is null"))
 }
 
+/// `null` read as the default, as k8s-openapi reads it: the API server writes an absent
+/// selector or container list as `null` (Go's fields without `omitempty`).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
 struct Meta {
@@ -144,6 +154,7 @@ struct StatefulSetSpec {
         Option<apps::StatefulSetPersistentVolumeClaimRetentionPolicy>,
     pod_management_policy: Option<String>,
     replicas: Option<i32>,
+    #[serde(deserialize_with = "null_as_default")]
     selector: meta::LabelSelector,
     service_name: Option<String>,
     template: PodTemplateSpec,
@@ -196,6 +207,7 @@ impl From<PodTemplateSpec> for core::PodTemplateSpec {
 #[serde(default, rename_all = "camelCase")]
 struct PodSpec {
     affinity: Option<core::Affinity>,
+    #[serde(deserialize_with = "null_as_default")]
     containers: Vec<Container>,
     init_containers: Option<Vec<Container>>,
     security_context: Option<core::PodSecurityContext>,
@@ -297,7 +309,8 @@ impl From<Pod> for core::Pod {
 }
 
 /// In unit tests: the decision on `review` (a CREATE) must not change when its object is
-/// read with [`decode`], as the webhook reads it.
+/// read with [`decode`], as the webhook reads it, at any stage: the whole of admission
+/// (`decision`), and the webhook's mutating and validating stages.
 #[cfg(test)]
 pub(crate) fn assert_same_decision(
     policy: &super::Policy,
@@ -305,6 +318,7 @@ pub(crate) fn assert_same_decision(
     context: &dyn super::Context,
     decision: &super::Decision,
 ) {
+    use super::{Stage, evaluate_stage};
     if review.operation != super::Operation::Create {
         return;
     }
@@ -314,12 +328,20 @@ pub(crate) fn assert_same_decision(
     let lean = from_value(review.kind, &object.to_value()).expect("the lean decode reads it");
     let mut again = review.clone();
     again.object = Some(lean);
-    let second = super::evaluate_stage(policy, &again, context, super::Stage::Admit);
+    let message = "the webhook's decode of a CREATE (src/policy/lean.rs) changes the \
+                   decision: a rule reads a field it skips";
     assert_eq!(
-        decision, &second,
-        "the webhook's decode of a CREATE (src/policy/lean.rs) changes the decision: a rule \
-         reads a field it skips"
+        decision,
+        &evaluate_stage(policy, &again, context, Stage::Admit),
+        "{message}"
     );
+    for stage in [Stage::Mutate, Stage::Validate] {
+        assert_eq!(
+            evaluate_stage(policy, review, context, stage),
+            evaluate_stage(policy, &again, context, stage),
+            "{message} ({stage:?})"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -447,5 +469,40 @@ mod tests {
         assert!(pod.spec.is_none());
         assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
         assert!(matches!(decode(Kind::Pod, &Value::Null), Ok(None)));
+    }
+
+    /// A selector and a container list the API server writes as `null` read as absent, as
+    /// the full decode reads them (not as a failure that sends the review to the general
+    /// path).
+    #[test]
+    fn nulls_the_api_server_writes_read_as_absent() {
+        let object = sts("web")
+            .set("/spec/selector", Value::Null)
+            .set("/spec/template/spec/containers", Value::Null)
+            .value()
+            .clone();
+        let lean = from_value(Kind::StatefulSet, &object).expect("decodes");
+        assert_eq!(
+            lean,
+            from_value(
+                Kind::StatefulSet,
+                &Resource::decode(Kind::StatefulSet, &object)
+                    .expect("decodes")
+                    .to_value()
+            )
+            .expect("decodes")
+        );
+        let Resource::StatefulSet(set) = lean else {
+            panic!("a StatefulSet");
+        };
+        assert!(set.spec.selector.match_labels.is_none());
+        assert!(
+            set.spec
+                .template
+                .spec
+                .expect("a pod spec")
+                .containers
+                .is_empty()
+        );
     }
 }

@@ -776,6 +776,43 @@ mod tests {
         assert!(err.contains("request.object.spec.replicas"), "{err}");
     }
 
+    /// A CREATE is decoded with only the fields its rules read (`policy::lean`): a wrong
+    /// type in another field is not looked at (the API server never sends one). The
+    /// general path still names it.
+    #[test]
+    fn a_create_is_not_checked_in_fields_no_rule_reads() {
+        let mut body = review(
+            ("apps", "StatefulSet", "statefulsets"),
+            "CREATE",
+            sts(3, 30),
+            Value::Null,
+        );
+        body["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] = json!(5);
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let err = admission()
+            .answer_general(Endpoint::Validate, &bytes)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("containers[0].image"), "{err}");
+        let answer = admission()
+            .answer(Endpoint::Validate, &bytes)
+            .expect("an answer");
+        let body: Value = serde_json::from_slice(&answer.body).expect("json");
+        assert_eq!(body["response"]["allowed"], json!(true), "{body}");
+        // An UPDATE is decoded in full: the one-pass reader leaves it to the general path.
+        let mut update = review(
+            ("apps", "StatefulSet", "statefulsets"),
+            "UPDATE",
+            sts(3, 30),
+            sts(3, 30),
+        );
+        update["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!(5);
+        let bytes = serde_json::to_vec(&update).expect("json");
+        assert!(admission().answer(Endpoint::Validate, &bytes).is_err());
+    }
+
     #[test]
     fn responses_are_written_as_kube_writes_them() {
         use kube::core::admission::AdmissionResponse;

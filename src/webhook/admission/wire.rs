@@ -2,10 +2,13 @@
 //! the webhook. The API server writes a request's fields in a fixed order (`uid`, `kind`,
 //! `resource`, `subResource`, …, `object`, `oldObject`, `dryRun`, `options`), so by the time
 //! the objects arrive their kind is known and they decode straight into their typed form
-//! (for a CREATE, only the fields its rules read: [`lean`]);
-//! a kind stateward does not evaluate is skipped without building anything. Whatever this
-//! reader cannot settle (another field order, an object that is not valid for its kind) is
-//! left to the general path in `admission.rs`, which names the offending field.
+//! (for a CREATE, only the fields its rules read: [`lean`]); a kind stateward does not
+//! evaluate is skipped without building anything. Whatever this reader cannot settle
+//! (another field order, an object with a field of the wrong type) is left to the general
+//! path in `admission.rs`, which names the offending field. The lean decode of a CREATE
+//! does not look at the fields it skips, so a wrong type there is not noticed: the API
+//! server has decoded the object into its own types before it calls a webhook, so such an
+//! object cannot come from it.
 //!
 //! No I/O and no decisions here: bytes in, typed request out; response out as bytes.
 use std::fmt;
