@@ -12,7 +12,7 @@ use kube::core::params::{
 };
 use serde_json::{Value, json};
 
-use crate::harness::{Env, NODE};
+use crate::harness::{ALIAS_LABEL, Env, NODE};
 use crate::k8s::{
     Reply, claim_template, events, has_anti_affinity, headless_service, http_get, pods, relabel,
     send, services, statefulset, statefulsets, to_vec, wait_for,
@@ -316,6 +316,16 @@ async fn scale_down_completes(env: Arc<Env>) {
     create_set(env, ns, "web", 3).await;
     let pods = wait_pods(env, ns, "web", 3).await;
     say(c, format!("3 pods: {}", pod_summary(&pods)));
+    // The controller's pod CREATEs went through the mutating webhook: each pod carries
+    // the policy's alias label, set to its name.
+    for pod in &pods {
+        let name = &pod["metadata"]["name"];
+        assert_eq!(
+            &pod["metadata"]["labels"][ALIAS_LABEL], name,
+            "pod {name}: labels {}",
+            pod["metadata"]["labels"]
+        );
+    }
     let r = send(
         &env.admin,
         statefulsets(ns).patch(

@@ -26,6 +26,8 @@ pub const NODE: &str = "n1";
 pub const NS_LABEL: &str = "stateward-e2e";
 
 /// stateward's `--shutdown-delay` in the suite.
+/// The alias label the suite's policy has `pod.identity-labels` add to StatefulSet pods.
+pub const ALIAS_LABEL: &str = "e2e.stateward.io/pod";
 pub const SHUTDOWN_DELAY: Duration = Duration::from_secs(3);
 
 pub fn free_port() -> u16 {
@@ -237,6 +239,17 @@ impl Env {
         std::fs::write(&tls_key, &bundle.key).expect("write key");
         let (webhook_port, admin_port) = (free_port(), free_port());
         let stateward_admin: SocketAddr = ([127, 0, 0, 1], admin_port).into();
+        // The shipped baseline with one alias label, so that a pod the StatefulSet
+        // controller creates shows the pod mutation at work (the controller sets the
+        // pod-name and pod-index labels itself).
+        let baseline = include_str!("../../policies/baseline.yaml");
+        let aliased = baseline.replace(
+            "pod.identity-labels: {enabled: true, skippable: true, aliasLabels: []}",
+            &format!("pod.identity-labels: {{enabled: true, skippable: true, aliasLabels: [{ALIAS_LABEL}]}}"),
+        );
+        assert_ne!(aliased, baseline, "the baseline's identity-labels line");
+        let policy = dir.join("e2e-policy.yaml");
+        std::fs::write(&policy, aliased).expect("write policy");
         let binary = stateward_binary();
         println!("e2e: stateward binary {}", binary.display());
         let sw = Spec::new(
@@ -244,6 +257,8 @@ impl Env {
             binary,
             vec![
                 "serve".into(),
+                "--policy".into(),
+                policy.display().to_string(),
                 "--listen".into(),
                 format!("127.0.0.1:{webhook_port}"),
                 "--admin-listen".into(),
