@@ -131,6 +131,31 @@ pub enum PolicyCommand {
         the file, the line and the field)."
     )]
     Check(PolicyCheckArgs),
+    /// Print the webhook entries for a policy: what the API server sends stateward, and
+    /// which entries fail closed when stateward does not answer.
+    #[command(
+        after_help = "Each entry exists only if a rule or mutation it carries is on; its \
+        matchConditions keep only the requests some rule can act on; a validating entry is \
+        failClosed only when one of its rules is enforce (the chart then uses \
+        webhook.validatingFailurePolicy, Fail by default; every other entry is Ignore).\n\n\
+        Examples:\n  stateward policy webhooks\n  \
+        stateward policy webhooks --policy policies/strict.yaml\n  \
+        stateward policy webhooks --policy my-policy.yaml --values > stateward-policy.yaml\n  \
+        helm upgrade --install stateward charts/stateward -f stateward-policy.yaml\n\n\
+        Exit status: 0, or 2 when the policy file cannot be used."
+    )]
+    Webhooks(PolicyWebhooksArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PolicyWebhooksArgs {
+    /// Policy file; without it the built-in `baseline` policy is used.
+    #[arg(short, long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Print a Helm values file instead: the policy as `policy.inline` with its entries as
+    /// `webhook.scope` (the chart refuses entries made for another policy text).
+    #[arg(long)]
+    pub values: bool,
 }
 
 #[derive(Debug, Clone, Args)]

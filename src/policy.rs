@@ -13,6 +13,7 @@ pub mod patch;
 pub mod review;
 pub mod rules;
 pub mod scale;
+pub mod scope;
 pub mod settings;
 #[cfg(test)]
 pub mod testkit;

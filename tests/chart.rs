@@ -213,9 +213,31 @@ fn helm_generated_certificates_and_webhook_rules() {
             assert!(values.contains(&ns), "{ns} not excluded: {values:?}");
         }
     }
-    assert!(validating.iter().all(
-        |h| h["failurePolicy"] == "Fail" && h["clientConfig"]["service"]["path"] == "/validate"
-    ));
+    // Baseline: fail closed only where an enforce rule is (StatefulSets, force deletes of
+    // StatefulSet pods); the scale subresource and the Service rules only warn.
+    let policies: Vec<(&str, &str)> = validating
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap_or_default(),
+                h["failurePolicy"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            ("validate.stateward.io", "Fail"),
+            ("validate-scale.stateward.io", "Ignore"),
+            ("validate-services.stateward.io", "Ignore"),
+            ("validate-pods.stateward.io", "Fail"),
+        ]
+    );
+    assert!(
+        validating
+            .iter()
+            .all(|h| h["clientConfig"]["service"]["path"] == "/validate")
+    );
     assert!(mutating.iter().all(
         |h| h["failurePolicy"] == "Ignore" && h["clientConfig"]["service"]["path"] == "/mutate"
     ));
@@ -257,22 +279,6 @@ fn helm_generated_certificates_and_webhook_rules() {
             ("pods".into(), "CREATE".into())
         ]
     );
-    // kubectl scale and HPAs go through the scale subresource: UPDATE only, in its own rule
-    // of the StatefulSet webhook (whose statefulsets rule has CREATE too).
-    let main = validating
-        .iter()
-        .find(|h| h["name"] == "validate.stateward.io")
-        .expect("validate.stateward.io");
-    let scale: Vec<&Value> = main["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .filter(|r| r["resources"] == serde_json::json!(["statefulsets/scale"]))
-        .collect();
-    assert_eq!(scale.len(), 1, "{}", main["rules"]);
-    assert_eq!(scale[0]["apiGroups"], serde_json::json!(["apps"]));
-    assert_eq!(scale[0]["apiVersions"], serde_json::json!(["v1"]));
-    assert_eq!(scale[0]["operations"], serde_json::json!(["UPDATE"]));
     // Pods are sent only when a StatefulSet controls them.
     let pod_hooks: Vec<&Value> = validating
         .iter()
@@ -289,12 +295,17 @@ fn helm_generated_certificates_and_webhook_rules() {
             "{expression}"
         );
     }
-    let without = helm.render(&["webhook.podMatchConditions=false"]);
-    assert!(
-        webhooks(&without, "ValidatingWebhookConfiguration")
-            .iter()
-            .all(|h| h.get("matchConditions").is_none())
-    );
+    // Without matchConditions an entry that has them would be sent far more than its rules
+    // read: it never fails closed then.
+    let without = helm.render(&["webhook.matchConditions=false"]);
+    let without = webhooks(&without, "ValidatingWebhookConfiguration");
+    assert!(without.iter().all(|h| h.get("matchConditions").is_none()));
+    assert!(without.iter().all(|h| h["failurePolicy"]
+        == if h["name"] == "validate.stateward.io" {
+            "Fail"
+        } else {
+            "Ignore"
+        }));
 }
 
 #[test]
@@ -674,7 +685,12 @@ fn match_conditions_only_where_the_cluster_serves_them() {
         let docs = helm.render_for(version, &[]);
         assert_eq!(
             with_match_conditions(&docs),
-            ["validate-pods.stateward.io", "mutate-pods.stateward.io"],
+            [
+                "validate-scale.stateward.io",
+                "validate-services.stateward.io",
+                "validate-pods.stateward.io",
+                "mutate-pods.stateward.io"
+            ],
             "{version}"
         );
     }
@@ -743,16 +759,16 @@ fn notes_say_when_match_conditions_are_left_out() {
 
     let old = notes(&helm, Some("1.27.0"), &[]);
     for expected in [
-        "WARNING: webhook.podMatchConditions is true, but Kubernetes v1.27.0",
+        "WARNING: webhook.matchConditions is true, but Kubernetes v1.27.0",
         "Every pod\nCREATE and DELETE",
-        "webhook.podMatchConditions=false",
+        "webhook.matchConditions=false",
     ] {
         assert!(old.contains(expected), "{expected:?} not in {old}");
     }
     for (version, sets) in [
         ("1.36.0", &[][..]),
         ("1.28.0", &[][..]),
-        ("1.27.0", &["webhook.podMatchConditions=false"][..]),
+        ("1.27.0", &["webhook.matchConditions=false"][..]),
     ] {
         let notes = notes(&helm, Some(version), sets);
         assert!(
@@ -962,4 +978,186 @@ fn args_of(container: &Value) -> Vec<&str> {
         .iter()
         .filter_map(Value::as_str)
         .collect()
+}
+
+/// The entries `stateward policy webhooks` derives for a policy text, as JSON.
+fn scope_of(text: &str) -> Value {
+    let yaml = stateward::commands::policy::webhooks_text(text, "test", false).expect("scope");
+    parse(yaml).remove(0)
+}
+
+/// Renders with a values file and returns the documents, or helm's error.
+fn render_with_values(helm: &Helm, values: &str) -> Result<Vec<Value>, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("values.yaml");
+    std::fs::write(&file, values).expect("write values");
+    let (ok, stdout, stderr) = helm.run(&[
+        "template",
+        "sw",
+        "charts/stateward",
+        "--namespace",
+        "stateward-system",
+        "--kube-version",
+        "1.36.0",
+        "-f",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    if ok { Ok(parse(stdout)) } else { Err(stderr) }
+}
+
+/// Every rendered webhook entry is the derived one: same names, rules and matchConditions;
+/// failurePolicy Fail exactly where the entry fails closed (validating), Ignore elsewhere.
+fn assert_rendered_as_derived(docs: &[Value], scope: &Value, what: &str) {
+    let mut rendered = Vec::new();
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        if docs.iter().any(|d| d["kind"] == kind) {
+            rendered.extend(webhooks(docs, kind));
+        }
+    }
+    let entries = scope["entries"].as_array().expect("entries");
+    let names = |items: &[Value]| -> Vec<String> {
+        let mut names: Vec<String> = items
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(String::from))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&rendered), names(entries), "{what}: entries");
+    for entry in entries {
+        let hook = rendered
+            .iter()
+            .find(|h| h["name"] == entry["name"])
+            .expect("rendered");
+        assert_eq!(hook["rules"], entry["rules"], "{what}: {}", entry["name"]);
+        let conditions = hook
+            .get("matchConditions")
+            .cloned()
+            .unwrap_or(Value::Array(vec![]));
+        assert_eq!(
+            conditions, entry["matchConditions"],
+            "{what}: {}",
+            entry["name"]
+        );
+        let expected = if entry["failClosed"] == true {
+            "Fail"
+        } else {
+            "Ignore"
+        };
+        assert_eq!(hook["failurePolicy"], expected, "{what}: {}", entry["name"]);
+        let excluded = &hook["namespaceSelector"]["matchExpressions"][0]["values"];
+        for ns in scope["excludedNamespaces"].as_array().expect("excluded") {
+            assert!(
+                excluded.as_array().expect("values").contains(ns),
+                "{what}: {ns} not excluded by {}",
+                entry["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn webhook_entries_are_derived_from_the_policy_installed() {
+    let Some(helm) = Helm::tier() else { return };
+    for profile in ["baseline", "strict"] {
+        let text = std::fs::read_to_string(root().join(format!("policies/{profile}.yaml")))
+            .expect("policy");
+        let docs = helm.render_for("1.36.0", &[&format!("policy.profile={profile}")]);
+        assert_rendered_as_derived(&docs, &scope_of(&text), profile);
+    }
+    // A custom policy: its own values file from `stateward policy webhooks --values`.
+    let custom = include_str!("../policies/strict.yaml")
+        .replace(
+            "service.headless-in-use: {mode: enforce",
+            "service.headless-in-use: {mode: warn",
+        )
+        .replace(
+            "service.headless-shape: {mode: enforce",
+            "service.headless-shape: {mode: warn",
+        )
+        .replace(
+            "service.pod-name-selector: {mode: enforce",
+            "service.pod-name-selector: {mode: off",
+        )
+        .replace(
+            "  excludedNamespaces: [kube-system, kube-node-lease]\n  rules:\n",
+            "  excludedNamespaces: [kube-system, kube-node-lease, batch]\n  rules:\n    \
+             pod.force-delete: {mode: enforce, exemptUsers: [\"ops:breakglass\"]}\n",
+        );
+    assert_ne!(custom, include_str!("../policies/strict.yaml"));
+    let values =
+        stateward::commands::policy::webhooks_text(&custom, "custom", true).expect("values");
+    let docs = render_with_values(&helm, &values).expect("the custom policy renders");
+    let scope = scope_of(&custom);
+    assert_rendered_as_derived(&docs, &scope, "custom");
+    let services = scope["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["name"] == "validate-services.stateward.io")
+        .expect("services entry");
+    assert_eq!(
+        services["failClosed"], false,
+        "the Service rules only warn here"
+    );
+    let pods = docs
+        .iter()
+        .filter(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .flat_map(|d| d["webhooks"].as_array().cloned().unwrap_or_default())
+        .find(|h| h["name"] == "validate-pods.stateward.io")
+        .expect("pods entry");
+    assert!(
+        pods["matchConditions"][1]["expression"]
+            .as_str()
+            .is_some_and(|e| e.contains("['ops:breakglass']")),
+        "{pods}"
+    );
+    let policy_map = find(&docs, "ConfigMap", "sw-stateward-policy");
+    assert_eq!(
+        policy_map["data"]["policy.yaml"].as_str(),
+        Some(custom.as_str())
+    );
+
+    // An inline policy without its entries, or with entries made for another text, is refused.
+    let bare = format!(
+        "policy:\n  inline: |\n{}",
+        custom
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    );
+    let err = render_with_values(&helm, &bare).expect_err("no entries");
+    assert!(
+        err.contains("policy.inline needs webhook.scope")
+            && err.contains("stateward policy webhooks"),
+        "{err}"
+    );
+    let stale = values.replace("mode: warn", "mode: off");
+    assert_ne!(stale, values);
+    let err = render_with_values(&helm, &stale).expect_err("stale entries");
+    assert!(err.contains("made for another policy text"), "{err}");
+}
+
+#[test]
+fn shipped_webhook_entries_are_generated() {
+    for profile in ["baseline", "strict"] {
+        let source = format!("policies/{profile}.yaml");
+        let text = std::fs::read_to_string(root().join(&source)).expect("policy");
+        let expected =
+            stateward::commands::policy::webhooks_text(&text, &source, false).expect("scope");
+        let path = root().join(format!("charts/stateward/files/webhooks-{profile}.yaml"));
+        if std::env::var_os("STATEWARD_BLESS").is_some() {
+            std::fs::write(&path, &expected).expect("write");
+        }
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "{} is not `stateward policy webhooks --policy {source}`; refresh: \
+             STATEWARD_BLESS=1 cargo test --test chart shipped_webhook_entries",
+            path.display()
+        );
+    }
 }

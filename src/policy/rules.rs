@@ -92,6 +92,13 @@ macro_rules! rules {
             match id { $(RuleId::$variant => $rule.read(map),)* }
         }
 
+        /// The CEL condition (over the API server's `object`, `oldObject` and `request`)
+        /// that holds for every admission request the rule can act on, under `policy`;
+        /// `None`: every request of the rule's kind and operations (see [`Rule::sent_when`]).
+        pub(crate) fn sent_when(id: RuleId, policy: &Policy) -> Option<String> {
+            match id { $(RuleId::$variant => $rule.condition(policy),)* }
+        }
+
         /// The JSON Schema of a rule's settings type (a reference to its definition).
         pub(crate) fn settings_schema(
             id: RuleId,
@@ -344,6 +351,7 @@ impl RuleInfo {
 pub struct Rule<S> {
     pub info: RuleInfo,
     settings: PhantomData<fn() -> S>,
+    sent_when: Option<fn(&S) -> String>,
 }
 
 impl<S: Settings> Rule<S> {
@@ -351,7 +359,26 @@ impl<S: Settings> Rule<S> {
         Rule {
             info,
             settings: PhantomData,
+            sent_when: None,
         }
+    }
+
+    /// Declares which admission requests of its kind the rule can act on: a CEL
+    /// expression over the request as the API server's `matchConditions` see it
+    /// (`object`, `oldObject`, `request`), built from the rule's settings. It must hold for
+    /// every request on which the rule's function could report anything; the webhook
+    /// configurations send stateward only requests for which some rule's condition holds
+    /// (see [`super::scope`]). A rule without one is sent every request of its kind and
+    /// operations.
+    pub const fn sent_when(mut self, condition: fn(&S) -> String) -> Rule<S> {
+        self.sent_when = Some(condition);
+        self
+    }
+
+    fn condition(&self, policy: &Policy) -> Option<String> {
+        let condition = self.sent_when?;
+        let settings = policy.settings(self)?;
+        Some(condition(settings))
     }
 
     fn default_settings(&self) -> Box<dyn AnySettings> {

@@ -6,6 +6,10 @@ use super::context::ContextKind;
 use super::rules::statefulset::{retained_claims, retained_claims_message};
 use super::{Context, Decision, Finding, Level, Mode, Policy, RuleId};
 
+/// The rules a scale review evaluates (the webhook entry for `statefulsets/scale` carries
+/// them; see [`super::scope`]).
+pub const SCALE_RULES: &[RuleId] = &[RuleId::StatefulSetScaleDownRetainsClaims];
+
 /// A change of a StatefulSet's replicas through its scale subresource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScaleReview {
@@ -24,7 +28,7 @@ pub fn evaluate_scale(policy: &Policy, review: &ScaleReview, context: &dyn Conte
         decision.excluded = true;
         return decision;
     }
-    let rule = RuleId::StatefulSetScaleDownRetainsClaims;
+    let rule = SCALE_RULES[0];
     let level = match policy.mode(rule) {
         Mode::Off => return decision,
         Mode::Audit => Level::Audit,

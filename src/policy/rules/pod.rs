@@ -100,7 +100,42 @@ pub static FORCE_DELETE: Rule<ForceDeleteRule> = Rule::new(RuleInfo {
     action: validate(Mode::Enforce, Check::Pod(force_delete)),
     skippable: false,
     summary: "no force delete (grace 0) of a scheduled, running StatefulSet pod, except by its node, exempt users or the override annotation",
-});
+})
+.sent_when(sent_force_delete);
+
+/// CEL: the DELETE is one [`force_delete`] can deny: grace period 0 requested, of a pod
+/// scheduled to a node and not in a terminal phase, by someone other than that node, an
+/// exempt user, and without the override annotation. (The controlling StatefulSet is the
+/// pod entry's own condition.) Everything else, among it the kubelet's final DELETE and
+/// the API server's grace-0 deletion of unscheduled and finished pods, is never sent.
+fn sent_force_delete(settings: &ForceDeleteRule) -> String {
+    use crate::policy::scope::{cel_list, cel_string};
+    let annotation = cel_string(settings.override_annotation());
+    let mut condition = String::from(
+        "has(request.options) && has(request.options.gracePeriodSeconds) && \
+         request.options.gracePeriodSeconds == 0 && \
+         has(oldObject.spec.nodeName) && oldObject.spec.nodeName != '' && \
+         !(has(oldObject.status) && has(oldObject.status.phase) && \
+         oldObject.status.phase in ['Succeeded', 'Failed']) && \
+         !(request.userInfo.username == 'system:node:' + oldObject.spec.nodeName && \
+         has(request.userInfo.groups) && 'system:nodes' in request.userInfo.groups)",
+    );
+    let exempt: Vec<String> = match &settings.exempt_users {
+        Some(users) => users.clone(),
+        None => DEFAULT_EXEMPT_USERS.map(String::from).to_vec(),
+    };
+    if !exempt.is_empty() {
+        condition.push_str(&format!(
+            " && !(request.userInfo.username in {})",
+            cel_list(&exempt)
+        ));
+    }
+    condition.push_str(&format!(
+        " && !(has(oldObject.metadata.annotations) && {annotation} in oldObject.metadata.annotations && \
+         oldObject.metadata.annotations[{annotation}] == 'true')"
+    ));
+    condition
+}
 
 /// A *force* delete skips the kubelet's confirmation that the containers have stopped, so a
 /// replacement with the same identity can start while the old pod still runs. Only some

@@ -17,6 +17,32 @@ fn selector(svc: &Service) -> Option<&std::collections::BTreeMap<String, String>
         .filter(|s| !s.is_empty())
 }
 
+/// CEL: `obj` is a headless Service (`clusterIP: None`), as [`is_headless`] reads it.
+fn cel_headless(obj: &str) -> String {
+    format!("{obj} != null && has({obj}.spec.clusterIP) && {obj}.spec.clusterIP == 'None'")
+}
+
+/// A StatefulSet's governing Service is headless (`statefulset.headless-service` checks
+/// it): only those get pod DNS records.
+fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+fn sent_headless_in_use(_: &Plain) -> String {
+    cel_headless("oldObject")
+}
+
+fn sent_headless_shape(_: &Plain) -> String {
+    cel_headless("object")
+}
+
+fn sent_pod_name_selector(_: &Plain) -> String {
+    format!(
+        "object != null && has(object.spec.selector) && {} in object.spec.selector",
+        crate::policy::scope::cel_string(POD_NAME_LABEL)
+    )
+}
+
 pub static HEADLESS_IN_USE: Rule<Plain> = Rule::new(RuleInfo {
     id: RuleId::ServiceHeadlessInUse,
     name: "service.headless-in-use",
@@ -24,11 +50,16 @@ pub static HEADLESS_IN_USE: Rule<Plain> = Rule::new(RuleInfo {
     operations: &[Operation::Update, Operation::Delete],
     action: validate(Mode::Warn, Check::Service(headless_in_use)),
     skippable: false,
-    summary: "deleting (or re-selecting) a Service a running StatefulSet names in serviceName (enforce in strict)",
-});
+    summary: "deleting (or re-selecting) a headless Service a running StatefulSet names in serviceName (enforce in strict)",
+})
+.sent_when(sent_headless_in_use);
 
 pub fn headless_in_use(input: &Input<'_, Service>, out: &mut Sink) {
     let deleting = input.review.operation == Operation::Delete;
+    // On DELETE the object under review is the old one.
+    if !is_headless(input.old.unwrap_or(input.object)) {
+        return;
+    }
     if !deleting {
         let old_selector = input.old.and_then(selector);
         if input.old.is_none() || old_selector == selector(input.object) {
@@ -91,13 +122,14 @@ pub static HEADLESS_SHAPE: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::Service(headless_shape)),
     skippable: true,
     summary: "a headless Service of a StatefulSet has a selector and named ports",
-});
+})
+.sent_when(sent_headless_shape);
 
 pub fn headless_shape(input: &Input<'_, Service>, out: &mut Sink) {
     let Some(spec) = input.object.spec.as_ref() else {
         return;
     };
-    if spec.cluster_ip.as_deref() != Some("None") {
+    if !is_headless(input.object) {
         return;
     }
     let name = input.review.name.as_str();
@@ -158,7 +190,8 @@ pub static POD_NAME_SELECTOR: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::Service(pod_name_selector)),
     skippable: true,
     summary: "a per-pod Service selects a pod-name whose ordinal exists",
-});
+})
+.sent_when(sent_pod_name_selector);
 
 pub fn pod_name_selector(input: &Input<'_, Service>, out: &mut Sink) {
     let Some(pod_name) = selector(input.object).and_then(|s| s.get(POD_NAME_LABEL)) else {
