@@ -106,6 +106,9 @@ pub fn all() -> Vec<(&'static str, Case)> {
         }),
         ("apiserver_restart", |e| Box::pin(apiserver_restart(e))),
         // Stops stateward: always the last case.
+        ("outage_matrix", |e| {
+            Box::pin(crate::outage::outage_matrix(e))
+        }),
         ("rolling_restart_keeps_answering", |e| {
             Box::pin(rolling_restart_keeps_answering(e))
         }),

@@ -128,6 +128,7 @@ pub struct Env {
     pub stateward_admin: SocketAddr,
     pub stateward_log: PathBuf,
     pub kubectl: Option<PathBuf>,
+    pub helm: PathBuf,
     apiserver: Spec,
     procs: Procs,
 }
@@ -301,8 +302,16 @@ impl Env {
         );
         assert_alive(&procs.kcm, "kube-controller-manager");
 
-        register_webhooks(&admin, helm, webhook_port, &bundle.ca_cert).await;
+        register_webhooks(
+            &admin,
+            helm,
+            webhook_port,
+            &bundle.ca_cert,
+            &Webhooks::suite(),
+        )
+        .await;
         let env = Env {
+            helm: helm.to_owned(),
             dir: dir.to_owned(),
             admin,
             kubelet,
@@ -407,12 +416,17 @@ impl Env {
     /// Creates namespace `e2e-<case>` labelled for the webhooks and waits for its default
     /// ServiceAccount (pods are rejected until it exists).
     pub async fn namespace(&self, case: &str) -> String {
+        self.namespace_labelled(case, json!({NS_LABEL: "on"})).await
+    }
+
+    /// [`Env::namespace`] with other labels (another set of webhooks, or none).
+    pub async fn namespace_labelled(&self, case: &str, labels: Value) -> String {
         let name = format!("e2e-{}", case.replace('_', "-"));
         let name = name[..name.len().min(63)].trim_end_matches('-').to_owned();
         let ns = json!({
             "apiVersion": "v1",
             "kind": "Namespace",
-            "metadata": {"name": name, "labels": {NS_LABEL: "on"}}
+            "metadata": {"name": name, "labels": labels}
         });
         let reply = send(
             &self.admin,
@@ -544,11 +558,46 @@ async fn create_node(admin: &Client) {
     assert_eq!(reply.status, 200, "node status: {reply}");
 }
 
+/// Which chart rendering to register, under which names, for which namespaces.
+pub struct Webhooks {
+    /// The configurations' names start with it.
+    pub prefix: String,
+    /// `--set` values for `helm template`.
+    pub sets: Vec<String>,
+    /// The namespaceSelector's `matchLabels`.
+    pub selector: Value,
+}
+
+impl Webhooks {
+    /// The suite's: the chart's defaults, for namespaces labelled `stateward-e2e: on`.
+    fn suite() -> Webhooks {
+        Webhooks {
+            prefix: "stateward-e2e".into(),
+            sets: Vec::new(),
+            selector: json!({NS_LABEL: "on"}),
+        }
+    }
+
+    /// The configurations' names, validating first.
+    pub fn names(&self) -> [String; 2] {
+        [
+            format!("{}-validatingwebhookconfiguration", self.prefix),
+            format!("{}-mutatingwebhookconfiguration", self.prefix),
+        ]
+    }
+}
+
 /// Renders the chart, points every webhook at `127.0.0.1:port` (same path) with the test
-/// CA, limits it to namespaces labelled `stateward-e2e: on`, and creates both
+/// CA, limits it to namespaces with the labels of `which`, and creates both
 /// configurations. Everything else (rules, failurePolicy, matchConditions, timeouts) is
 /// as the chart rendered it.
-async fn register_webhooks(admin: &Client, helm: &Path, port: u16, ca_pem: &str) {
+pub async fn register_webhooks(
+    admin: &Client,
+    helm: &Path,
+    port: u16,
+    ca_pem: &str,
+    which: &Webhooks,
+) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // STATEWARD_E2E_CHART renders another copy of the chart (before/after runs).
     let chart = std::env::var_os("STATEWARD_E2E_CHART")
@@ -565,6 +614,7 @@ async fn register_webhooks(admin: &Client, helm: &Path, port: u16, ca_pem: &str)
             "--kube-version",
             "1.36.0",
         ])
+        .args(which.sets.iter().flat_map(|s| ["--set", s.as_str()]))
         .current_dir(root)
         .output()
         .expect("run helm");
@@ -596,7 +646,7 @@ async fn register_webhooks(admin: &Client, helm: &Path, port: u16, ca_pem: &str)
             .find(|d| d["kind"] == kind)
             .unwrap_or_else(|| panic!("the chart renders no {kind}"))
             .clone();
-        let name = format!("stateward-e2e-{}", kind.to_lowercase());
+        let name = format!("{}-{}", which.prefix, kind.to_lowercase());
         config["metadata"] = json!({"name": name, "labels": config["metadata"]["labels"].clone()});
         for webhook in config["webhooks"]
             .as_array_mut()
@@ -612,7 +662,7 @@ async fn register_webhooks(admin: &Client, helm: &Path, port: u16, ca_pem: &str)
                 "url": format!("https://127.0.0.1:{port}{path}"),
                 "caBundle": b64(ca_pem),
             });
-            webhook["namespaceSelector"] = json!({"matchLabels": {NS_LABEL: "on"}});
+            webhook["namespaceSelector"] = json!({"matchLabels": which.selector.clone()});
             let words = |v: &Value| -> String {
                 let items: Vec<&str> = v
                     .as_array()

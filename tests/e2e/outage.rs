@@ -1,0 +1,457 @@
+//! What the cluster does when stateward does not answer: the failure-mode matrix of
+//! `docs/install.md`, tried on the real API server with the chart's own webhook
+//! configurations for the baseline and the strict policy.
+//!
+//! For each profile: a `stateward serve` of its own, with the chart's configurations
+//! rendered for the profile (limited to one namespace); first **hung** (SIGSTOP): a write no
+//! rule can deny takes no longer than in a namespace without webhooks, an in-scope write
+//! fails after `timeoutSeconds` and never later; then **killed** (SIGKILL): every row of
+//! the matrix, out-of-scope writes admitted, in-scope writes refused.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::core::Request;
+use kube::core::params::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::{Value, json};
+
+use crate::cases::{check, create_set, get_pod, run_on_node, say, verdict, wait_pods};
+use crate::harness::{Env, Webhooks, free_port, register_webhooks};
+use crate::k8s::{
+    Reply, headless_service, pods, send, services, statefulset, statefulsets, to_vec, wait_for,
+};
+use crate::process::{Proc, Spec};
+
+/// The chart's `webhook.timeoutSeconds`.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the API server refused the write because it could not call stateward.
+fn refused(r: &Reply) -> bool {
+    r.status >= 500 && r.message().contains("failed calling webhook")
+}
+
+fn admitted(r: &Reply) -> bool {
+    (200..300).contains(&r.status)
+}
+
+fn configmaps(ns: &str) -> Request {
+    Request::new(format!("/api/v1/namespaces/{ns}/configmaps"))
+}
+
+fn cluster_ip_service(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]}
+    })
+}
+
+fn plain_pod(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    })
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// A `stateward serve` with `policies/<profile>.yaml` and the chart's configurations for
+/// that profile, limited to namespaces labelled `stateward-outage: <profile>`.
+async fn start_stateward(env: &Env, profile: &str) -> (Proc, Webhooks) {
+    let bundle =
+        stateward::commands::certs::generate(&["localhost".into(), "127.0.0.1".into()], 30)
+            .expect("certificates");
+    let dir = env.dir.join(format!("outage-{profile}"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, &bundle.cert).expect("write cert");
+    std::fs::write(&key, &bundle.key).expect("write key");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (port, admin) = (free_port(), free_port());
+    let spec = Spec::new(
+        &format!("stateward-outage-{profile}"),
+        crate::harness::stateward_binary(),
+        vec![
+            "serve".into(),
+            "--policy".into(),
+            root.join(format!("policies/{profile}.yaml"))
+                .display()
+                .to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--cluster".into(),
+            "off".into(),
+            "--log-format".into(),
+            "json".into(),
+        ],
+    );
+    let proc = Proc::start(&spec, &dir);
+    let admin_addr = ([127, 0, 0, 1], admin).into();
+    wait_for(
+        "the outage stateward to be ready",
+        Duration::from_secs(30),
+        || async move {
+            match crate::k8s::http_get(admin_addr, "/readyz").await {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let which = Webhooks {
+        prefix: format!("stateward-outage-{profile}"),
+        sets: vec![format!("policy.profile={profile}")],
+        selector: json!({"stateward-outage": profile}),
+    };
+    register_webhooks(&env.admin, &env.helm, port, &bundle.ca_cert, &which).await;
+    (proc, which)
+}
+
+/// Dry-run creates of a set with grace 0 in `ns` until stateward denies one.
+async fn wait_in_effect(env: &Env, ns: &str) {
+    let mut sts = statefulset("probe", 1, "probe");
+    sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(0);
+    let pp = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let (sts, pp) = (&sts, &pp);
+    wait_for(
+        "the outage webhooks to deny a grace-0 set",
+        Duration::from_secs(30),
+        || async move {
+            let r = send(&env.admin, statefulsets(ns).create(pp, to_vec(sts))).await;
+            if r.status == 403 && r.message().contains("statefulset.termination-grace-period") {
+                Ok(())
+            } else {
+                Err(r.to_string())
+            }
+        },
+    )
+    .await;
+}
+
+async fn timed(what: impl std::future::Future<Output = Reply>) -> (Reply, Duration) {
+    let t = Instant::now();
+    let r = what.await;
+    (r, t.elapsed())
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Creates (and deletes) a ClusterIP Service three times in `ns`: the median create time.
+async fn out_of_scope_create_time(env: &Env, ns: &str, tag: &str) -> (Duration, Vec<Reply>) {
+    let mut times = Vec::new();
+    let mut replies = Vec::new();
+    for i in 0..3 {
+        let name = format!("timed-{tag}-{i}");
+        let (r, t) = timed(send(
+            &env.admin,
+            services(ns).create(&PostParams::default(), to_vec(&cluster_ip_service(&name))),
+        ))
+        .await;
+        times.push(t);
+        replies.push(r);
+    }
+    (median(times), replies)
+}
+
+pub async fn outage_matrix(env: Arc<Env>) {
+    let c = "outage_matrix";
+    let env = &*env;
+    let mut problems = Vec::new();
+    // A namespace no webhook selects: the reference time of a write.
+    let plain = env.namespace_labelled("outage-none", json!({})).await;
+    for profile in ["baseline", "strict"] {
+        let strict = profile == "strict";
+        let ns = &env
+            .namespace_labelled(
+                &format!("outage-{profile}"),
+                json!({"stateward-outage": profile}),
+            )
+            .await;
+        // The workload, made before the webhooks exist (strict would refuse the suite's
+        // plain set): a set of 2 with its headless Service, pods scheduled and running.
+        create_set(env, ns, "db", 2).await;
+        wait_pods(env, ns, "db", 2).await;
+        let uid0 = run_on_node(env, ns, "db-0").await;
+        let uid1 = run_on_node(env, ns, "db-1").await;
+        let r = send(
+            &env.admin,
+            services(ns).create(&PostParams::default(), to_vec(&cluster_ip_service("web"))),
+        )
+        .await;
+        assert_eq!(r.status, 201, "ClusterIP Service web: {r}");
+
+        let (mut proc, which) = start_stateward(env, profile).await;
+        wait_in_effect(env, ns).await;
+        let pid = proc.pid().expect("stateward's pid");
+        say(
+            c,
+            format!("{profile}: stateward (pid {pid}) answers; the chart's webhooks select {ns}"),
+        );
+
+        // Hung: SIGSTOP. The kernel still accepts connections; nothing answers them.
+        signal(pid, "STOP");
+        let (reference, _) = out_of_scope_create_time(env, &plain, profile).await;
+        let (hung, replies) = out_of_scope_create_time(env, ns, "hung").await;
+        say(
+            c,
+            format!(
+                "{profile} hung: create a ClusterIP Service {:.0} ms (median of 3; no webhook: {:.0} ms)",
+                hung.as_secs_f64() * 1e3,
+                reference.as_secs_f64() * 1e3
+            ),
+        );
+        check(
+            &mut problems,
+            replies.iter().all(admitted) && hung < reference + Duration::from_millis(500),
+            format!(
+                "{profile} hung: an out-of-scope write took {hung:?} (no webhook: {reference:?}): {}",
+                replies
+                    .iter()
+                    .map(Reply::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+        // In scope, hung: each webhook entry a write meets waits timeoutSeconds. A force
+        // delete meets one (validate-pods); a StatefulSet create two (mutate, which is then
+        // ignored, and validate, which refuses).
+        let (r, took) = timed(send(
+            &env.admin,
+            pods(ns).delete("db-0", &DeleteParams::default().grace_period(0)),
+        ))
+        .await;
+        say(
+            c,
+            format!(
+                "{profile} hung: a person's force delete of db-0: {r} after {:.1} s",
+                took.as_secs_f64()
+            ),
+        );
+        check(
+            &mut problems,
+            refused(&r)
+                && took >= TIMEOUT - Duration::from_millis(500)
+                && took <= TIMEOUT + Duration::from_secs(2),
+            format!(
+                "{profile} hung: a force delete should fail after {TIMEOUT:?}: {r} after {took:?}"
+            ),
+        );
+        let mut grace0 = statefulset("hung", 1, "hung");
+        grace0["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(0);
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        let (r, took) = timed(send(
+            &env.admin,
+            statefulsets(ns).create(&dry, to_vec(&grace0)),
+        ))
+        .await;
+        say(
+            c,
+            format!(
+                "{profile} hung: dry-run create of a StatefulSet: {r} after {:.1} s",
+                took.as_secs_f64()
+            ),
+        );
+        check(
+            &mut problems,
+            refused(&r)
+                && took >= 2 * TIMEOUT - Duration::from_millis(500)
+                && took <= 2 * TIMEOUT + Duration::from_secs(2),
+            format!(
+                "{profile} hung: a StatefulSet create should fail after 2 x {TIMEOUT:?}: {r} after {took:?}"
+            ),
+        );
+
+        // Killed: SIGCONT so that SIGKILL is delivered at once, then every row.
+        signal(pid, "CONT");
+        signal(pid, "KILL");
+        tokio::task::block_in_place(|| proc.stop());
+        say(c, format!("{profile}: every stateward process killed"));
+
+        let mut rows: Vec<(&str, bool, Reply)> = Vec::new();
+        let pp = PostParams::default();
+        // Out of scope of every enforce rule of both profiles.
+        let r = send(
+            &env.admin,
+            services(ns).create(&pp, to_vec(&cluster_ip_service("api"))),
+        )
+        .await;
+        rows.push(("create a ClusterIP Service", true, r));
+        let label = json!({"metadata": {"labels": {"tier": "front"}}});
+        let r = send(
+            &env.admin,
+            services(ns).patch("web", &PatchParams::default(), &Patch::Merge(&label)),
+        )
+        .await;
+        rows.push(("label a ClusterIP Service", true, r));
+        let r = send(
+            &env.admin,
+            services(ns).delete("web", &DeleteParams::default()),
+        )
+        .await;
+        rows.push(("delete a ClusterIP Service", true, r));
+        let r = send(
+            &env.admin,
+            pods(ns).delete("db-1", &DeleteParams::default()),
+        )
+        .await;
+        rows.push((
+            "graceful DELETE of a scheduled set pod (kubectl delete pod)",
+            true,
+            r,
+        ));
+        let kubelet = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid1.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let r = send(&env.kubelet, pods(ns).delete("db-1", &kubelet)).await;
+        rows.push((
+            "the kubelet's final DELETE (grace 0, system:node:n1, uid precondition)",
+            true,
+            r,
+        ));
+        let scale = json!({"spec": {"replicas": 1}});
+        let r = send(
+            &env.admin,
+            statefulsets(ns).patch_subresource(
+                "scale",
+                "db",
+                &PatchParams::default(),
+                &Patch::Merge(&scale),
+            ),
+        )
+        .await;
+        rows.push((
+            "kubectl scale sts db --replicas=1 (scale subresource)",
+            true,
+            r,
+        ));
+        let r = send(
+            &env.admin,
+            pods(ns).create(&pp, to_vec(&plain_pod("loose"))),
+        )
+        .await;
+        rows.push(("create a pod no StatefulSet owns", true, r));
+        let r = send(
+            &env.admin,
+            pods(ns).delete("loose", &DeleteParams::default().grace_period(0)),
+        )
+        .await;
+        rows.push(("force-delete a pod no StatefulSet owns", true, r));
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"k": "v"}});
+        let r = send(&env.admin, configmaps(ns).create(&pp, to_vec(&cm))).await;
+        rows.push(("create a ConfigMap", true, r));
+        // strict enforces service.headless-shape and service.headless-in-use.
+        let r = send(
+            &env.admin,
+            services(ns).create(&pp, to_vec(&headless_service("cache", "cache"))),
+        )
+        .await;
+        rows.push(("create a headless Service", !strict, r));
+        // In scope: an enforce rule protects these.
+        let r = send(
+            &env.admin,
+            statefulsets(ns).create(&pp, to_vec(&statefulset("other", 1, "other"))),
+        )
+        .await;
+        rows.push(("create a StatefulSet", false, r));
+        let r = send(
+            &env.admin,
+            pods(ns).delete("db-0", &DeleteParams::default().grace_period(0)),
+        )
+        .await;
+        rows.push((
+            "a person's force delete of a scheduled, running set pod",
+            false,
+            r,
+        ));
+        let r = send(
+            &env.admin,
+            services(ns).delete("db", &DeleteParams::default()),
+        )
+        .await;
+        rows.push(("delete the headless Service of a running set", !strict, r));
+
+        let mut refused_out_of_scope = 0;
+        for (row, out_of_scope, r) in &rows {
+            let ok = if *out_of_scope {
+                admitted(r)
+            } else {
+                refused(r)
+            };
+            if *out_of_scope && !admitted(r) {
+                refused_out_of_scope += 1;
+            }
+            say(
+                c,
+                format!(
+                    "{profile} down | {row} | expected {} | {r}",
+                    if *out_of_scope { "admitted" } else { "refused" }
+                ),
+            );
+            check(
+                &mut problems,
+                ok,
+                format!(
+                    "{profile} down: {row}: expected {}, got {r}",
+                    if *out_of_scope { "admitted" } else { "refused" }
+                ),
+            );
+        }
+        let pod = get_pod(env, ns, "db-0").await;
+        check(
+            &mut problems,
+            pod.status == 200 && pod.body["metadata"]["uid"] == uid0.as_str(),
+            format!("{profile}: db-0 should still be there after the refused force delete: {pod}"),
+        );
+        say(
+            c,
+            format!(
+                "{profile}: {refused_out_of_scope} of {} out-of-scope writes refused",
+                rows.iter().filter(|r| r.1).count()
+            ),
+        );
+        for name in which.names() {
+            let kind = if name.contains("-validating") {
+                "validatingwebhookconfigurations"
+            } else {
+                "mutatingwebhookconfigurations"
+            };
+            let r = send(
+                &env.admin,
+                Request::new(format!("/apis/admissionregistration.k8s.io/v1/{kind}"))
+                    .delete(&name, &DeleteParams::default()),
+            )
+            .await;
+            assert_eq!(r.status, 200, "delete {name}: {r}");
+        }
+    }
+    verdict(problems);
+}
