@@ -145,6 +145,21 @@ pub enum PolicyCommand {
         Exit status: 0, or 2 when the policy file cannot be used."
     )]
     Webhooks(PolicyWebhooksArgs),
+    /// Print the policy compiled to the API server's own ValidatingAdmissionPolicies and
+    /// bindings (`| kubectl apply -f -`).
+    #[command(
+        after_help = "One ValidatingAdmissionPolicy and binding per rule whose checks CEL can \
+        express (enforce -> Deny, warn -> Warn, audit -> Audit; a rule's advisory checks in a \
+        second policy bound at most Warn); the header lists every rule that is on, native or \
+        not, with the reason. Parameters, excludedNamespaces, skips, the override annotation \
+        and exempt users are baked in.\n\n\
+        Examples:\n  stateward policy native | kubectl apply -f -\n  \
+        stateward policy native --policy policies/strict.yaml > stateward-native.yaml\n  \
+        kubectl delete validatingadmissionpolicies,validatingadmissionpolicybindings \
+        -l app.kubernetes.io/managed-by=stateward\n\n\
+        Exit status: 0, or 2 when the policy file cannot be used."
+    )]
+    Native(PolicyWebhooksArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -152,8 +167,9 @@ pub struct PolicyWebhooksArgs {
     /// Policy file; without it the built-in `baseline` policy is used.
     #[arg(short, long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Print a Helm values file instead: the policy as `policy.inline` with its entries as
-    /// `webhook.scope` (the chart refuses entries made for another policy text).
+    /// (`webhooks` only) Print a Helm values file instead: the policy as `policy.inline`
+    /// with its entries as `webhook.scope` (the chart refuses entries made for another
+    /// policy text).
     #[arg(long)]
     pub values: bool,
 }

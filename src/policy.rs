@@ -9,6 +9,7 @@ pub mod decision;
 pub mod labels;
 pub mod lean;
 pub mod names;
+pub mod native;
 pub mod patch;
 pub mod review;
 pub mod rules;

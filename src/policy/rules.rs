@@ -99,6 +99,11 @@ macro_rules! rules {
             match id { $(RuleId::$variant => $rule.condition(policy),)* }
         }
 
+        /// How a rule runs natively in the API server under `policy` (see [`Rule::native`]).
+        pub(crate) fn native(id: RuleId, policy: &Policy) -> NativeRule {
+            match id { $(RuleId::$variant => $rule.native_rule(policy),)* }
+        }
+
         /// The JSON Schema of a rule's settings type (a reference to its definition).
         pub(crate) fn settings_schema(
             id: RuleId,
@@ -352,6 +357,55 @@ pub struct Rule<S> {
     pub info: RuleInfo,
     settings: PhantomData<fn() -> S>,
     sent_when: Option<fn(&S) -> String>,
+    native: Native<S>,
+}
+
+/// One check a rule runs in the API server itself (a `ValidatingAdmissionPolicy`
+/// validation), built from the rule's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CelCheck {
+    /// CEL over `object`, `oldObject` and `request` that holds when the request passes.
+    pub expression: String,
+    /// A CEL string expression: the message when it does not (the compiler puts the rule
+    /// id in front, as the webhook's messages have it).
+    pub message: String,
+    /// The rule's "may still be fine" case: at most a warning, whatever the mode.
+    pub advisory: bool,
+}
+
+impl CelCheck {
+    pub fn new(expression: impl Into<String>, message: impl Into<String>) -> CelCheck {
+        CelCheck {
+            expression: expression.into(),
+            message: message.into(),
+            advisory: false,
+        }
+    }
+
+    pub fn advisory(expression: impl Into<String>, message: impl Into<String>) -> CelCheck {
+        CelCheck {
+            advisory: true,
+            ..CelCheck::new(expression, message)
+        }
+    }
+}
+
+/// How a rule runs natively in the API server, as its declaration says.
+#[derive(Clone, Copy)]
+pub enum Native<S> {
+    /// Not declared: listed as not native.
+    Undeclared,
+    /// It cannot run there, and why (it reads other objects, live state, ...).
+    No(&'static str),
+    /// Its checks in CEL.
+    Cel(fn(&S) -> Vec<CelCheck>),
+}
+
+/// A rule's native form under a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NativeRule {
+    Cel(Vec<CelCheck>),
+    No(&'static str),
 }
 
 impl<S: Settings> Rule<S> {
@@ -360,6 +414,32 @@ impl<S: Settings> Rule<S> {
             info,
             settings: PhantomData,
             sent_when: None,
+            native: Native::Undeclared,
+        }
+    }
+
+    /// Declares the rule's checks in CEL, beside its Rust: `stateward policy native` compiles
+    /// them into a `ValidatingAdmissionPolicy` that decides what the function decides (the
+    /// differential suite on a real API server holds them to it).
+    pub const fn native(mut self, checks: fn(&S) -> Vec<CelCheck>) -> Rule<S> {
+        self.native = Native::Cel(checks);
+        self
+    }
+
+    /// Declares that the rule cannot run in the API server, and why.
+    pub const fn not_native(mut self, reason: &'static str) -> Rule<S> {
+        self.native = Native::No(reason);
+        self
+    }
+
+    fn native_rule(&self, policy: &Policy) -> NativeRule {
+        match self.native {
+            Native::Undeclared => NativeRule::No("no CEL declared for it yet"),
+            Native::No(reason) => NativeRule::No(reason),
+            Native::Cel(checks) => match policy.settings(self) {
+                Some(settings) => NativeRule::Cel(checks(settings)),
+                None => NativeRule::No("its settings are missing from the policy"),
+            },
         }
     }
 

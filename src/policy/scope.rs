@@ -323,6 +323,29 @@ fn entry(policy: &Policy, spec: &EntrySpec) -> Option<Entry> {
     })
 }
 
+/// The resource and base conditions of the entry that carries a rule (what the native
+/// policies match on too): `(api group, resource, base condition)`. `None` for rules no
+/// admission entry carries (live and offline-only rules).
+pub(crate) fn admission_target(
+    info: &RuleInfo,
+) -> Option<(&'static str, &'static str, Option<MatchCondition>)> {
+    ENTRIES
+        .iter()
+        .find(|spec| {
+            spec.webhook == Webhook::Validating && spec.operations.is_none() && (spec.carries)(info)
+        })
+        .map(|spec| {
+            (
+                spec.group,
+                spec.resource,
+                spec.base.map(|(name, expression)| MatchCondition {
+                    name: name.into(),
+                    expression: expression.into(),
+                }),
+            )
+        })
+}
+
 /// The ids of the rules that can deny a request an entry carries, for docs and tests.
 pub fn enforced(policy: &Policy) -> Vec<RuleId> {
     RULES

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Pod;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{Check, Input, Mode, Rule, RuleId, RuleInfo, Sink, validate};
+use super::{CelCheck, Check, Input, Mode, Rule, RuleId, RuleInfo, Sink, validate};
 use crate::policy::review::{Kind, Operation};
 use crate::policy::settings::{Invalid, Settings, Switch, check_not_empty};
 
@@ -101,7 +101,22 @@ pub static FORCE_DELETE: Rule<ForceDeleteRule> = Rule::new(RuleInfo {
     skippable: false,
     summary: "no force delete (grace 0) of a scheduled, running StatefulSet pod, except by its node, exempt users or the override annotation",
 })
-.sent_when(sent_force_delete);
+.sent_when(sent_force_delete)
+.native(native_force_delete);
+
+/// Natively: the requests [`sent_force_delete`] keeps are exactly those the rule denies.
+fn native_force_delete(settings: &ForceDeleteRule) -> Vec<CelCheck> {
+    vec![CelCheck::new(
+        "false",
+        format!(
+            "'force-deleting pod \"' + oldObject.metadata.name + '\" of StatefulSet \"' + \
+             oldObject.metadata.ownerReferences.filter(r, r.kind == 'StatefulSet' && has(r.controller) && r.controller)[0].name + \
+             '\" on node \"' + oldObject.spec.nodeName + '\" (grace period 0) can run two pods with one \
+             identity; delete it normally, or, once the node is confirmed down, annotate it ' + {} + '=true'",
+            crate::policy::scope::cel_string(settings.override_annotation())
+        ),
+    )]
+}
 
 /// CEL: the DELETE is one [`force_delete`] can deny: grace period 0 requested, of a pod
 /// scheduled to a node and not in a terminal phase, by someone other than that node, an

@@ -52,7 +52,8 @@ pub static HEADLESS_IN_USE: Rule<Plain> = Rule::new(RuleInfo {
     skippable: false,
     summary: "deleting (or re-selecting) a headless Service a running StatefulSet names in serviceName (enforce in strict)",
 })
-.sent_when(sent_headless_in_use);
+.sent_when(sent_headless_in_use)
+.not_native("it reads the cluster's StatefulSets: which running set names this Service");
 
 pub fn headless_in_use(input: &Input<'_, Service>, out: &mut Sink) {
     let deleting = input.review.operation == Operation::Delete;
@@ -123,7 +124,8 @@ pub static HEADLESS_SHAPE: Rule<Plain> = Rule::new(RuleInfo {
     skippable: true,
     summary: "a headless Service of a StatefulSet has a selector and named ports",
 })
-.sent_when(sent_headless_shape);
+.sent_when(sent_headless_shape)
+.not_native("it reads the cluster's StatefulSets: only a Service a set names is in scope");
 
 pub fn headless_shape(input: &Input<'_, Service>, out: &mut Sink) {
     let Some(spec) = input.object.spec.as_ref() else {
@@ -191,7 +193,8 @@ pub static POD_NAME_SELECTOR: Rule<Plain> = Rule::new(RuleInfo {
     skippable: true,
     summary: "a per-pod Service selects a pod-name whose ordinal exists",
 })
-.sent_when(sent_pod_name_selector);
+.sent_when(sent_pod_name_selector)
+.not_native("it reads the cluster's StatefulSets: whether the selected ordinal exists");
 
 pub fn pod_name_selector(input: &Input<'_, Service>, out: &mut Sink) {
     let Some(pod_name) = selector(input.object).and_then(|s| s.get(POD_NAME_LABEL)) else {

@@ -1,0 +1,265 @@
+//! The policy compiled to the API server's own admission policies: one
+//! `ValidatingAdmissionPolicy` and binding per validation rule whose declaration states its
+//! checks in CEL ([`super::rules::Rule::native`]). They run inside kube-apiserver: no network
+//! hop, no certificate, no pod to keep alive.
+//!
+//! What carries over from the policy, baked into each policy (not `paramKind`: a policy is
+//! compiled once per policy file, as the webhook entries are, and a baked policy needs no
+//! parameter object, RBAC or ordering between objects):
+//! - the mode: `enforce` -> `Deny`, `warn` -> `Warn`, `audit` -> `Audit`, `off` -> nothing;
+//!   a rule's advisory checks ("may still be fine") go to a second policy bound at most
+//!   `Warn`, as the webhook reports them at most as warnings;
+//! - the rule's parameters (in the CEL the declaration builds from them);
+//! - `excludedNamespaces` (the binding's namespaceSelector);
+//! - skips: a skippable rule's policy does not match an object whose `stateward.io/skip`
+//!   annotation names it;
+//! - which requests the rule reads (its `sent_when` condition, with the exempt users and the
+//!   override annotation of `pod.force-delete`), and the webhook entry's own condition
+//!   (pods a StatefulSet controls).
+//!
+//! Messages come from `messageExpression` and start with the rule id. A rule that cannot
+//! run there (it reads other objects or live state) is listed with the reason. Pure: no I/O.
+use serde_json::{Value, json};
+
+use super::SKIP_ANNOTATION;
+use super::config::Policy;
+use super::review::Operation;
+use super::rules::{Action, Check, Mode, NativeRule, RULES, RuleId, RuleInfo, native, sent_when};
+use super::scope::{admission_target, cel_string};
+
+/// The label every compiled object carries (what `kubectl delete -l` and the chart select).
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "stateward");
+/// The label naming the rule an object enforces.
+pub const RULE_LABEL: &str = "stateward.io/rule";
+
+/// The compiled policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compiled {
+    /// `ValidatingAdmissionPolicy` and binding objects, in rule order.
+    pub objects: Vec<Value>,
+    /// The rules (on in the policy) that run natively.
+    pub native: Vec<RuleId>,
+    /// The rules (on in the policy) that do not, and why.
+    pub not_native: Vec<(RuleId, &'static str)>,
+}
+
+/// The name of a rule's compiled objects: `stateward.<rule id>` (with `-advisory` for the
+/// second policy of its advisory checks).
+pub fn object_name(id: RuleId, advisory: bool) -> String {
+    format!(
+        "stateward.{}{}",
+        id.as_str(),
+        if advisory { "-advisory" } else { "" }
+    )
+}
+
+/// Whether a rule is judged on admission requests at all (not live, not offline only).
+fn admission_rule(info: &RuleInfo) -> bool {
+    matches!(
+        info.action,
+        Action::Validate {
+            check: Check::StatefulSet(_) | Check::Service(_) | Check::Pod(_),
+            ..
+        }
+    )
+}
+
+/// Compiles `policy`.
+pub fn compile(policy: &Policy) -> Compiled {
+    let mut compiled = Compiled {
+        objects: Vec::new(),
+        native: Vec::new(),
+        not_native: Vec::new(),
+    };
+    for info in RULES.iter().copied() {
+        let Action::Validate { check, .. } = info.action else {
+            continue;
+        };
+        let mode = policy.mode(info.id);
+        if mode == Mode::Off {
+            continue;
+        }
+        if !admission_rule(info) {
+            compiled.not_native.push((
+                info.id,
+                match check {
+                    Check::Header(_) => "offline only: it reads the document's apiVersion, which the API server has converted before admission",
+                    _ => "audit only: it reads live state (pods, claims, nodes, budgets)",
+                },
+            ));
+            continue;
+        }
+        match native(info.id, policy) {
+            NativeRule::No(reason) => compiled.not_native.push((info.id, reason)),
+            NativeRule::Cel(checks) => {
+                compiled.native.push(info.id);
+                let (advisory, plain): (Vec<_>, Vec<_>) =
+                    checks.into_iter().partition(|c| c.advisory);
+                let advisory_mode = mode.min(Mode::Warn);
+                for (checks, mode, is_advisory) in
+                    [(plain, mode, false), (advisory, advisory_mode, true)]
+                {
+                    if checks.is_empty() {
+                        continue;
+                    }
+                    let name = object_name(info.id, is_advisory);
+                    compiled
+                        .objects
+                        .push(validating_policy(policy, info, &name, mode, &checks));
+                    compiled.objects.push(binding(policy, info, &name, mode));
+                }
+            }
+        }
+    }
+    compiled
+}
+
+fn labels(info: &RuleInfo) -> Value {
+    json!({MANAGED_BY.0: MANAGED_BY.1, RULE_LABEL: info.name})
+}
+
+fn validating_policy(
+    policy: &Policy,
+    info: &RuleInfo,
+    name: &str,
+    mode: Mode,
+    checks: &[super::rules::CelCheck],
+) -> Value {
+    let (group, resource, base) = admission_target(info).unwrap_or(("", "", None));
+    let operations: Vec<&str> = [Operation::Create, Operation::Update, Operation::Delete]
+        .into_iter()
+        .filter(|op| info.operations.contains(op))
+        .map(Operation::as_str)
+        .collect();
+    let mut conditions = Vec::new();
+    if let Some(base) = base {
+        conditions.push(json!({"name": base.name, "expression": base.expression}));
+    }
+    if let Some(condition) = sent_when(info.id, policy) {
+        conditions.push(json!({"name": "read-by-the-rule", "expression": condition}));
+    }
+    if policy.skippable(info.id) {
+        let subject = "(request.operation == 'DELETE' ? oldObject : object)";
+        let key = cel_string(SKIP_ANNOTATION);
+        conditions.push(json!({
+            "name": "not-skipped",
+            "expression": format!(
+                "!(has({subject}.metadata.annotations) && {key} in {subject}.metadata.annotations && \
+                 {subject}.metadata.annotations[{key}].split(',').exists(s, s.trim() == {}))",
+                cel_string(info.name)
+            ),
+        }));
+    }
+    let prefix = cel_string(&format!("{}: ", info.name));
+    let validations: Vec<Value> = checks
+        .iter()
+        .map(|check| {
+            json!({
+                "expression": check.expression,
+                "messageExpression": format!("{prefix} + ({})", check.message),
+                "reason": "Invalid",
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": labels(info)},
+        "spec": {
+            // A check that cannot be evaluated (a bug in its CEL) refuses only where the rule
+            // enforces; elsewhere it is ignored, as the webhook's `Ignore` entries are.
+            "failurePolicy": if mode == Mode::Enforce { "Fail" } else { "Ignore" },
+            "matchConstraints": {
+                "resourceRules": [{
+                    "apiGroups": [group],
+                    "apiVersions": ["v1"],
+                    "operations": operations,
+                    "resources": [resource],
+                }],
+            },
+            "matchConditions": conditions,
+            "validations": validations,
+        },
+    })
+}
+
+fn binding(policy: &Policy, info: &RuleInfo, name: &str, mode: Mode) -> Value {
+    let action = match mode {
+        Mode::Enforce => "Deny",
+        Mode::Warn => "Warn",
+        Mode::Audit | Mode::Off => "Audit",
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": labels(info)},
+        "spec": {
+            "policyName": name,
+            "validationActions": [action],
+            "matchResources": {
+                "namespaceSelector": {
+                    "matchExpressions": [{
+                        "key": "kubernetes.io/metadata.name",
+                        "operator": "NotIn",
+                        "values": policy.excluded_namespaces,
+                    }],
+                },
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_admission_rule_declares_its_native_form() {
+        for policy in [
+            Policy::baseline(),
+            Policy::from_yaml(include_str!("../../policies/strict.yaml"), "strict")
+                .expect("strict"),
+        ] {
+            let compiled = compile(&policy);
+            for (id, reason) in &compiled.not_native {
+                assert!(
+                    !reason.starts_with("no CEL declared"),
+                    "{id}: declare .native(..) or .not_native(reason)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn modes_become_actions_and_off_becomes_nothing() {
+        let policy = Policy::from_yaml(
+            "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata: {name: p}\nspec:\n  rules:\n    statefulset.name-length: {mode: warn}\n    statefulset.termination-grace-period: {mode: off}\n    pod.force-delete: {mode: audit}\n",
+            "p",
+        )
+        .expect("policy");
+        let compiled = compile(&policy);
+        let action = |name: &str| {
+            compiled
+                .objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == "ValidatingAdmissionPolicyBinding" && o["metadata"]["name"] == name
+                })
+                .map(|o| o["spec"]["validationActions"][0].clone())
+        };
+        assert_eq!(
+            action("stateward.statefulset.name-length"),
+            Some(json!("Warn"))
+        );
+        assert_eq!(action("stateward.pod.force-delete"), Some(json!("Audit")));
+        assert_eq!(
+            action("stateward.statefulset.termination-grace-period"),
+            None
+        );
+        assert!(
+            !compiled
+                .native
+                .contains(&RuleId::StatefulSetTerminationGracePeriod)
+        );
+    }
+}
