@@ -24,6 +24,8 @@ mod gc;
 mod harness;
 #[path = "e2e/k8s.rs"]
 mod k8s;
+#[path = "e2e/native.rs"]
+mod native;
 #[path = "e2e/outage.rs"]
 mod outage;
 #[path = "e2e/pki.rs"]

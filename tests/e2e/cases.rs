@@ -109,6 +109,9 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("outage_matrix", |e| {
             Box::pin(crate::outage::outage_matrix(e))
         }),
+        ("native_equals_webhook", |e| {
+            Box::pin(crate::native::native_equals_webhook(e))
+        }),
         ("rolling_restart_keeps_answering", |e| {
             Box::pin(rolling_restart_keeps_answering(e))
         }),

@@ -558,6 +558,73 @@ async fn create_node(admin: &Client) {
     assert_eq!(reply.status, 200, "node status: {reply}");
 }
 
+/// A `stateward serve` of its own (`--cluster off`, `policy`, a new certificate), with the
+/// chart's configurations of `which` pointed at it; returns once it answers `/readyz`.
+/// Its log is `<dir>/<name>/<name>.log`.
+pub async fn serve_with_webhooks(env: &Env, name: &str, policy: &Path, which: &Webhooks) -> Proc {
+    let bundle =
+        stateward::commands::certs::generate(&["localhost".into(), "127.0.0.1".into()], 30)
+            .expect("certificates");
+    let dir = env.dir.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, &bundle.cert).expect("write cert");
+    std::fs::write(&key, &bundle.key).expect("write key");
+    let (port, admin) = (free_port(), free_port());
+    let spec = Spec::new(
+        name,
+        stateward_binary(),
+        vec![
+            "serve".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--cluster".into(),
+            "off".into(),
+            "--log-format".into(),
+            "json".into(),
+        ],
+    );
+    let proc = Proc::start(&spec, &dir);
+    let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
+    k8s::wait_for(
+        &format!("{name} to be ready"),
+        Duration::from_secs(30),
+        || async move {
+            match k8s::http_get(admin_addr, "/readyz").await {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    register_webhooks(&env.admin, &env.helm, port, &bundle.ca_cert, which).await;
+    proc
+}
+
+/// Deletes the configurations [`register_webhooks`] created for `which`.
+pub async fn unregister_webhooks(admin: &Client, which: &Webhooks) {
+    for (name, plural) in which.names().into_iter().zip([
+        "validatingwebhookconfigurations",
+        "mutatingwebhookconfigurations",
+    ]) {
+        let r = send(
+            admin,
+            Request::new(format!("/apis/admissionregistration.k8s.io/v1/{plural}"))
+                .delete(&name, &Default::default()),
+        )
+        .await;
+        assert_eq!(r.status, 200, "delete {name}: {r}");
+    }
+}
+
 /// Which chart rendering to register, under which names, for which namespaces.
 pub struct Webhooks {
     /// The configurations' names start with it.

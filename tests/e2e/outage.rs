@@ -15,11 +15,11 @@ use kube::core::params::{DeleteParams, Patch, PatchParams, PostParams, Precondit
 use serde_json::{Value, json};
 
 use crate::cases::{check, create_set, get_pod, run_on_node, say, verdict, wait_pods};
-use crate::harness::{Env, Webhooks, free_port, register_webhooks};
+use crate::harness::{Env, Webhooks, serve_with_webhooks};
 use crate::k8s::{
     Reply, headless_service, pods, send, services, statefulset, statefulsets, to_vec, wait_for,
 };
-use crate::process::{Proc, Spec};
+use crate::process::Proc;
 
 /// The chart's `webhook.timeoutSeconds`.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,58 +67,19 @@ fn signal(pid: u32, sig: &str) {
 /// A `stateward serve` with `policies/<profile>.yaml` and the chart's configurations for
 /// that profile, limited to namespaces labelled `stateward-outage: <profile>`.
 async fn start_stateward(env: &Env, profile: &str) -> (Proc, Webhooks) {
-    let bundle =
-        stateward::commands::certs::generate(&["localhost".into(), "127.0.0.1".into()], 30)
-            .expect("certificates");
-    let dir = env.dir.join(format!("outage-{profile}"));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert, &bundle.cert).expect("write cert");
-    std::fs::write(&key, &bundle.key).expect("write key");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (port, admin) = (free_port(), free_port());
-    let spec = Spec::new(
-        &format!("stateward-outage-{profile}"),
-        crate::harness::stateward_binary(),
-        vec![
-            "serve".into(),
-            "--policy".into(),
-            root.join(format!("policies/{profile}.yaml"))
-                .display()
-                .to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--admin-listen".into(),
-            format!("127.0.0.1:{admin}"),
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
-            "--cluster".into(),
-            "off".into(),
-            "--log-format".into(),
-            "json".into(),
-        ],
-    );
-    let proc = Proc::start(&spec, &dir);
-    let admin_addr = ([127, 0, 0, 1], admin).into();
-    wait_for(
-        "the outage stateward to be ready",
-        Duration::from_secs(30),
-        || async move {
-            match crate::k8s::http_get(admin_addr, "/readyz").await {
-                Ok((200, _)) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
     let which = Webhooks {
         prefix: format!("stateward-outage-{profile}"),
         sets: vec![format!("policy.profile={profile}")],
         selector: json!({"stateward-outage": profile}),
     };
-    register_webhooks(&env.admin, &env.helm, port, &bundle.ca_cert, &which).await;
+    let proc = serve_with_webhooks(
+        env,
+        &format!("stateward-outage-{profile}"),
+        &root.join(format!("policies/{profile}.yaml")),
+        &which,
+    )
+    .await;
     (proc, which)
 }
 
@@ -438,20 +399,7 @@ pub async fn outage_matrix(env: Arc<Env>) {
                 rows.iter().filter(|r| r.1).count()
             ),
         );
-        for name in which.names() {
-            let kind = if name.contains("-validating") {
-                "validatingwebhookconfigurations"
-            } else {
-                "mutatingwebhookconfigurations"
-            };
-            let r = send(
-                &env.admin,
-                Request::new(format!("/apis/admissionregistration.k8s.io/v1/{kind}"))
-                    .delete(&name, &DeleteParams::default()),
-            )
-            .await;
-            assert_eq!(r.status, 200, "delete {name}: {r}");
-        }
+        crate::harness::unregister_webhooks(&env.admin, &which).await;
     }
     verdict(problems);
 }
