@@ -98,7 +98,7 @@ fn denied(r: &Reply) -> bool {
 
 fn answer_webhook(r: &Reply, native: &BTreeSet<String>) -> Answer {
     let all = if denied(r) {
-        ids_in(&r.message())
+        ids_in(r.message())
     } else {
         BTreeSet::new()
     };
@@ -511,13 +511,11 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             let mut doc = statefulset("skipper", 3, "skipper");
             doc["metadata"]["annotations"] =
                 json!({"stateward.io/skip": format!("other.rule, {id}")});
-            doc["spec"]["template"]["spec"]["containers"][0]
-                .as_object_mut()
-                .map(|c| {
-                    c.remove("readinessProbe");
-                    c.remove("resources");
-                    c.remove("securityContext");
-                });
+            if let Some(c) = doc["spec"]["template"]["spec"]["containers"][0].as_object_mut() {
+                c.remove("readinessProbe");
+                c.remove("resources");
+                c.remove("securityContext");
+            }
             let mut replies = Vec::new();
             for ns in [w, n, nw] {
                 replies.push(
