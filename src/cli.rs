@@ -172,6 +172,10 @@ pub struct PolicyWebhooksArgs {
     /// policy text).
     #[arg(long)]
     pub values: bool,
+    /// (`webhooks` only) The entries of the chart's `hybrid` mode: only for the rules that
+    /// do not run natively in the API server.
+    #[arg(long)]
+    pub hybrid: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -384,6 +388,11 @@ pub struct ServeArgs {
     /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Rules the API server enforces itself (the native policies of `stateward policy
+    /// native`, installed by the chart in `hybrid` mode): never evaluated here, so each rule
+    /// is judged in exactly one place. Comma-separated rule ids.
+    #[arg(long, value_name = "RULE,...", value_delimiter = ',')]
+    pub native_rules: Vec<String>,
     /// Largest request body accepted, in bytes (larger: 413).
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,

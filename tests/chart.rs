@@ -982,7 +982,8 @@ fn args_of(container: &Value) -> Vec<&str> {
 
 /// The entries `stateward policy webhooks` derives for a policy text, as JSON.
 fn scope_of(text: &str) -> Value {
-    let yaml = stateward::commands::policy::webhooks_text(text, "test", false).expect("scope");
+    let yaml =
+        stateward::commands::policy::webhooks_text(text, "test", false, false).expect("scope");
     parse(yaml).remove(0)
 }
 
@@ -1089,7 +1090,7 @@ fn webhook_entries_are_derived_from_the_policy_installed() {
         );
     assert_ne!(custom, include_str!("../policies/strict.yaml"));
     let values =
-        stateward::commands::policy::webhooks_text(&custom, "custom", true).expect("values");
+        stateward::commands::policy::webhooks_text(&custom, "custom", true, false).expect("values");
     let docs = render_with_values(&helm, &values).expect("the custom policy renders");
     let scope = scope_of(&custom);
     assert_rendered_as_derived(&docs, &scope, "custom");
@@ -1143,21 +1144,191 @@ fn webhook_entries_are_derived_from_the_policy_installed() {
 
 #[test]
 fn shipped_webhook_entries_are_generated() {
+    use stateward::commands::policy::{native_chart_text, webhooks_text};
     for profile in ["baseline", "strict"] {
         let source = format!("policies/{profile}.yaml");
         let text = std::fs::read_to_string(root().join(&source)).expect("policy");
-        let expected =
-            stateward::commands::policy::webhooks_text(&text, &source, false).expect("scope");
-        let path = root().join(format!("charts/stateward/files/webhooks-{profile}.yaml"));
-        if std::env::var_os("STATEWARD_BLESS").is_some() {
-            std::fs::write(&path, &expected).expect("write");
+        for (file, expected) in [
+            (
+                format!("webhooks-{profile}.yaml"),
+                webhooks_text(&text, &source, false, false).expect("scope"),
+            ),
+            (
+                format!("webhooks-{profile}-hybrid.yaml"),
+                webhooks_text(&text, &source, false, true).expect("hybrid scope"),
+            ),
+            (
+                format!("native-{profile}.yaml"),
+                native_chart_text(&text, &source).expect("native"),
+            ),
+        ] {
+            let path = root().join("charts/stateward/files").join(&file);
+            if std::env::var_os("STATEWARD_BLESS").is_some() {
+                std::fs::write(&path, &expected).expect("write");
+            }
+            let actual = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                actual == expected,
+                "{} is not generated from {source}; refresh: \
+                 STATEWARD_BLESS=1 cargo test --test chart shipped_webhook_entries",
+                path.display()
+            );
         }
-        let actual = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            actual == expected,
-            "{} is not `stateward policy webhooks --policy {source}`; refresh: \
-             STATEWARD_BLESS=1 cargo test --test chart shipped_webhook_entries",
-            path.display()
-        );
     }
+}
+
+/// Renders for Kubernetes 1.36 serving ValidatingAdmissionPolicy v1 (what a real cluster's
+/// discovery tells helm), with `--set` values.
+fn render_with_vap(helm: &Helm, sets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut args = vec![
+        "template",
+        "sw",
+        "charts/stateward",
+        "--namespace",
+        "stateward-system",
+        "--kube-version",
+        "1.36.0",
+        "--api-versions",
+        "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy",
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let (ok, stdout, stderr) = helm.run(&args);
+    if ok { Ok(parse(stdout)) } else { Err(stderr) }
+}
+
+fn kinds(docs: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = docs
+        .iter()
+        .filter_map(|d| d["kind"].as_str().map(String::from))
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+fn rule_ids(entries: &[Value]) -> std::collections::BTreeSet<String> {
+    entries
+        .iter()
+        .flat_map(|h| h["ruleIds"].as_array().cloned().unwrap_or_default())
+        .filter_map(|id| id.as_str().map(String::from))
+        .collect()
+}
+
+#[test]
+fn enforcement_modes_follow_what_the_cluster_serves() {
+    let Some(helm) = Helm::tier() else { return };
+    // auto: webhook where ValidatingAdmissionPolicy v1 is not served (helm's defaults,
+    // Kubernetes 1.29), hybrid where it is.
+    let plain = helm.render_for("1.29.0", &[]);
+    assert!(!kinds(&plain).contains(&"ValidatingAdmissionPolicy".to_owned()));
+    let (ok, _, err) = helm.run(&[
+        "template",
+        "sw",
+        "charts/stateward",
+        "--kube-version",
+        "1.29.0",
+        "--set",
+        "enforcement=hybrid",
+    ]);
+    assert!(
+        !ok && err.contains("needs ValidatingAdmissionPolicy"),
+        "{err}"
+    );
+    for profile in ["baseline", "strict"] {
+        let text = std::fs::read_to_string(root().join(format!("policies/{profile}.yaml")))
+            .expect("policy");
+        let set = format!("policy.profile={profile}");
+        let auto = render_with_vap(&helm, &[&set]).expect("auto");
+        let hybrid = render_with_vap(&helm, &[&set, "enforcement=hybrid"]).expect("hybrid");
+        assert_eq!(
+            kinds(&auto),
+            kinds(&hybrid),
+            "{profile}: auto is hybrid there"
+        );
+        let native =
+            parse(stateward::commands::policy::native_chart_text(&text, "t").expect("native"))
+                .remove(0);
+        let native_ids: std::collections::BTreeSet<String> = native["native"]
+            .as_array()
+            .expect("native")
+            .iter()
+            .filter_map(|id| id.as_str().map(String::from))
+            .collect();
+        // Every compiled object is installed, and the webhook is told to leave those rules.
+        let policies: Vec<&Value> = hybrid
+            .iter()
+            .filter(|d| d["kind"] == "ValidatingAdmissionPolicy")
+            .collect();
+        let compiled: Vec<&Value> = native["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+            .collect();
+        assert_eq!(policies.len(), compiled.len(), "{profile}");
+        for (rendered, compiled) in policies.iter().zip(&compiled) {
+            assert_eq!(rendered["spec"], compiled["spec"], "{profile}");
+        }
+        let args = deployment_args(&hybrid);
+        let flag = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--native-rules="))
+            .unwrap_or_default();
+        let flagged: std::collections::BTreeSet<String> = flag
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        assert_eq!(flagged, native_ids, "{profile}: --native-rules");
+        // Each rule in exactly one place: no webhook entry carries a native rule, and every
+        // rule of the webhook-only install is still carried by one of the two.
+        let mut hooks = webhooks(&hybrid, "ValidatingWebhookConfiguration");
+        hooks.extend(webhooks(&hybrid, "MutatingWebhookConfiguration"));
+        let scope = parse(
+            stateward::commands::policy::webhooks_text(&text, "t", false, true).expect("scope"),
+        )
+        .remove(0);
+        let kept = rule_ids(scope["entries"].as_array().expect("entries"));
+        assert!(
+            kept.is_disjoint(&native_ids),
+            "{profile}: {kept:?} and {native_ids:?}"
+        );
+        let full = rule_ids(scope_of(&text)["entries"].as_array().expect("entries"));
+        let covered: std::collections::BTreeSet<String> =
+            kept.union(&native_ids).cloned().collect();
+        assert!(
+            full.is_subset(&covered),
+            "{profile}: lost {:?}",
+            full.difference(&covered)
+        );
+        assert_rendered_as_derived(&hybrid, &scope, &format!("{profile} hybrid"));
+
+        // native: the policies only, no webhook and no webhook Deployment.
+        let only = render_with_vap(&helm, &[&set, "enforcement=native"]).expect("native");
+        let kinds = kinds(&only);
+        for absent in [
+            "ValidatingWebhookConfiguration",
+            "MutatingWebhookConfiguration",
+            "Deployment",
+            "Service",
+        ] {
+            assert!(
+                !kinds.contains(&absent.to_owned()),
+                "{profile} native renders {absent}"
+            );
+        }
+        assert!(kinds.contains(&"ValidatingAdmissionPolicyBinding".to_owned()));
+    }
+}
+
+/// The webhook container's arguments.
+fn deployment_args(docs: &[Value]) -> Vec<String> {
+    find(docs, "Deployment", "sw-stateward")["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect()
 }

@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub policy: Option<PathBuf>,
     /// The namespace the webhook runs in (excluded from evaluation).
     pub own_namespace: Option<String>,
+    /// Rules the API server enforces natively: switched off here.
+    pub native_rules: Vec<crate::policy::RuleId>,
     pub reload_interval: Duration,
     pub max_body_bytes: usize,
     pub limits: ConnectionLimits,
@@ -68,6 +70,7 @@ impl ServeConfig {
             tls_key,
             policy: None,
             own_namespace: None,
+            native_rules: Vec::new(),
             reload_interval: Duration::from_secs(2),
             max_body_bytes: crate::webhook::routes::DEFAULT_MAX_BODY_BYTES,
             limits: ConnectionLimits::default(),
@@ -109,8 +112,12 @@ impl Running {
 fn load_policy(
     path: Option<&Path>,
     own_namespace: Option<&str>,
+    native_rules: &[crate::policy::RuleId],
 ) -> Result<Policy, crate::policy::PolicyError> {
     let mut policy = crate::commands::check::load_policy(path)?;
+    for id in native_rules {
+        policy.turn_off(*id);
+    }
     if let Some(ns) = own_namespace
         && !policy.is_excluded(ns)
     {
@@ -128,7 +135,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// Loads certificates and policy (failing on bad ones), binds both ports and starts
 /// serving, reloading and answering health checks.
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
-    let policy = load_policy(config.policy.as_deref(), config.own_namespace.as_deref())?;
+    let policy = load_policy(
+        config.policy.as_deref(),
+        config.own_namespace.as_deref(),
+        &config.native_rules,
+    )?;
     let resolver = SwappableCert::new(load_certified_key(&config.tls_cert, &config.tls_key)?);
     let tls_config = server_config(resolver.clone())?;
     let metrics = Arc::new(config.metrics);
@@ -173,12 +184,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         let admission = admission.clone();
         let metrics = metrics.clone();
         let own = config.own_namespace.clone();
+        let native_rules = config.native_rules.clone();
         tasks.push(tokio::spawn(crate::webhook::reload::watch_files(
             "policy",
             vec![path.clone()],
             config.reload_interval,
             move || {
-                let policy = load_policy(Some(&path), own.as_deref()).map_err(|e| e.to_string())?;
+                let policy = load_policy(Some(&path), own.as_deref(), &native_rules)
+                    .map_err(|e| e.to_string())?;
                 admission.policy.store(Arc::new(policy));
                 Ok(())
             },
@@ -347,6 +360,19 @@ async fn stop_on_signal(mut signals: Signals, running: Running, delay: Duration)
     running.shutdown().await;
 }
 
+/// The rule ids of `--native-rules`; an unknown id stops the start (a typo would leave a
+/// rule evaluated twice, or nowhere).
+fn parse_native_rules(ids: &[String]) -> anyhow::Result<Vec<crate::policy::RuleId>> {
+    ids.iter()
+        .filter(|id| !id.trim().is_empty())
+        .map(|id| {
+            id.trim()
+                .parse::<crate::policy::RuleId>()
+                .map_err(|e| anyhow::anyhow!("--native-rules: {e}"))
+        })
+        .collect()
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -380,6 +406,7 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
         tls_cert,
         tls_key,
         policy: args.policy.policy.clone(),
+        native_rules: parse_native_rules(&args.native_rules)?,
         own_namespace: std::env::var("POD_NAMESPACE")
             .ok()
             .filter(|s| !s.is_empty()),

@@ -93,6 +93,13 @@ impl Policy {
             .and_then(|s| s.as_any_mut().downcast_mut())
     }
 
+    /// Switches a rule or mutation off (a rule another component evaluates: the API server's
+    /// native policies in the chart's `hybrid` mode).
+    pub fn turn_off(&mut self, id: RuleId) {
+        self.modes[id.index()] = Mode::Off;
+        self.enabled[id.index()] = false;
+    }
+
     pub fn is_excluded(&self, namespace: &str) -> bool {
         self.excluded_namespaces.iter().any(|n| n == namespace)
     }
