@@ -571,26 +571,43 @@ pub async fn serve_with_webhooks(env: &Env, name: &str, policy: &Path, which: &W
     std::fs::write(&cert, &bundle.cert).expect("write cert");
     std::fs::write(&key, &bundle.key).expect("write key");
     let (port, admin) = (free_port(), free_port());
+    let docs = render_chart(&env.helm, which);
+    // The rules the rendering runs natively (hybrid), as the chart's Deployment passes them.
+    let native_rules: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|a| a.as_str().map(String::from))
+        .filter(|a| a.starts_with("--native-rules="))
+        .collect();
     let spec = Spec::new(
         name,
         stateward_binary(),
-        vec![
-            "serve".into(),
-            "--policy".into(),
-            policy.display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--admin-listen".into(),
-            format!("127.0.0.1:{admin}"),
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
-            "--cluster".into(),
-            "off".into(),
-            "--log-format".into(),
-            "json".into(),
-        ],
+        native_rules
+            .into_iter()
+            .chain([
+                "serve".into(),
+                "--policy".into(),
+                policy.display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--admin-listen".into(),
+                format!("127.0.0.1:{admin}"),
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+                "--cluster".into(),
+                "off".into(),
+                "--log-format".into(),
+                "json".into(),
+            ])
+            .collect(),
     );
     let proc = Proc::start(&spec, &dir);
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();
@@ -605,11 +622,12 @@ pub async fn serve_with_webhooks(env: &Env, name: &str, policy: &Path, which: &W
         },
     )
     .await;
-    register_webhooks(&env.admin, &env.helm, port, &bundle.ca_cert, which).await;
+    register_rendered(&env.admin, &docs, port, &bundle.ca_cert, which).await;
     proc
 }
 
-/// Deletes the configurations [`register_webhooks`] created for `which`.
+/// Deletes the configurations and native policies [`register_rendered`] created for
+/// `which`.
 pub async fn unregister_webhooks(admin: &Client, which: &Webhooks) {
     for (name, plural) in which.names().into_iter().zip([
         "validatingwebhookconfigurations",
@@ -621,7 +639,30 @@ pub async fn unregister_webhooks(admin: &Client, which: &Webhooks) {
                 .delete(&name, &Default::default()),
         )
         .await;
-        assert_eq!(r.status, 200, "delete {name}: {r}");
+        assert!(matches!(r.status, 200 | 404), "delete {name}: {r}");
+    }
+    for plural in [
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicies",
+    ] {
+        let list = send(
+            admin,
+            Request::new(format!("/apis/admissionregistration.k8s.io/v1/{plural}"))
+                .list(&Default::default()),
+        )
+        .await;
+        for item in list.body["items"].as_array().into_iter().flatten() {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            if name.starts_with(&format!("{}.", which.prefix)) {
+                let r = send(
+                    admin,
+                    Request::new(format!("/apis/admissionregistration.k8s.io/v1/{plural}"))
+                        .delete(name, &Default::default()),
+                )
+                .await;
+                assert_eq!(r.status, 200, "delete {name}: {r}");
+            }
+        }
     }
 }
 
@@ -633,6 +674,8 @@ pub struct Webhooks {
     pub sets: Vec<String>,
     /// The namespaceSelector's `matchLabels`.
     pub selector: Value,
+    /// `--api-versions` for `helm template` (what the cluster serves beyond helm's defaults).
+    pub api_versions: Vec<String>,
 }
 
 impl Webhooks {
@@ -642,6 +685,7 @@ impl Webhooks {
             prefix: "stateward-e2e".into(),
             sets: Vec::new(),
             selector: json!({NS_LABEL: "on"}),
+            api_versions: Vec::new(),
         }
     }
 
@@ -665,6 +709,12 @@ pub async fn register_webhooks(
     ca_pem: &str,
     which: &Webhooks,
 ) {
+    let docs = render_chart(helm, which);
+    register_rendered(admin, &docs, port, ca_pem, which).await;
+}
+
+/// `helm template` of the chart for `which`.
+pub fn render_chart(helm: &Path, which: &Webhooks) -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // STATEWARD_E2E_CHART renders another copy of the chart (before/after runs).
     let chart = std::env::var_os("STATEWARD_E2E_CHART")
@@ -682,6 +732,12 @@ pub async fn register_webhooks(
             "1.36.0",
         ])
         .args(which.sets.iter().flat_map(|s| ["--set", s.as_str()]))
+        .args(
+            which
+                .api_versions
+                .iter()
+                .flat_map(|v| ["--api-versions", v.as_str()]),
+        )
         .current_dir(root)
         .output()
         .expect("run helm");
@@ -697,6 +753,51 @@ pub async fn register_webhooks(
     .into_iter()
     .filter_map(|d| d.value.ok())
     .collect();
+    docs
+}
+
+/// Creates the webhook configurations of rendered `docs` (pointed at `127.0.0.1:port`) and
+/// their native policies, if any (bindings limited to the namespaces of `which` too).
+pub async fn register_rendered(
+    admin: &Client,
+    docs: &[Value],
+    port: u16,
+    ca_pem: &str,
+    which: &Webhooks,
+) {
+    for object in docs.iter().filter(|d| {
+        d["kind"] == "ValidatingAdmissionPolicy" || d["kind"] == "ValidatingAdmissionPolicyBinding"
+    }) {
+        let mut object = object.clone();
+        let plural = if object["kind"] == "ValidatingAdmissionPolicy" {
+            "validatingadmissionpolicies"
+        } else {
+            object["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] =
+                which.selector.clone();
+            "validatingadmissionpolicybindings"
+        };
+        let name = format!(
+            "{}.{}",
+            which.prefix,
+            object["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        object["metadata"]["name"] = json!(name);
+        if plural == "validatingadmissionpolicybindings" {
+            let policy = format!(
+                "{}.{}",
+                which.prefix,
+                object["spec"]["policyName"].as_str().unwrap_or_default()
+            );
+            object["spec"]["policyName"] = json!(policy);
+        }
+        let reply = send(
+            admin,
+            Request::new(format!("/apis/admissionregistration.k8s.io/v1/{plural}"))
+                .create(&PostParams::default(), to_vec(&object)),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "create {plural} {name}: {reply}");
+    }
     let mut summary = Vec::new();
     for (kind, plural) in [
         (
@@ -708,11 +809,10 @@ pub async fn register_webhooks(
             "validatingwebhookconfigurations",
         ),
     ] {
-        let mut config = docs
-            .iter()
-            .find(|d| d["kind"] == kind)
-            .unwrap_or_else(|| panic!("the chart renders no {kind}"))
-            .clone();
+        let Some(config) = docs.iter().find(|d| d["kind"] == kind) else {
+            continue;
+        };
+        let mut config = config.clone();
         let name = format!("{}-{}", which.prefix, kind.to_lowercase());
         config["metadata"] = json!({"name": name, "labels": config["metadata"]["labels"].clone()});
         for webhook in config["webhooks"]

@@ -412,6 +412,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             prefix: format!("stateward-differential-{profile}"),
             sets: vec![format!("policy.profile={profile}")],
             selector: json!({LABEL: format!("{profile}-webhook")}),
+            api_versions: Vec::new(),
         };
         let mut proc = serve_with_webhooks(
             env,

@@ -29,6 +29,44 @@ fn refused(r: &Reply) -> bool {
     r.status >= 500 && r.message().contains("failed calling webhook")
 }
 
+/// Denied by a rule, in the webhook (403) or natively by the API server (422).
+fn denied_by(r: &Reply, rule: &str) -> bool {
+    matches!(r.status, 403 | 422) && r.message().contains(&format!("{rule}: "))
+}
+
+/// Denied by a rule's native policy.
+fn denied_natively(r: &Reply, rule: &str) -> bool {
+    denied_by(r, rule) && r.message().contains("ValidatingAdmissionPolicy")
+}
+
+/// What a row expects with stateward down.
+#[derive(Clone, Copy)]
+enum Expect {
+    Admitted,
+    /// Refused because the API server cannot call stateward.
+    Refused,
+    /// Denied by the rule's native policy, without stateward.
+    Native(&'static str),
+}
+
+impl Expect {
+    fn holds(self, r: &Reply) -> bool {
+        match self {
+            Expect::Admitted => admitted(r),
+            Expect::Refused => refused(r),
+            Expect::Native(rule) => denied_natively(r, rule),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Expect::Admitted => "admitted".into(),
+            Expect::Refused => "refused".into(),
+            Expect::Native(rule) => format!("denied natively by {rule}"),
+        }
+    }
+}
+
 fn admitted(r: &Reply) -> bool {
     (200..300).contains(&r.status)
 }
@@ -65,17 +103,31 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// A `stateward serve` with `policies/<profile>.yaml` and the chart's configurations for
-/// that profile, limited to namespaces labelled `stateward-outage: <profile>`.
-async fn start_stateward(env: &Env, profile: &str) -> (Proc, Webhooks) {
+/// that profile and enforcement mode (`hybrid`: with its native policies, on a cluster
+/// serving them), limited to namespaces labelled `stateward-outage: <variant>`.
+async fn start_stateward(
+    env: &Env,
+    profile: &str,
+    variant: &str,
+    hybrid: bool,
+) -> (Proc, Webhooks) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let which = Webhooks {
-        prefix: format!("stateward-outage-{profile}"),
-        sets: vec![format!("policy.profile={profile}")],
-        selector: json!({"stateward-outage": profile}),
+        prefix: format!("stateward-outage-{variant}"),
+        sets: vec![
+            format!("policy.profile={profile}"),
+            format!("enforcement={}", if hybrid { "hybrid" } else { "webhook" }),
+        ],
+        selector: json!({"stateward-outage": variant}),
+        api_versions: if hybrid {
+            vec!["admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy".into()]
+        } else {
+            Vec::new()
+        },
     };
     let proc = serve_with_webhooks(
         env,
-        &format!("stateward-outage-{profile}"),
+        &format!("stateward-outage-{variant}"),
         &root.join(format!("policies/{profile}.yaml")),
         &which,
     )
@@ -97,7 +149,7 @@ async fn wait_in_effect(env: &Env, ns: &str) {
         Duration::from_secs(30),
         || async move {
             let r = send(&env.admin, statefulsets(ns).create(pp, to_vec(sts))).await;
-            if r.status == 403 && r.message().contains("statefulset.termination-grace-period") {
+            if denied_by(&r, "statefulset.termination-grace-period") {
                 Ok(())
             } else {
                 Err(r.to_string())
@@ -135,18 +187,57 @@ async fn out_of_scope_create_time(env: &Env, ns: &str, tag: &str) -> (Duration, 
     (median(times), replies)
 }
 
+/// A StatefulSet violating each enforce rule of baseline that compiles natively.
+fn violations() -> Vec<(&'static str, Value)> {
+    let base = || statefulset("bad", 1, "bad");
+    let mut out = Vec::new();
+    out.push((
+        "statefulset.name-length",
+        statefulset(&"n".repeat(60), 1, "long"),
+    ));
+    let mut v = base();
+    v["spec"]["serviceName"] = json!("Not_A_Label");
+    out.push(("statefulset.service-name", v));
+    let mut v = base();
+    v["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+    out.push(("statefulset.selector-matches-template", v));
+    let mut v = base();
+    v["spec"]["volumeClaimTemplates"] = json!([{
+        "metadata": {"name": "unused"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard", "resources": {"requests": {"storage": "1Gi"}}}
+    }]);
+    out.push(("statefulset.claim-templates-mounted", v));
+    let mut v = base();
+    v["spec"]["volumeClaimTemplates"] = json!([{
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard"}
+    }]);
+    v["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/data"}]);
+    out.push(("statefulset.claim-template-storage", v));
+    let mut v = base();
+    v["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(0);
+    out.push(("statefulset.termination-grace-period", v));
+    out
+}
+
 pub async fn outage_matrix(env: Arc<Env>) {
     let c = "outage_matrix";
     let env = &*env;
     let mut problems = Vec::new();
     // A namespace no webhook selects: the reference time of a write.
     let plain = env.namespace_labelled("outage-none", json!({})).await;
-    for profile in ["baseline", "strict"] {
+    for (profile, hybrid) in [("baseline", false), ("strict", false), ("baseline", true)] {
         let strict = profile == "strict";
+        let variant = &if hybrid {
+            format!("{profile}-hybrid")
+        } else {
+            profile.to_owned()
+        };
         let ns = &env
             .namespace_labelled(
-                &format!("outage-{profile}"),
-                json!({"stateward-outage": profile}),
+                &format!("outage-{variant}"),
+                json!({"stateward-outage": variant}),
             )
             .await;
         // The workload, made before the webhooks exist (strict would refuse the suite's
@@ -162,7 +253,7 @@ pub async fn outage_matrix(env: Arc<Env>) {
         .await;
         assert_eq!(r.status, 201, "ClusterIP Service web: {r}");
 
-        let (mut proc, which) = start_stateward(env, profile).await;
+        let (mut proc, which) = start_stateward(env, profile, variant, hybrid).await;
         wait_in_effect(env, ns).await;
         let pid = proc.pid().expect("stateward's pid");
         say(
@@ -209,15 +300,26 @@ pub async fn outage_matrix(env: Arc<Env>) {
                 took.as_secs_f64()
             ),
         );
-        check(
-            &mut problems,
-            refused(&r)
-                && took >= TIMEOUT - Duration::from_millis(500)
-                && took <= TIMEOUT + Duration::from_secs(2),
-            format!(
-                "{profile} hung: a force delete should fail after {TIMEOUT:?}: {r} after {took:?}"
-            ),
-        );
+        if hybrid {
+            // Natively: denied at once, no webhook in the way.
+            check(
+                &mut problems,
+                denied_natively(&r, "pod.force-delete") && took < Duration::from_secs(1),
+                format!(
+                    "{variant} hung: a force delete should be denied natively at once: {r} after {took:?}"
+                ),
+            );
+        } else {
+            check(
+                &mut problems,
+                refused(&r)
+                    && took >= TIMEOUT - Duration::from_millis(500)
+                    && took <= TIMEOUT + Duration::from_secs(2),
+                format!(
+                    "{profile} hung: a force delete should fail after {TIMEOUT:?}: {r} after {took:?}"
+                ),
+            );
+        }
         let mut grace0 = statefulset("hung", 1, "hung");
         grace0["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = json!(0);
         let dry = PostParams {
@@ -238,8 +340,11 @@ pub async fn outage_matrix(env: Arc<Env>) {
         );
         check(
             &mut problems,
-            refused(&r)
-                && took >= 2 * TIMEOUT - Duration::from_millis(500)
+            (if hybrid {
+                denied_natively(&r, "statefulset.termination-grace-period")
+            } else {
+                refused(&r)
+            }) && took >= 2 * TIMEOUT - Duration::from_millis(500)
                 && took <= 2 * TIMEOUT + Duration::from_secs(2),
             format!(
                 "{profile} hung: a StatefulSet create should fail after 2 x {TIMEOUT:?}: {r} after {took:?}"
@@ -252,7 +357,14 @@ pub async fn outage_matrix(env: Arc<Env>) {
         tokio::task::block_in_place(|| proc.stop());
         say(c, format!("{profile}: every stateward process killed"));
 
-        let mut rows: Vec<(&str, bool, Reply)> = Vec::new();
+        let mut rows: Vec<(String, Expect, Reply)> = Vec::new();
+        let out = |out_of_scope: bool| {
+            if out_of_scope {
+                Expect::Admitted
+            } else {
+                Expect::Refused
+            }
+        };
         let pp = PostParams::default();
         // Out of scope of every enforce rule of both profiles.
         let r = send(
@@ -260,28 +372,28 @@ pub async fn outage_matrix(env: Arc<Env>) {
             services(ns).create(&pp, to_vec(&cluster_ip_service("api"))),
         )
         .await;
-        rows.push(("create a ClusterIP Service", true, r));
+        rows.push(("create a ClusterIP Service".into(), out(true), r));
         let label = json!({"metadata": {"labels": {"tier": "front"}}});
         let r = send(
             &env.admin,
             services(ns).patch("web", &PatchParams::default(), &Patch::Merge(&label)),
         )
         .await;
-        rows.push(("label a ClusterIP Service", true, r));
+        rows.push(("label a ClusterIP Service".into(), out(true), r));
         let r = send(
             &env.admin,
             services(ns).delete("web", &DeleteParams::default()),
         )
         .await;
-        rows.push(("delete a ClusterIP Service", true, r));
+        rows.push(("delete a ClusterIP Service".into(), out(true), r));
         let r = send(
             &env.admin,
             pods(ns).delete("db-1", &DeleteParams::default()),
         )
         .await;
         rows.push((
-            "graceful DELETE of a scheduled set pod (kubectl delete pod)",
-            true,
+            "graceful DELETE of a scheduled set pod (kubectl delete pod)".into(),
+            out(true),
             r,
         ));
         let kubelet = DeleteParams {
@@ -294,8 +406,8 @@ pub async fn outage_matrix(env: Arc<Env>) {
         };
         let r = send(&env.kubelet, pods(ns).delete("db-1", &kubelet)).await;
         rows.push((
-            "the kubelet's final DELETE (grace 0, system:node:n1, uid precondition)",
-            true,
+            "the kubelet's final DELETE (grace 0, system:node:n1, uid precondition)".into(),
+            out(true),
             r,
         ));
         let scale = json!({"spec": {"replicas": 1}});
@@ -310,8 +422,8 @@ pub async fn outage_matrix(env: Arc<Env>) {
         )
         .await;
         rows.push((
-            "kubectl scale sts db --replicas=1 (scale subresource)",
-            true,
+            "kubectl scale sts db --replicas=1 (scale subresource)".into(),
+            out(true),
             r,
         ));
         let r = send(
@@ -319,71 +431,107 @@ pub async fn outage_matrix(env: Arc<Env>) {
             pods(ns).create(&pp, to_vec(&plain_pod("loose"))),
         )
         .await;
-        rows.push(("create a pod no StatefulSet owns", true, r));
+        rows.push(("create a pod no StatefulSet owns".into(), out(true), r));
         let r = send(
             &env.admin,
             pods(ns).delete("loose", &DeleteParams::default().grace_period(0)),
         )
         .await;
-        rows.push(("force-delete a pod no StatefulSet owns", true, r));
+        rows.push((
+            "force-delete a pod no StatefulSet owns".into(),
+            out(true),
+            r,
+        ));
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"k": "v"}});
         let r = send(&env.admin, configmaps(ns).create(&pp, to_vec(&cm))).await;
-        rows.push(("create a ConfigMap", true, r));
+        rows.push(("create a ConfigMap".into(), out(true), r));
         // strict enforces service.headless-shape and service.headless-in-use.
         let r = send(
             &env.admin,
             services(ns).create(&pp, to_vec(&headless_service("cache", "cache"))),
         )
         .await;
-        rows.push(("create a headless Service", !strict, r));
+        rows.push(("create a headless Service".into(), out(!strict), r));
         // In scope: an enforce rule protects these.
         let r = send(
             &env.admin,
             statefulsets(ns).create(&pp, to_vec(&statefulset("other", 1, "other"))),
         )
         .await;
-        rows.push(("create a StatefulSet", false, r));
+        rows.push((
+            "create a StatefulSet".into(),
+            if hybrid {
+                Expect::Admitted
+            } else {
+                Expect::Refused
+            },
+            r,
+        ));
         let r = send(
             &env.admin,
             pods(ns).delete("db-0", &DeleteParams::default().grace_period(0)),
         )
         .await;
         rows.push((
-            "a person's force delete of a scheduled, running set pod",
-            false,
+            "a person's force delete of a scheduled, running set pod".into(),
+            if hybrid {
+                Expect::Native("pod.force-delete")
+            } else {
+                Expect::Refused
+            },
             r,
         ));
+        if hybrid {
+            // Every enforce rule of the policy still denies, natively.
+            for (rule, set) in violations() {
+                let r = send(&env.admin, statefulsets(ns).create(&pp, to_vec(&set))).await;
+                rows.push((
+                    format!("a StatefulSet violating {rule}"),
+                    Expect::Native(rule),
+                    r,
+                ));
+            }
+        }
         let r = send(
             &env.admin,
             services(ns).delete("db", &DeleteParams::default()),
         )
         .await;
-        rows.push(("delete the headless Service of a running set", !strict, r));
+        rows.push((
+            "delete the headless Service of a running set".into(),
+            out(!strict),
+            r,
+        ));
 
         let mut refused_out_of_scope = 0;
-        for (row, out_of_scope, r) in &rows {
-            let ok = if *out_of_scope {
-                admitted(r)
-            } else {
-                refused(r)
-            };
-            if *out_of_scope && !admitted(r) {
+        let mut lost = 0;
+        for (row, expect, r) in &rows {
+            if matches!(expect, Expect::Admitted) && !admitted(r) {
                 refused_out_of_scope += 1;
+            }
+            if matches!(expect, Expect::Native(_)) && !expect.holds(r) {
+                lost += 1;
             }
             say(
                 c,
                 format!(
-                    "{profile} down | {row} | expected {} | {r}",
-                    if *out_of_scope { "admitted" } else { "refused" }
+                    "{variant} down | {row} | expected {} | {r}",
+                    expect.describe()
                 ),
             );
             check(
                 &mut problems,
-                ok,
+                expect.holds(r),
                 format!(
-                    "{profile} down: {row}: expected {}, got {r}",
-                    if *out_of_scope { "admitted" } else { "refused" }
+                    "{variant} down: {row}: expected {}, got {r}",
+                    expect.describe()
                 ),
+            );
+        }
+        if hybrid {
+            say(
+                c,
+                format!("{variant}: {lost} enforce rules lost with stateward down"),
             );
         }
         let pod = get_pod(env, ns, "db-0").await;
@@ -395,8 +543,10 @@ pub async fn outage_matrix(env: Arc<Env>) {
         say(
             c,
             format!(
-                "{profile}: {refused_out_of_scope} of {} out-of-scope writes refused",
-                rows.iter().filter(|r| r.1).count()
+                "{variant}: {refused_out_of_scope} of {} out-of-scope writes refused",
+                rows.iter()
+                    .filter(|r| matches!(r.1, Expect::Admitted))
+                    .count()
             ),
         );
         crate::harness::unregister_webhooks(&env.admin, &which).await;
