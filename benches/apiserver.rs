@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
-//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity --noop-patch --noop-warn]
+//!   cargo bench --bench apiserver [-- --rate 20 --seconds 30 --with-affinity --noop-patch --noop-warn --native]
 //! STATEWARD_K8S_ASSETS=... STATEWARD_HELM=... \
 //!   cargo bench --bench apiserver -- --scale 100000 10000 [--bin OTHER/stateward]...
 //! ```
@@ -28,7 +28,9 @@
 //! Service does not exist). Where the time goes: the calls the API server made to each webhook per
 //! create and their mean duration as it saw them (its
 //! `apiserver_admission_webhook_admission_duration_seconds`, which for a mutating webhook
-//! includes applying the patch), and the time each webhook's handler took.
+//! includes applying the patch), and the time each webhook's handler took. `--native` adds a
+//! fourth namespace judged only by the built-in baseline compiled to ValidatingAdmissionPolicies
+//! (`stateward policy native`): what the native path adds, against the no-op, in the same run.
 //!
 //! **Memory at scale** (`--scale N_SERVICES N_SETS`): the controller manager is stopped
 //! (it would otherwise write an EndpointSlice per Service and a status per set while the
@@ -585,11 +587,69 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
     let none_ns = "bench-none".to_owned();
     create_namespace(&env, &noop_ns, json!({NOOP_LABEL: "on"})).await;
     create_namespace(&env, &none_ns, json!({})).await;
-    let namespaces = [
+    let mut namespaces = vec![
         ("stateward", stateward_ns),
         ("no-op", noop_ns.clone()),
         ("none", none_ns),
     ];
+    let native = std::env::args().any(|a| a == "--native");
+    if native {
+        // The built-in baseline compiled to ValidatingAdmissionPolicies, bound to a
+        // namespace of its own: what the native path adds, in the same run.
+        let native_ns = "bench-native".to_owned();
+        create_namespace(&env, &native_ns, json!({"bench-native": "on"})).await;
+        let compiled = stateward::policy::native::compile(&stateward::policy::Policy::baseline());
+        println!(
+            "native: {} rules compiled ({})",
+            compiled.native.len(),
+            compiled
+                .native
+                .iter()
+                .map(|id| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for object in &compiled.objects {
+            let mut object = object.clone();
+            let plural = if object["kind"] == "ValidatingAdmissionPolicy" {
+                "validatingadmissionpolicies"
+            } else {
+                object["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] =
+                    json!({"bench-native": "on"});
+                "validatingadmissionpolicybindings"
+            };
+            let reply = send(
+                &env.admin,
+                kube::core::Request::new(format!("/apis/admissionregistration.k8s.io/v1/{plural}"))
+                    .create(&PostParams::default(), to_vec(&object)),
+            )
+            .await;
+            assert_eq!(reply.status, 201, "create {plural}: {reply}");
+        }
+        // In effect: a 60-character name is denied there.
+        let waited = Instant::now();
+        let dry_run = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        loop {
+            let reply = send(
+                &env.admin,
+                k8s::statefulsets(&native_ns)
+                    .create(&dry_run, to_vec(&statefulset(&"n".repeat(60)))),
+            )
+            .await;
+            if reply.status == 422 {
+                break;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "the native policies do not deny: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        namespaces.push(("native", native_ns));
+    }
 
     // Both no-op webhooks in effect: a create in its namespace reaches both.
     let waited = Instant::now();
@@ -684,7 +744,7 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
         let (env, which, ns) = (
             env.clone(),
             n % namespaces.len(),
-            namespaces[n % 3].1.clone(),
+            namespaces[n % namespaces.len()].1.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let ok = create_set(&env, &ns, &format!("orders-db-{n:05}"))
@@ -748,6 +808,14 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
         sw99 / noop99,
         noop_reviews(stats).await
     );
+    if native {
+        let (native50, native99) = added(3);
+        println!(
+            "native: added over no webhook p50 {native50:+.2} ms, p99 {native99:+.2} ms; native-added / no-op-added: p50 {:.2}x, p99 {:.2}x",
+            native50 / noop50,
+            native99 / noop99
+        );
+    }
     drop(noop_process);
 }
 
