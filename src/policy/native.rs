@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 use super::SKIP_ANNOTATION;
 use super::config::Policy;
 use super::review::Operation;
-use super::rules::{Action, Check, Mode, NativeRule, RULES, RuleId, RuleInfo, native, sent_when};
+use super::rules::{
+    Action, CelMutation, Check, Mode, NativeRule, RULES, RuleId, RuleInfo, native, sent_when,
+};
 use super::scope::{admission_target, cel_string};
 
 /// The label every compiled object carries (what `kubectl delete -l` and the chart select).
@@ -37,8 +39,11 @@ pub const RULE_LABEL: &str = "stateward.io/rule";
 pub struct Compiled {
     /// `ValidatingAdmissionPolicy` and binding objects, in rule order.
     pub objects: Vec<Value>,
-    /// The rules (on in the policy) that run natively.
+    /// The validation rules (on in the policy) that run natively.
     pub native: Vec<RuleId>,
+    /// The mutations (on in the policy) that run natively (`MutatingAdmissionPolicy`, served
+    /// from Kubernetes 1.36).
+    pub native_mutations: Vec<RuleId>,
     /// The rules (on in the policy) that do not, and why.
     pub not_native: Vec<(RuleId, &'static str)>,
 }
@@ -69,11 +74,32 @@ pub fn compile(policy: &Policy) -> Compiled {
     let mut compiled = Compiled {
         objects: Vec::new(),
         native: Vec::new(),
+        native_mutations: Vec::new(),
         not_native: Vec::new(),
     };
     for info in RULES.iter().copied() {
-        let Action::Validate { check, .. } = info.action else {
-            continue;
+        let check = match info.action {
+            Action::Validate { check, .. } => check,
+            Action::Mutate { .. } => {
+                if !policy.enabled(info.id) {
+                    continue;
+                }
+                match native(info.id, policy) {
+                    NativeRule::Mutation(mutation) => {
+                        compiled.native_mutations.push(info.id);
+                        let name = object_name(info.id, false);
+                        compiled
+                            .objects
+                            .push(mutating_policy(policy, info, &name, &mutation));
+                        compiled.objects.push(mutating_binding(policy, info, &name));
+                    }
+                    NativeRule::No(reason) => compiled.not_native.push((info.id, reason)),
+                    NativeRule::Cel(_) => compiled
+                        .not_native
+                        .push((info.id, "declared as checks, not as a mutation")),
+                }
+                continue;
+            }
         };
         let mode = policy.mode(info.id);
         if mode == Mode::Off {
@@ -91,6 +117,9 @@ pub fn compile(policy: &Policy) -> Compiled {
         }
         match native(info.id, policy) {
             NativeRule::No(reason) => compiled.not_native.push((info.id, reason)),
+            NativeRule::Mutation(_) => compiled
+                .not_native
+                .push((info.id, "declared as a mutation, not as checks")),
             NativeRule::Cel(checks) => {
                 compiled.native.push(info.id);
                 let (advisory, plain): (Vec<_>, Vec<_>) =
@@ -126,30 +155,7 @@ fn validating_policy(
     checks: &[super::rules::CelCheck],
 ) -> Value {
     let (group, resource, base) = admission_target(info).unwrap_or(("", "", None));
-    let operations: Vec<&str> = [Operation::Create, Operation::Update, Operation::Delete]
-        .into_iter()
-        .filter(|op| info.operations.contains(op))
-        .map(Operation::as_str)
-        .collect();
-    let mut conditions = Vec::new();
-    if let Some(base) = base {
-        conditions.push(json!({"name": base.name, "expression": base.expression}));
-    }
-    if let Some(condition) = sent_when(info.id, policy) {
-        conditions.push(json!({"name": "read-by-the-rule", "expression": condition}));
-    }
-    if policy.skippable(info.id) {
-        let subject = "(request.operation == 'DELETE' ? oldObject : object)";
-        let key = cel_string(SKIP_ANNOTATION);
-        conditions.push(json!({
-            "name": "not-skipped",
-            "expression": format!(
-                "!(has({subject}.metadata.annotations) && {key} in {subject}.metadata.annotations && \
-                 {subject}.metadata.annotations[{key}].split(',').exists(s, s.trim() == {}))",
-                cel_string(info.name)
-            ),
-        }));
-    }
+    let conditions = conditions(policy, info, base);
     let prefix = cel_string(&format!("{}: ", info.name));
     let validations: Vec<Value> = checks
         .iter()
@@ -169,17 +175,108 @@ fn validating_policy(
             // A check that cannot be evaluated (a bug in its CEL) refuses only where the rule
             // enforces; elsewhere it is ignored, as the webhook's `Ignore` entries are.
             "failurePolicy": if mode == Mode::Enforce { "Fail" } else { "Ignore" },
-            "matchConstraints": {
-                "resourceRules": [{
-                    "apiGroups": [group],
-                    "apiVersions": ["v1"],
-                    "operations": operations,
-                    "resources": [resource],
-                }],
-            },
+            "matchConstraints": match_constraints(info, group, resource),
             "matchConditions": conditions,
             "validations": validations,
         },
+    })
+}
+
+fn match_constraints(info: &RuleInfo, group: &str, resource: &str) -> Value {
+    let operations: Vec<&str> = [Operation::Create, Operation::Update, Operation::Delete]
+        .into_iter()
+        .filter(|op| info.operations.contains(op))
+        .map(Operation::as_str)
+        .collect();
+    json!({
+        "resourceRules": [{
+            "apiGroups": [group],
+            "apiVersions": ["v1"],
+            "operations": operations,
+            "resources": [resource],
+        }],
+    })
+}
+
+/// The conditions under which a rule's policy runs: the webhook entry's own (pods a
+/// StatefulSet controls), the rule's request condition, and not skipped.
+fn conditions(
+    policy: &Policy,
+    info: &RuleInfo,
+    base: Option<super::scope::MatchCondition>,
+) -> Vec<Value> {
+    let mut conditions = Vec::new();
+    if let Some(base) = base {
+        conditions.push(json!({"name": base.name, "expression": base.expression}));
+    }
+    if let Some(condition) = sent_when(info.id, policy) {
+        conditions.push(json!({"name": "read-by-the-rule", "expression": condition}));
+    }
+    if policy.skippable(info.id) {
+        let subject = "(request.operation == 'DELETE' ? oldObject : object)";
+        let key = cel_string(SKIP_ANNOTATION);
+        conditions.push(json!({
+            "name": "not-skipped",
+            "expression": format!(
+                "!(has({subject}.metadata.annotations) && {key} in {subject}.metadata.annotations && \
+                 {subject}.metadata.annotations[{key}].split(',').exists(s, s.trim() == {}))",
+                cel_string(info.name)
+            ),
+        }));
+    }
+    conditions
+}
+
+fn mutating_policy(policy: &Policy, info: &RuleInfo, name: &str, mutation: &CelMutation) -> Value {
+    let (group, resource, base) = admission_target(info).unwrap_or(("", "", None));
+    let mut conditions = conditions(policy, info, base);
+    for (name, expression) in &mutation.conditions {
+        conditions.push(json!({"name": name, "expression": expression}));
+    }
+    let variables: Vec<Value> = mutation
+        .variables
+        .iter()
+        .map(|(name, expression)| json!({"name": name, "expression": expression}))
+        .collect();
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": labels(info)},
+        "spec": {
+            // Mutations only add defaults: a patch that cannot be made lets the object
+            // through, as the webhook's mutating entries do.
+            "failurePolicy": "Ignore",
+            "reinvocationPolicy": "Never",
+            "matchConstraints": match_constraints(info, group, resource),
+            "matchConditions": conditions,
+            "variables": variables,
+            "mutations": [{
+                "patchType": "JSONPatch",
+                "jsonPatch": {"expression": mutation.json_patch},
+            }],
+        },
+    })
+}
+
+fn mutating_binding(policy: &Policy, info: &RuleInfo, name: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": labels(info)},
+        "spec": {
+            "policyName": name,
+            "matchResources": {"namespaceSelector": excluded(policy)},
+        },
+    })
+}
+
+fn excluded(policy: &Policy) -> Value {
+    json!({
+        "matchExpressions": [{
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": policy.excluded_namespaces,
+        }],
     })
 }
 
@@ -196,15 +293,7 @@ fn binding(policy: &Policy, info: &RuleInfo, name: &str, mode: Mode) -> Value {
         "spec": {
             "policyName": name,
             "validationActions": [action],
-            "matchResources": {
-                "namespaceSelector": {
-                    "matchExpressions": [{
-                        "key": "kubernetes.io/metadata.name",
-                        "operator": "NotIn",
-                        "values": policy.excluded_namespaces,
-                    }],
-                },
-            },
+            "matchResources": {"namespaceSelector": excluded(policy)},
         },
     })
 }

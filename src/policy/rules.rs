@@ -390,6 +390,20 @@ impl CelCheck {
     }
 }
 
+/// A mutation as the API server runs it itself (a `MutatingAdmissionPolicy`), built from
+/// the mutation's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CelMutation {
+    /// `(name, CEL)` conditions under which the mutation changes something (the Rust
+    /// function's own early returns).
+    pub conditions: Vec<(&'static str, String)>,
+    /// `(name, CEL)` variables the patch reads.
+    pub variables: Vec<(&'static str, String)>,
+    /// The patch: CEL returning a list of `JSONPatch` (lists and structs Kubernetes
+    /// treats as atomic cannot be merged by an apply configuration).
+    pub json_patch: String,
+}
+
 /// How a rule runs natively in the API server, as its declaration says.
 #[derive(Clone, Copy)]
 pub enum Native<S> {
@@ -399,12 +413,15 @@ pub enum Native<S> {
     No(&'static str),
     /// Its checks in CEL.
     Cel(fn(&S) -> Vec<CelCheck>),
+    /// A mutation in CEL.
+    Mutation(fn(&S) -> CelMutation),
 }
 
 /// A rule's native form under a policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NativeRule {
     Cel(Vec<CelCheck>),
+    Mutation(CelMutation),
     No(&'static str),
 }
 
@@ -426,6 +443,13 @@ impl<S: Settings> Rule<S> {
         self
     }
 
+    /// Declares a mutation's patch in CEL, beside its Rust: `stateward policy native`
+    /// compiles it into a `MutatingAdmissionPolicy`.
+    pub const fn native_mutation(mut self, mutation: fn(&S) -> CelMutation) -> Rule<S> {
+        self.native = Native::Mutation(mutation);
+        self
+    }
+
     /// Declares that the rule cannot run in the API server, and why.
     pub const fn not_native(mut self, reason: &'static str) -> Rule<S> {
         self.native = Native::No(reason);
@@ -438,6 +462,10 @@ impl<S: Settings> Rule<S> {
             Native::No(reason) => NativeRule::No(reason),
             Native::Cel(checks) => match policy.settings(self) {
                 Some(settings) => NativeRule::Cel(checks(settings)),
+                None => NativeRule::No("its settings are missing from the policy"),
+            },
+            Native::Mutation(mutation) => match policy.settings(self) {
+                Some(settings) => NativeRule::Mutation(mutation(settings)),
                 None => NativeRule::No("its settings are missing from the policy"),
             },
         }

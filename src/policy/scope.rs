@@ -331,9 +331,7 @@ pub(crate) fn admission_target(
 ) -> Option<(&'static str, &'static str, Option<MatchCondition>)> {
     ENTRIES
         .iter()
-        .find(|spec| {
-            spec.webhook == Webhook::Validating && spec.operations.is_none() && (spec.carries)(info)
-        })
+        .find(|spec| spec.operations.is_none() && (spec.carries)(info))
         .map(|spec| {
             (
                 spec.group,

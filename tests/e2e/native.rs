@@ -13,9 +13,10 @@
 //!   set of rules that would deny is compared.
 //!
 //! Compared, over the rules that compiled (the others are the webhook's alone): denied or
-//! not, the rules in the denial, the rules in the warnings, and the object after
-//! admission. The mutations are off on both sides (they are not compiled yet), so that
-//! both validate the same object.
+//! not, the rules in the denial, the rules in the warnings, and the object after admission
+//! (spec and labels). The mutations that compile (MutatingAdmissionPolicy) run on both
+//! sides, with an alias label; the others are off on both sides, so that both validate the
+//! same object.
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -90,6 +91,11 @@ fn normalised(spec: &Value) -> Value {
     serde_json::from_str(&out).unwrap_or(Value::Null)
 }
 
+/// What admission may have changed: the spec and the labels.
+fn admitted_object(body: &Value) -> Value {
+    json!({"spec": normalised(&body["spec"]), "labels": body["metadata"]["labels"].clone()})
+}
+
 fn denied(r: &Reply) -> bool {
     matches!(r.status, 403 | 422)
         && (r.message().contains("denied by stateward")
@@ -114,7 +120,7 @@ fn answer_webhook(r: &Reply, native: &BTreeSet<String>) -> Answer {
             .flat_map(|w| ids_in(w))
             .filter(|id| native.contains(id))
             .collect(),
-        spec: (r.status < 300).then(|| normalised(&r.body["spec"])),
+        spec: (r.status < 300).then(|| admitted_object(&r.body)),
     }
 }
 
@@ -138,7 +144,7 @@ fn answer_native(n: &Reply, nw: &Reply, enforce: &BTreeSet<String>) -> Answer {
         by_others: BTreeSet::new(),
         denied: denied_ids,
         warned,
-        spec: (n.status < 300).then(|| normalised(&n.body["spec"])),
+        spec: (n.status < 300).then(|| admitted_object(&n.body)),
     }
 }
 
@@ -220,7 +226,6 @@ fn for_namespace(value: &Value, ns: &str) -> Value {
             "uid",
             "creationTimestamp",
             "managedFields",
-            "ownerReferences",
         ] {
             meta.remove(key);
         }
@@ -240,7 +245,10 @@ fn for_namespace(value: &Value, ns: &str) -> Value {
 fn bindings_for(objects: &[Value], selector: &str, warn_only: bool) -> Vec<Value> {
     objects
         .iter()
-        .filter(|o| o["kind"] == "ValidatingAdmissionPolicyBinding")
+        .filter(|o| {
+            o["kind"] == "ValidatingAdmissionPolicyBinding"
+                || o["kind"] == "MutatingAdmissionPolicyBinding"
+        })
         .map(|o| {
             let mut b = o.clone();
             b["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] =
@@ -251,7 +259,9 @@ fn bindings_for(objects: &[Value], selector: &str, warn_only: bool) -> Vec<Value
                     b["metadata"]["name"].as_str().unwrap_or_default()
                 );
                 b["metadata"]["name"] = json!(name);
-                b["spec"]["validationActions"] = json!(["Warn"]);
+                if b["kind"] == "ValidatingAdmissionPolicyBinding" {
+                    b["spec"]["validationActions"] = json!(["Warn"]);
+                }
             }
             b
         })
@@ -262,6 +272,8 @@ async fn apply(env: &Env, object: &Value) {
     let plural = match object["kind"].as_str() {
         Some("ValidatingAdmissionPolicy") => "validatingadmissionpolicies",
         Some("ValidatingAdmissionPolicyBinding") => "validatingadmissionpolicybindings",
+        Some("MutatingAdmissionPolicy") => "mutatingadmissionpolicies",
+        Some("MutatingAdmissionPolicyBinding") => "mutatingadmissionpolicybindings",
         other => panic!("unexpected kind {other:?}"),
     };
     let r = send(
@@ -281,6 +293,8 @@ async fn delete_compiled(env: &Env) {
     for plural in [
         "validatingadmissionpolicybindings",
         "validatingadmissionpolicies",
+        "mutatingadmissionpolicybindings",
+        "mutatingadmissionpolicies",
     ] {
         let r = send(
             &env.admin,
@@ -310,28 +324,41 @@ fn differential_policy(profile: &str, excluded: &[String]) -> String {
             excluded.join(", ")
         ),
     );
-    // The mutations are not compiled yet: off on both sides.
+    // The mutations that compile run on both sides (with an alias label, to exercise
+    // it); the others are off on both sides.
     let policy = Policy::from_yaml(&text, profile).expect("policy");
-    let mut off = String::from("  mutations:\n");
+    let compiled = compile(&policy);
+    let mut section = String::from("  mutations:\n");
     for id in RuleId::ALL {
-        if id.info().is_mutation() && policy.enabled(*id) {
-            off.push_str(&format!("    {id}: {{enabled: false}}\n"));
+        if !id.info().is_mutation() || !policy.enabled(*id) {
+            continue;
+        }
+        if *id == RuleId::PodIdentityLabels && compiled.native_mutations.contains(id) {
+            section.push_str(&format!(
+                "    {id}: {{enabled: true, aliasLabels: [{ALIAS}]}}\n"
+            ));
+        } else if !compiled.native_mutations.contains(id) {
+            section.push_str(&format!("    {id}: {{enabled: false}}\n"));
         }
     }
     // The mutations section is the last of baseline and absent from strict.
     let text = match text.find("\n  mutations:\n") {
-        Some(at) => format!("{}\n{off}", &text[..at]),
-        None => format!("{text}{off}"),
+        Some(at) => format!("{}\n{section}", &text[..at]),
+        None => format!("{text}{section}"),
     };
     let policy = Policy::from_yaml(&text, profile).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let compiled = compile(&policy);
     assert!(
-        RuleId::ALL
-            .iter()
-            .all(|id| !id.info().is_mutation() || !policy.enabled(*id)),
-        "mutations still on:\n{text}"
+        RuleId::ALL.iter().all(|id| !id.info().is_mutation()
+            || !policy.enabled(*id)
+            || compiled.native_mutations.contains(id)),
+        "mutations that do not compile still on:\n{text}"
     );
     text
 }
+
+/// The alias label the differential's policy adds to StatefulSet pods.
+const ALIAS: &str = "differential.stateward.io/pod";
 
 #[derive(Default)]
 struct Tally {
@@ -421,11 +448,9 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             &which,
         )
         .await;
-        for object in compiled
-            .objects
-            .iter()
-            .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
-        {
+        for object in compiled.objects.iter().filter(|o| {
+            o["kind"] == "ValidatingAdmissionPolicy" || o["kind"] == "MutatingAdmissionPolicy"
+        }) {
             apply(env, object).await;
         }
         for binding in bindings_for(&compiled.objects, &format!("{profile}-native"), false)
@@ -535,6 +560,51 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             );
         }
 
+        // Pods the StatefulSet controller would create: the identity labels.
+        let owned = |name: &str, labels: Value| {
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {
+                    "name": name, "labels": labels,
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                        "uid": "00000000-0000-0000-0000-000000000001", "controller": true}]
+                },
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+            })
+        };
+        for (what, pod) in [
+            ("pod db-7 of set db", owned("db-7", json!({"app": "db"}))),
+            (
+                "pod db-x of set db (no ordinal)",
+                owned("db-x", json!({"app": "db"})),
+            ),
+            (
+                "pod db-8 with its alias label set",
+                owned("db-8", json!({"app": "db", ALIAS: "mine"})),
+            ),
+            ("pod db-9 without labels", {
+                let mut p = owned("db-9", json!({}));
+                p["metadata"].as_object_mut().map(|m| m.remove("labels"));
+                p
+            }),
+        ] {
+            let mut replies = Vec::new();
+            for ns in [w, n, nw] {
+                replies.push(
+                    send(
+                        &env.admin,
+                        pods(ns).create(&dry(), to_vec(&for_namespace(&pod, ns))),
+                    )
+                    .await,
+                );
+            }
+            compare(
+                &mut tally,
+                &format!("{profile} CREATE {what}"),
+                &answer_webhook(&replies[0], &native),
+                &answer_native(&replies[1], &replies[2], &enforce),
+            );
+        }
         let patches: Vec<(&str, Value)> = vec![
             ("scale-down 3 -> 1", json!({"spec": {"replicas": 1}})),
             (

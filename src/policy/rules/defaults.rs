@@ -24,7 +24,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::statefulset::HOSTNAME_KEY;
-use super::{Added, Mutation, Rule, RuleId, RuleInfo, Target, mutate};
+use super::{Added, CelMutation, Mutation, Rule, RuleId, RuleInfo, Target, mutate};
 use crate::policy::config::Policy;
 use crate::policy::labels::selector_is_empty;
 use crate::policy::review::Resource;
@@ -199,7 +199,8 @@ pub static POD_MANAGEMENT_POLICY: Rule<PodManagementToggle> = Rule::new(RuleInfo
     ),
     skippable: true,
     summary: "adds spec.podManagementPolicy (policy value, OrderedReady unless set)",
-});
+})
+.not_native(DEFAULTED_BEFORE_ADMISSION);
 
 pub fn pod_management_policy(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
     let value = policy
@@ -241,7 +242,8 @@ pub static UPDATE_STRATEGY: Rule<Toggle> = Rule::new(RuleInfo {
     ),
     skippable: true,
     summary: "adds spec.updateStrategy RollingUpdate with partition 0",
-});
+})
+.not_native(DEFAULTED_BEFORE_ADMISSION);
 
 pub fn update_strategy(_policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
     let spec = &mut sts.spec;
@@ -327,7 +329,57 @@ pub static ANTI_AFFINITY: Rule<AntiAffinityToggle> = Rule::new(RuleInfo {
     action: mutate(true, Mutation::StatefulSet(anti_affinity), AFFINITY_TARGET),
     skippable: true,
     summary: "adds preferred pod anti-affinity on kubernetes.io/hostname when none exists",
-});
+})
+.native_mutation(native_anti_affinity);
+
+/// Why a default the API server fills in before admission is not compiled.
+const DEFAULTED_BEFORE_ADMISSION: &str = "the API server defaults this field before admission: \
+     telling a value the user set from the default reads managedFields (fieldsV1), which is \
+     left to the webhook";
+
+/// Natively: the same preferred term, added where [`anti_affinity`] adds it. A JSON patch,
+/// because Kubernetes merges neither the list of terms nor a label selector.
+fn native_anti_affinity(params: &AntiAffinityToggle) -> CelMutation {
+    let key = crate::policy::scope::cel_string(params.topology_key());
+    CelMutation {
+        conditions: vec![
+            (
+                "selector-not-empty",
+                "has(object.spec.selector) && \
+                 ((has(object.spec.selector.matchLabels) && size(object.spec.selector.matchLabels) > 0) || \
+                 (has(object.spec.selector.matchExpressions) && size(object.spec.selector.matchExpressions) > 0))"
+                    .into(),
+            ),
+            (
+                "no-pod-anti-affinity",
+                "!(has(object.spec.template.spec.affinity) && \
+                 has(object.spec.template.spec.affinity.podAntiAffinity))"
+                    .into(),
+            ),
+            (
+                "no-spread-on-the-key",
+                format!(
+                    "!(has(object.spec.template.spec.topologySpreadConstraints) && \
+                     object.spec.template.spec.topologySpreadConstraints.exists(c, c.topologyKey == {key}))"
+                ),
+            ),
+        ],
+        variables: vec![(
+            "term",
+            format!(
+                "{{'weight': dyn({}), 'podAffinityTerm': dyn({{'topologyKey': dyn({key}), \
+                 'labelSelector': dyn(object.spec.selector)}})}}",
+                params.weight()
+            ),
+        )],
+        json_patch: "has(object.spec.template.spec.affinity) \
+             ? [JSONPatch{op: 'add', path: '/spec/template/spec/affinity/podAntiAffinity', \
+                value: {'preferredDuringSchedulingIgnoredDuringExecution': [variables.term]}}] \
+             : [JSONPatch{op: 'add', path: '/spec/template/spec/affinity', \
+                value: {'podAntiAffinity': {'preferredDuringSchedulingIgnoredDuringExecution': [variables.term]}}}]"
+            .into(),
+    }
+}
 
 pub fn anti_affinity(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
     let params = policy.settings(&ANTI_AFFINITY)?;
@@ -427,7 +479,8 @@ pub static CLAIM_RETENTION: Rule<RetentionToggle> = Rule::new(RuleInfo {
     ),
     skippable: true,
     summary: "adds spec.persistentVolumeClaimRetentionPolicy from the policy",
-});
+})
+.not_native(DEFAULTED_BEFORE_ADMISSION);
 
 pub fn claim_retention(policy: &Policy, sts: &mut StatefulSet) -> Option<Added> {
     let params = policy.settings(&CLAIM_RETENTION)?;
@@ -529,7 +582,62 @@ pub static IDENTITY_LABELS: Rule<IdentityLabelsToggle> = Rule::new(RuleInfo {
     action: mutate(true, Mutation::Pod(identity_labels), POD_LABELS_TARGET),
     skippable: true,
     summary: "adds pod-name, pod-index and alias labels to StatefulSet pods",
-});
+})
+.native_mutation(native_identity_labels);
+
+/// Natively: each label [`identity_labels`] adds, when the pod does not carry it (the map
+/// of labels merges key by key).
+fn native_identity_labels(params: &IdentityLabelsToggle) -> CelMutation {
+    use crate::policy::scope::cel_string;
+    let absent = |key: &str| {
+        let key = cel_string(key);
+        format!("!(has(object.metadata.labels) && {key} in object.metadata.labels)")
+    };
+    let mut entries = vec![
+        format!(
+            "?{}: {} ? optional.of(dyn(variables.name)) : optional.none()",
+            cel_string(POD_NAME_LABEL),
+            absent(POD_NAME_LABEL)
+        ),
+        format!(
+            "?{}: ({} && variables.name.startsWith(variables.prefix) && \
+             variables.name.substring(size(variables.prefix)).matches('^[0-9]+$')) \
+             ? optional.of(dyn(variables.name.substring(size(variables.prefix)))) : optional.none()",
+            cel_string(POD_INDEX_LABEL),
+            absent(POD_INDEX_LABEL)
+        ),
+    ];
+    for alias in params.alias_labels.iter().flatten() {
+        entries.push(format!(
+            "?{}: {} ? optional.of(dyn(variables.name)) : optional.none()",
+            cel_string(alias),
+            absent(alias)
+        ));
+    }
+    CelMutation {
+        conditions: vec![(
+            "named",
+            "has(object.metadata.name) && object.metadata.name != ''".into(),
+        )],
+        variables: vec![
+            ("name", "string(object.metadata.name)".into()),
+            (
+                "prefix",
+                "string(object.metadata.ownerReferences.filter(r, r.kind == 'StatefulSet' && \
+                 has(r.controller) && r.controller)[0].name) + '-'"
+                    .into(),
+            ),
+            ("labels", format!("{{{}}}", entries.join(", "))),
+        ],
+        // One add per label: `/metadata/labels` may not exist yet.
+        json_patch: "has(object.metadata.labels) \
+             ? variables.labels.map(k, JSONPatch{op: 'add', \
+                 path: '/metadata/labels/' + jsonpatch.escapeKey(k), value: variables.labels[k]}) \
+             : (size(variables.labels) > 0 \
+                 ? [JSONPatch{op: 'add', path: '/metadata/labels', value: variables.labels}] : [])"
+            .into(),
+    }
+}
 
 pub fn identity_labels(policy: &Policy, pod: &mut Pod) -> Option<Added> {
     let set = controlling_statefulset(pod)?.to_owned();
