@@ -9,11 +9,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{CU, Check, Header, Input, Mode, Rule, RuleId, RuleInfo, Sink, validate};
+use super::{CU, CelCheck, Check, Header, Input, Mode, Rule, RuleId, RuleInfo, Sink, validate};
 use crate::policy::context::ContextKind;
 use crate::policy::labels::{Labels, selector_is_empty, selector_matches};
 use crate::policy::names::is_dns1123_label;
 use crate::policy::review::{Kind, Operation};
+use crate::policy::scope::{cel_list, cel_string};
 use crate::policy::settings::{Invalid, Plain, Settings, Switch, check_not_empty};
 
 /// The longest StatefulSet name: pods carry `controller-revision-hash=<name>-<10-char hash>`
@@ -92,7 +93,8 @@ pub static NAME_LENGTH: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Enforce, Check::StatefulSet(name_length)),
     skippable: false,
     summary: "name at most 52 characters and <name>-<highest ordinal> at most 63, or pods are never created",
-});
+})
+.native(native_name_length);
 
 pub fn name_length(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(name) = input.object.metadata.name.as_deref() else {
@@ -137,7 +139,8 @@ pub static SERVICE_NAME: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Enforce, Check::StatefulSet(service_name)),
     skippable: false,
     summary: "spec.serviceName is a DNS-1123 label (warns when absent): it is every pod's DNS subdomain",
-});
+})
+.native(native_service_name);
 
 pub fn service_name(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let field = "spec.serviceName";
@@ -166,7 +169,8 @@ pub static HEADLESS_SERVICE: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(headless_service)),
     skippable: true,
     summary: "the Service named by serviceName exists, is headless and selects the set's pods",
-});
+})
+.not_native("it reads the Service that spec.serviceName names (another object)");
 
 pub fn headless_service(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(name) = spec(input.object)
@@ -245,7 +249,8 @@ pub static SELECTOR_MATCHES_TEMPLATE: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Enforce, Check::StatefulSet(selector_matches_template)),
     skippable: false,
     summary: "spec.selector selects the pod template's labels",
-});
+})
+.native(native_selector_matches_template);
 
 pub fn selector_matches_template(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(spec) = spec(input.object) else {
@@ -282,7 +287,8 @@ pub static CLAIM_TEMPLATES_MOUNTED: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Enforce, Check::StatefulSet(claim_templates_mounted)),
     skippable: false,
     summary: "every claim template is mounted (or a volumeDevice) and every mount and device resolves",
-});
+})
+.native(native_claim_templates_mounted);
 
 /// A claim template is used when a container mounts it (`volumeMounts`, filesystem mode) or
 /// lists it as a raw device (`volumeDevices`, `volumeMode: Block`: Ceph OSDs, databases on
@@ -420,7 +426,8 @@ pub static CLAIM_TEMPLATE_STORAGE: Rule<StorageRule> = Rule::new(RuleInfo {
     action: validate(Mode::Enforce, Check::StatefulSet(claim_template_storage)),
     skippable: false,
     summary: "claim templates request storage and accessModes; storageClassName set (and allowed)",
-});
+})
+.native(native_claim_template_storage);
 
 pub fn claim_template_storage(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(settings) = input.policy.settings(&CLAIM_TEMPLATE_STORAGE) else {
@@ -483,7 +490,8 @@ pub static CLAIM_TEMPLATE_ACCESS_MODE: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(claim_template_access_mode)),
     skippable: true,
     summary: "per-pod storage uses ReadWriteOnce or ReadWriteOncePod, not ReadWriteMany/ReadOnlyMany",
-});
+})
+.native(native_claim_template_access_mode);
 
 pub fn claim_template_access_mode(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     for (i, claim) in claim_templates(input.object).iter().enumerate() {
@@ -560,7 +568,8 @@ pub static TERMINATION_GRACE_PERIOD: Rule<GraceRule> = Rule::new(RuleInfo {
     action: validate(Mode::Enforce, Check::StatefulSet(termination_grace_period)),
     skippable: false,
     summary: "terminationGracePeriodSeconds is not 0 (and within minSeconds/maxSeconds)",
-});
+})
+.native(native_termination_grace_period);
 
 pub fn termination_grace_period(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
@@ -614,7 +623,8 @@ pub static READINESS_PROBE: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(readiness_probe)),
     skippable: true,
     summary: "every container has a readinessProbe, different from its livenessProbe",
-});
+})
+.native(native_readiness_probe);
 
 pub fn readiness_probe(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
@@ -680,7 +690,8 @@ pub static RESOURCES: Rule<ResourcesRule> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(resources)),
     skippable: true,
     summary: "every container requests cpu and memory (limits when the policy requires them)",
-});
+})
+.native(native_resources);
 
 pub fn resources(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
@@ -825,7 +836,8 @@ pub static ANTI_AFFINITY: Rule<AntiAffinityRule> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(anti_affinity)),
     skippable: true,
     summary: "with 2+ replicas, pod anti-affinity or topology spread on the hostname key",
-});
+})
+.native(native_anti_affinity);
 
 pub fn anti_affinity(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let replicas = replicas(input.object);
@@ -875,7 +887,8 @@ pub static ANTI_AFFINITY_SELECTS_SELF: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(anti_affinity_selects_self)),
     skippable: true,
     summary: "every pod anti-affinity term selects the set's own pods",
-});
+})
+.native(native_anti_affinity_selects_self);
 
 /// Flags anti-affinity terms that miss the set's own pods, when no term selects them: a
 /// term that keeps the pods away from *other* workloads is fine beside one that keeps
@@ -916,7 +929,8 @@ pub static UPDATE_STRATEGY: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(update_strategy)),
     skippable: true,
     summary: "no partition above replicas, no OnDelete, no maxUnavailable with OrderedReady",
-});
+})
+.native(native_update_strategy);
 
 pub fn update_strategy(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(spec) = spec(input.object) else {
@@ -969,7 +983,8 @@ pub static SECURITY_CONTEXT: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(security_context)),
     skippable: true,
     summary: "runAsNonRoot: true and allowPrivilegeEscalation: false",
-});
+})
+.native(native_security_context);
 
 pub fn security_context(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(pod) = pod_spec(input.object) else {
@@ -1015,7 +1030,8 @@ pub static ROLLOUT_STUCK: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(rollout_stuck)),
     skippable: true,
     summary: "template changed while pods are not ready under OrderedReady: stuck pods need deleting",
-});
+})
+.native(native_rollout_stuck);
 
 pub fn rollout_stuck(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let (Some(old), Some(new_spec)) = (input.old, spec(input.object)) else {
@@ -1119,7 +1135,8 @@ pub static SCALE_DOWN_RETAINS_CLAIMS: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Warn, Check::StatefulSet(scale_down_retains_claims)),
     skippable: true,
     summary: "scale-down keeps the removed pods' PVCs: names them and how to collect them",
-});
+})
+.native(native_scale_down_retains_claims);
 
 pub fn scale_down_retains_claims(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let Some(old) = input.old else {
@@ -1182,7 +1199,8 @@ pub static POD_DISRUPTION_BUDGET: Rule<Plain> = Rule::new(RuleInfo {
     action: validate(Mode::Audit, Check::StatefulSet(pod_disruption_budget)),
     skippable: true,
     summary: "with 2+ replicas, a PodDisruptionBudget selects the pods",
-});
+})
+.not_native("it reads the namespace's PodDisruptionBudgets (other objects)");
 
 pub fn pod_disruption_budget(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     let replicas = replicas(input.object);
@@ -1217,6 +1235,515 @@ pub fn pod_disruption_budget(input: &Input<'_, StatefulSet>, out: &mut Sink) {
             ),
         );
     }
+}
+
+// The rules' native forms: CEL over the API server's `object` (the StatefulSet after
+// defaulting and mutation, schema-typed: an unset field is tested with `has()` before it
+// is read, as reading it is an error) and `oldObject`, deciding what each function above
+// decides. Each [`CelCheck`] holds when the object passes; `tests/native_cel.rs` holds
+// them to the functions on the fixtures, the corpus and hand-made cases.
+
+/// The pod template's spec.
+const POD: &str = "object.spec.template.spec";
+/// `spec.replicas`, 1 when unset (as [`replicas`]).
+const REPLICAS: &str = "(has(object.spec.replicas) ? object.spec.replicas : 1)";
+/// The claim templates.
+const CLAIMS: &str = "object.spec.volumeClaimTemplates";
+/// Whether the pod template has labels.
+const HAS_LABELS: &str =
+    "(has(object.spec.template.metadata) && has(object.spec.template.metadata.labels))";
+/// The pod template's labels (guarded by [`HAS_LABELS`]).
+const LABELS: &str = "object.spec.template.metadata.labels";
+
+/// CEL: `selector` (a LabelSelector expression that is set) selects the labels `labels`
+/// (a map read only where `has_labels` holds), with kube's semantics as
+/// [`selector_matches`] applies them: matchLabels equal, `In`/`NotIn` (which need
+/// `values`), `Exists`, `DoesNotExist`; any other operator selects nothing.
+fn cel_selects(selector: &str, labels: &str, has_labels: &str) -> String {
+    let key_in = format!("({has_labels} && e.key in {labels})");
+    format!(
+        "((!has({selector}.matchLabels) || {selector}.matchLabels.all(k, {has_labels} && k in {labels} && \
+         {labels}[k] == {selector}.matchLabels[k])) && \
+         (!has({selector}.matchExpressions) || {selector}.matchExpressions.all(e, \
+         e.operator == 'In' ? (has(e.values) && {key_in} && {labels}[e.key] in e.values) : \
+         (e.operator == 'NotIn' ? (has(e.values) && !({key_in} && {labels}[e.key] in e.values)) : \
+         (e.operator == 'Exists' ? {key_in} : (e.operator == 'DoesNotExist' ? !{key_in} : false))))))"
+    )
+}
+
+/// CEL: `selector` (set) has no terms (selects everything).
+fn cel_selector_empty(selector: &str) -> String {
+    format!(
+        "((!has({selector}.matchLabels) || size({selector}.matchLabels) == 0) && \
+         (!has({selector}.matchExpressions) || size({selector}.matchExpressions) == 0))"
+    )
+}
+
+/// CEL: `check` (over `c`) holds for every init and app container of the pod template
+/// (nothing to check without one).
+fn every_container(check: &str) -> String {
+    format!(
+        "!has({POD}) || ((!has({POD}.initContainers) || {POD}.initContainers.all(c, {check})) && \
+         (!has({POD}.containers) || {POD}.containers.all(c, {check})))"
+    )
+}
+
+/// CEL string: the name of the first init or app container for which `check` (over `c`)
+/// fails (used in messages, where it does).
+fn first_failing_container(check: &str) -> String {
+    format!(
+        "(has({POD}.initContainers) && {POD}.initContainers.exists(c, !({check})) ? \
+         {POD}.initContainers.filter(c, !({check}))[0].name : \
+         {POD}.containers.filter(c, !({check}))[0].name)"
+    )
+}
+
+/// CEL: `check` (over `t`) holds for every claim template.
+fn every_claim(check: &str) -> String {
+    format!("!has({CLAIMS}) || {CLAIMS}.all(t, {check})")
+}
+
+/// CEL string: the name of the first claim template for which `check` (over `t`) fails.
+fn first_failing_claim(check: &str) -> String {
+    format!(
+        "{CLAIMS}.filter(t, !({check})).map(t, has(t.metadata) && has(t.metadata.name) ? t.metadata.name : '')[0]"
+    )
+}
+
+fn native_name_length(_: &Plain) -> Vec<CelCheck> {
+    let name = "object.metadata.name";
+    let start = "(has(object.spec.ordinals) && has(object.spec.ordinals.start) ? object.spec.ordinals.start : 0)";
+    let highest = format!("{name} + '-' + string({start} + {REPLICAS} - 1)");
+    vec![
+        CelCheck::new(
+            format!("!has({name}) || size({name}) <= {MAX_NAME_LEN}"),
+            format!(
+                "'metadata.name \"' + {name} + '\" is ' + string(size({name})) + ' characters; \
+                 StatefulSet names must be at most {MAX_NAME_LEN} (pods carry \
+                 controller-revision-hash=<name>-<10-char hash>, at most 63): shorten the name'"
+            ),
+        ),
+        // The pod name is counted in bytes, as the Rust does (names are ASCII anyway).
+        CelCheck::new(
+            format!(
+                "!has({name}) || size({name}) > {MAX_NAME_LEN} || {REPLICAS} <= 0 || \
+                 size(bytes({highest})) <= 63"
+            ),
+            format!(
+                "'the highest pod name \"' + {highest} + '\" is ' + string(size(bytes({highest}))) + \
+                 ' characters; pod names become the statefulset.kubernetes.io/pod-name label (at \
+                 most 63): shorten the name or lower spec.ordinals.start/replicas'"
+            ),
+        ),
+    ]
+}
+
+fn native_service_name(_: &Plain) -> Vec<CelCheck> {
+    let name = "object.spec.serviceName";
+    let set = format!("(has({name}) && {name} != '')");
+    vec![
+        CelCheck::advisory(
+            set.clone(),
+            "'spec.serviceName is not set: pods get no stable DNS name \
+             (<pod>.<service>.<namespace>.svc); name a headless Service'",
+        ),
+        CelCheck::new(
+            format!(
+                "!{set} || (size({name}) <= 63 && {name}.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
+            ),
+            format!(
+                "'spec.serviceName \"' + {name} + '\" is not a DNS-1123 label (lower-case letters, \
+                 digits and -, at most 63): it becomes each pod\\'s spec.subdomain; rename it'"
+            ),
+        ),
+    ]
+}
+
+fn native_selector_matches_template(_: &Plain) -> Vec<CelCheck> {
+    let selector = "object.spec.selector";
+    let empty = cel_selector_empty(selector);
+    vec![
+        CelCheck::new(
+            format!("has({selector}) && !{empty}"),
+            "'spec.selector is empty: the API rejects it; select the pod template\\'s labels \
+             (matchLabels)'",
+        ),
+        CelCheck::new(
+            format!(
+                "!has({selector}) || {empty} || {}",
+                cel_selects(selector, LABELS, HAS_LABELS)
+            ),
+            "'spec.selector does not select the pod template labels: the set would never own its \
+             pods; make spec.template.metadata.labels match the selector'",
+        ),
+    ]
+}
+
+fn native_claim_templates_mounted(_: &Plain) -> Vec<CelCheck> {
+    let claim = "(has(t.metadata) && has(t.metadata.name) ? t.metadata.name : '')";
+    let uses = |list: &str| {
+        format!(
+            "(has({POD}.{list}) && {POD}.{list}.exists(c, \
+             (has(c.volumeMounts) && c.volumeMounts.exists(m, m.name == {claim})) || \
+             (has(c.volumeDevices) && c.volumeDevices.exists(d, d.name == {claim}))))"
+        )
+    };
+    let used = format!(
+        "{claim} == '' || {} || {}",
+        uses("initContainers"),
+        uses("containers")
+    );
+    let known = |name: &str| {
+        format!(
+            "((has({POD}.volumes) && {POD}.volumes.exists(v, v.name == {name})) || \
+             (has({CLAIMS}) && {CLAIMS}.exists(t, {claim} == {name})))"
+        )
+    };
+    let mounts = format!(
+        "!has(c.volumeMounts) || c.volumeMounts.all(m, {})",
+        known("m.name")
+    );
+    let devices = format!(
+        "!has(c.volumeDevices) || c.volumeDevices.all(d, {})",
+        known("d.name")
+    );
+    vec![
+        CelCheck::new(
+            format!("!has({POD}) || {}", every_claim(&used)),
+            format!(
+                "'claim template \"' + {} + '\" is used by no container: add a volumeMount (or, \
+                 for volumeMode Block, a volumeDevice) with its name or remove the template'",
+                first_failing_claim(&used)
+            ),
+        ),
+        CelCheck::new(
+            every_container(&mounts),
+            format!(
+                "'container \"' + {} + '\" mounts a volume that is neither a pod volume nor a \
+                 claim template: add the volume or fix the name'",
+                first_failing_container(&mounts)
+            ),
+        ),
+        CelCheck::new(
+            every_container(&devices),
+            format!(
+                "'container \"' + {} + '\" uses a device that is neither a pod volume nor a \
+                 claim template: add the volume or fix the name'",
+                first_failing_container(&devices)
+            ),
+        ),
+    ]
+}
+
+fn native_claim_template_storage(settings: &StorageRule) -> Vec<CelCheck> {
+    let allowed: &[String] = settings
+        .allowed_storage_classes
+        .as_deref()
+        .unwrap_or_default();
+    let sized = "has(t.spec) && has(t.spec.resources) && has(t.spec.resources.requests) && \
+                 'storage' in t.spec.resources.requests";
+    let modes = "has(t.spec) && has(t.spec.accessModes) && size(t.spec.accessModes) > 0";
+    let in_spec = "(has(t.spec) && has(t.spec.storageClassName))";
+    let annotation = cel_string(CLASS_ANNOTATION);
+    let in_annotation = format!(
+        "(has(t.metadata) && has(t.metadata.annotations) && {annotation} in t.metadata.annotations)"
+    );
+    let named = format!("({in_spec} || {in_annotation})");
+    let class =
+        format!("({in_spec} ? t.spec.storageClassName : t.metadata.annotations[{annotation}])");
+    let mut checks = vec![
+        CelCheck::new(
+            every_claim(sized),
+            format!(
+                "'claim template \"' + {} + '\" requests no storage size: set \
+                 resources.requests.storage (e.g. 10Gi)'",
+                first_failing_claim(sized)
+            ),
+        ),
+        CelCheck::new(
+            every_claim(modes),
+            format!(
+                "'claim template \"' + {} + '\" has no accessModes: set [ReadWriteOnce] or \
+                 [ReadWriteOncePod]'",
+                first_failing_claim(modes)
+            ),
+        ),
+        CelCheck::advisory(
+            every_claim(&named),
+            format!(
+                "'claim template \"' + {} + '\" sets no storageClassName: the cluster default \
+                 class (or a pre-provisioned PV) is used; name the class'",
+                first_failing_claim(&named)
+            ),
+        ),
+    ];
+    if !allowed.is_empty() {
+        let ok = format!("!{named} || {class} in {}", cel_list(allowed));
+        checks.push(CelCheck::new(
+            every_claim(&ok),
+            format!(
+                "'claim template \"' + {} + '\" uses a storage class the policy does not allow; \
+                 use one of: ' + {}",
+                first_failing_claim(&ok),
+                cel_string(&allowed.join(", "))
+            ),
+        ));
+    }
+    checks
+}
+
+fn native_claim_template_access_mode(_: &Plain) -> Vec<CelCheck> {
+    let ok = "!has(t.spec) || !has(t.spec.accessModes) || \
+              !t.spec.accessModes.exists(m, m == 'ReadWriteMany' || m == 'ReadOnlyMany')";
+    vec![CelCheck::new(
+        every_claim(ok),
+        format!(
+            "'claim template \"' + {} + '\" asks for ReadWriteMany or ReadOnlyMany, but each pod \
+             gets its own claim: use ReadWriteOnce or ReadWriteOncePod'",
+            first_failing_claim(ok)
+        ),
+    )]
+}
+
+fn native_termination_grace_period(settings: &GraceRule) -> Vec<CelCheck> {
+    let field = format!("{POD}.terminationGracePeriodSeconds");
+    let value = format!("(has({field}) ? {field} : {DEFAULT_GRACE_SECONDS})");
+    let shown =
+        format!("(has({field}) ? string({field}) : 'unset (defaults to {DEFAULT_GRACE_SECONDS})')");
+    let mut checks = vec![CelCheck::new(
+        format!("!has({POD}) || {value} != 0"),
+        "'terminationGracePeriodSeconds is 0: pods are killed without a graceful shutdown, which \
+         is unsafe for stateful workloads; set it to the time the app needs to stop'",
+    )];
+    if let Some(min) = settings.min_seconds {
+        checks.push(CelCheck::new(
+            format!("!has({POD}) || {value} == 0 || {value} >= {min}"),
+            format!(
+                "'terminationGracePeriodSeconds is ' + {shown} + '; the policy requires at least {min}'"
+            ),
+        ));
+    }
+    if let Some(max) = settings.max_seconds {
+        checks.push(CelCheck::new(
+            format!("!has({POD}) || {value} == 0 || {value} <= {max}"),
+            format!(
+                "'terminationGracePeriodSeconds is ' + {shown} + '; the policy allows at most {max}'"
+            ),
+        ));
+    }
+    checks
+}
+
+fn native_readiness_probe(_: &Plain) -> Vec<CelCheck> {
+    let app = |check: &str| {
+        format!("!has({POD}) || !has({POD}.containers) || {POD}.containers.all(c, {check})")
+    };
+    let first = |check: &str| format!("{POD}.containers.filter(c, !({check}))[0].name");
+    let present = "has(c.readinessProbe)";
+    let differs =
+        "!has(c.readinessProbe) || !has(c.livenessProbe) || c.readinessProbe != c.livenessProbe";
+    vec![
+        CelCheck::new(
+            app(present),
+            format!(
+                "'container \"' + {} + '\" has no readinessProbe: ordered start and rolling \
+                 updates wait for Ready, so add one'",
+                first(present)
+            ),
+        ),
+        CelCheck::new(
+            app(differs),
+            format!(
+                "'container \"' + {} + '\" uses the same probe for readiness and liveness: a slow \
+                 replica gets restarted instead of taken out of service; make them differ'",
+                first(differs)
+            ),
+        ),
+    ]
+}
+
+fn native_resources(settings: &ResourcesRule) -> Vec<CelCheck> {
+    let required: &[String] = settings.required_limits.as_deref().unwrap_or_default();
+    let requests = "has(c.resources) && has(c.resources.requests) && \
+                    'cpu' in c.resources.requests && 'memory' in c.resources.requests";
+    let mut checks = vec![CelCheck::new(
+        every_container(requests),
+        format!(
+            "'container \"' + {} + '\" requests no cpu or no memory: set resources.requests so \
+             the scheduler reserves capacity'",
+            first_failing_container(requests)
+        ),
+    )];
+    if !required.is_empty() {
+        let limits = format!(
+            "has(c.resources) && has(c.resources.limits) && {}.all(r, r in c.resources.limits)",
+            cel_list(required)
+        );
+        checks.push(CelCheck::new(
+            every_container(&limits),
+            format!(
+                "'container \"' + {} + '\" misses a limit: the policy requires resources.limits \
+                 for ' + {}",
+                first_failing_container(&limits),
+                cel_string(&required.join(", "))
+            ),
+        ));
+    }
+    checks
+}
+
+/// The pod anti-affinity (guarded by [`HAS_ANTI`]).
+const ANTI: &str = "object.spec.template.spec.affinity.podAntiAffinity";
+const HAS_ANTI: &str = "(has(object.spec.template.spec.affinity) && \
+                        has(object.spec.template.spec.affinity.podAntiAffinity))";
+
+/// CEL: some anti-affinity term (required, or a preferred one's podAffinityTerm) satisfies
+/// `check` (over `t`, a PodAffinityTerm).
+fn some_anti_affinity_term(check: &str) -> String {
+    format!(
+        "({HAS_ANTI} && ((has({ANTI}.requiredDuringSchedulingIgnoredDuringExecution) && \
+         {ANTI}.requiredDuringSchedulingIgnoredDuringExecution.exists(t, {check})) || \
+         (has({ANTI}.preferredDuringSchedulingIgnoredDuringExecution) && \
+         {ANTI}.preferredDuringSchedulingIgnoredDuringExecution.exists(w, \
+         has(w.podAffinityTerm) && [w.podAffinityTerm].exists(t, {check})))))"
+    )
+}
+
+fn native_anti_affinity(settings: &AntiAffinityRule) -> Vec<CelCheck> {
+    let key = cel_string(settings.topology_key());
+    let on_key = format!("has(t.topologyKey) && t.topologyKey == {key}");
+    vec![CelCheck::new(
+        format!(
+            "{REPLICAS} < 2 || !has({POD}) || {} || \
+             (has({POD}.topologySpreadConstraints) && {POD}.topologySpreadConstraints.exists(t, {on_key}))",
+            some_anti_affinity_term(&on_key)
+        ),
+        format!(
+            "string({REPLICAS}) + ' replicas may land on one node: add pod anti-affinity or a \
+             topology spread constraint on ' + {key}"
+        ),
+    )]
+}
+
+fn native_anti_affinity_selects_self(_: &Plain) -> Vec<CelCheck> {
+    // A term about other namespaces says nothing about the set's own pods.
+    let own = "!has(t.namespaceSelector) && (!has(t.namespaces) || size(t.namespaces) == 0 || \
+               request.namespace in t.namespaces)";
+    let selects = format!(
+        "has(t.labelSelector) && {}",
+        cel_selects("t.labelSelector", LABELS, HAS_LABELS)
+    );
+    vec![CelCheck::new(
+        format!(
+            "!has({POD}) || {} || !{}",
+            some_anti_affinity_term(&format!("{own} && {selects}")),
+            some_anti_affinity_term(&format!("{own} && !({selects})"))
+        ),
+        "'no pod anti-affinity term selects the set\\'s own pods, so replicas are never kept \
+         apart: select the pod template\\'s labels'",
+    )]
+}
+
+fn native_update_strategy(_: &Plain) -> Vec<CelCheck> {
+    let strategy = "object.spec.updateStrategy";
+    let on_delete = format!("(has({strategy}.type) && {strategy}.type == 'OnDelete')");
+    let rolling = format!("{strategy}.rollingUpdate");
+    let policy =
+        "(has(object.spec.podManagementPolicy) ? object.spec.podManagementPolicy : 'OrderedReady')";
+    vec![
+        CelCheck::new(
+            format!("!has({strategy}) || !{on_delete}"),
+            "'updateStrategy OnDelete: template changes reach a pod only when it is deleted by \
+             hand; use RollingUpdate (with a partition for canaries)'",
+        ),
+        CelCheck::new(
+            format!(
+                "!has({strategy}) || {on_delete} || !has({rolling}) || !has({rolling}.partition) || \
+                 {rolling}.partition <= {REPLICAS}"
+            ),
+            format!(
+                "'partition ' + string({rolling}.partition) + ' is above replicas ' + \
+                 string({REPLICAS}) + ': template changes never roll out; lower the partition to \
+                 release the update'"
+            ),
+        ),
+        CelCheck::new(
+            format!(
+                "!has({strategy}) || {on_delete} || !has({rolling}) || \
+                 !has({rolling}.maxUnavailable) || {policy} != 'OrderedReady'"
+            ),
+            "'maxUnavailable is set but podManagementPolicy is OrderedReady, which still updates \
+             one pod at a time: use Parallel or drop maxUnavailable'",
+        ),
+    ]
+}
+
+fn native_security_context(_: &Plain) -> Vec<CelCheck> {
+    let pod_non_root = format!(
+        "(has({POD}.securityContext) && has({POD}.securityContext.runAsNonRoot) && \
+         {POD}.securityContext.runAsNonRoot)"
+    );
+    let non_root = format!(
+        "(has(c.securityContext) && has(c.securityContext.runAsNonRoot) ? \
+         c.securityContext.runAsNonRoot : {pod_non_root})"
+    );
+    let no_escalation = "has(c.securityContext) && has(c.securityContext.allowPrivilegeEscalation) && \
+                         !c.securityContext.allowPrivilegeEscalation";
+    vec![
+        CelCheck::new(
+            every_container(&non_root),
+            format!(
+                "'container \"' + {} + '\" may run as root: set runAsNonRoot: true (pod or \
+                 container)'",
+                first_failing_container(&non_root)
+            ),
+        ),
+        CelCheck::new(
+            every_container(no_escalation),
+            format!(
+                "'container \"' + {} + '\" allows privilege escalation: set \
+                 allowPrivilegeEscalation: false'",
+                first_failing_container(no_escalation)
+            ),
+        ),
+    ]
+}
+
+fn native_rollout_stuck(_: &Plain) -> Vec<CelCheck> {
+    let wanted = "(has(oldObject.spec.replicas) ? oldObject.spec.replicas : 1)";
+    let ready = "(has(oldObject.status.readyReplicas) ? oldObject.status.readyReplicas : 0)";
+    vec![CelCheck::new(
+        format!(
+            "oldObject == null || oldObject.spec.template == object.spec.template || \
+             (has(object.spec.podManagementPolicy) ? object.spec.podManagementPolicy : 'OrderedReady') != 'OrderedReady' || \
+             (has(object.spec.updateStrategy) && has(object.spec.updateStrategy.type) ? \
+             object.spec.updateStrategy.type : 'RollingUpdate') != 'RollingUpdate' || \
+             !has(oldObject.status) || {ready} >= {wanted}"
+        ),
+        format!(
+            "'template changed while only ' + string({ready}) + ' of ' + string({wanted}) + ' pods \
+             are ready: a rollout stuck on a broken pod never proceeds; after fixing the \
+             template, delete the stuck pods to force the rollback'"
+        ),
+    )]
+}
+
+fn native_scale_down_retains_claims(_: &Plain) -> Vec<CelCheck> {
+    let before = "(has(oldObject.spec.replicas) ? oldObject.spec.replicas : 1)";
+    let retention = "object.spec.persistentVolumeClaimRetentionPolicy";
+    vec![CelCheck::new(
+        format!(
+            "oldObject == null || {REPLICAS} >= {before} || \
+             (has({retention}) && has({retention}.whenScaled) && {retention}.whenScaled == 'Delete') || \
+             {before} <= ({REPLICAS} > 0 ? {REPLICAS} : 0) || \
+             !has({CLAIMS}) || !{CLAIMS}.exists(t, has(t.metadata) && has(t.metadata.name) && t.metadata.name != '')"
+        ),
+        format!(
+            "'scaling ' + string({before}) + '->' + string({REPLICAS}) + ' keeps the removed pods\\' \
+             PVCs (<template>-' + object.metadata.name + '-<ordinal>); delete them when unneeded \
+             (stateward gc) or set persistentVolumeClaimRetentionPolicy.whenScaled: Delete'"
+        ),
+    )]
 }
 
 #[cfg(test)]
