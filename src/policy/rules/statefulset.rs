@@ -1242,6 +1242,12 @@ pub fn pod_disruption_budget(input: &Input<'_, StatefulSet>, out: &mut Sink) {
 // is read, as reading it is an error) and `oldObject`, deciding what each function above
 // decides. Each [`CelCheck`] holds when the object passes; `tests/native_cel.rs` holds
 // them to the functions on the fixtures, the corpus and hand-made cases.
+//
+// The API server type-checks each expression against the StatefulSet's schema (its
+// warnings land in the policy's `status.typeChecking`): it knows no field `requests` or
+// `limits` of a resources object (maps of quantities), and no `!=` between two probes, so
+// those are read through `dyn(..)`, which evaluates the same. Messages never carry a line
+// break (the API server would drop the message, rule id and all).
 
 /// The pod template's spec.
 const POD: &str = "object.spec.template.spec";
@@ -1323,7 +1329,8 @@ fn native_name_length(_: &Plain) -> Vec<CelCheck> {
                  controller-revision-hash=<name>-<10-char hash>, at most 63): shorten the name'"
             ),
         ),
-        // The pod name is counted in bytes, as the Rust does (names are ASCII anyway).
+        // The pod name is counted in bytes, as the Rust does (the API server admits only
+        // ASCII names anyway).
         CelCheck::new(
             format!(
                 "!has({name}) || size({name}) > {MAX_NAME_LEN} || {REPLICAS} <= 0 || \
@@ -1352,8 +1359,9 @@ fn native_service_name(_: &Plain) -> Vec<CelCheck> {
                 "!{set} || (size({name}) <= 63 && {name}.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))"
             ),
             format!(
-                "'spec.serviceName \"' + {name} + '\" is not a DNS-1123 label (lower-case letters, \
-                 digits and -, at most 63): it becomes each pod\\'s spec.subdomain; rename it'"
+                "'spec.serviceName \"' + {name}.replace('\\n', ' ').replace('\\r', ' ') + '\" is \
+                 not a DNS-1123 label (lower-case letters, digits and -, at most 63): it becomes \
+                 each pod\\'s spec.subdomain; rename it'"
             ),
         ),
     ]
@@ -1440,8 +1448,8 @@ fn native_claim_template_storage(settings: &StorageRule) -> Vec<CelCheck> {
         .allowed_storage_classes
         .as_deref()
         .unwrap_or_default();
-    let sized = "has(t.spec) && has(t.spec.resources) && has(t.spec.resources.requests) && \
-                 'storage' in t.spec.resources.requests";
+    let sized = "has(t.spec) && has(t.spec.resources) && has(dyn(t.spec.resources).requests) && \
+                 'storage' in dyn(t.spec.resources).requests";
     let modes = "has(t.spec) && has(t.spec.accessModes) && size(t.spec.accessModes) > 0";
     let in_spec = "(has(t.spec) && has(t.spec.storageClassName))";
     let annotation = cel_string(CLASS_ANNOTATION);
@@ -1540,8 +1548,7 @@ fn native_readiness_probe(_: &Plain) -> Vec<CelCheck> {
     };
     let first = |check: &str| format!("{POD}.containers.filter(c, !({check}))[0].name");
     let present = "has(c.readinessProbe)";
-    let differs =
-        "!has(c.readinessProbe) || !has(c.livenessProbe) || c.readinessProbe != c.livenessProbe";
+    let differs = "!has(c.readinessProbe) || !has(c.livenessProbe) || dyn(c.readinessProbe) != dyn(c.livenessProbe)";
     vec![
         CelCheck::new(
             app(present),
@@ -1564,8 +1571,8 @@ fn native_readiness_probe(_: &Plain) -> Vec<CelCheck> {
 
 fn native_resources(settings: &ResourcesRule) -> Vec<CelCheck> {
     let required: &[String] = settings.required_limits.as_deref().unwrap_or_default();
-    let requests = "has(c.resources) && has(c.resources.requests) && \
-                    'cpu' in c.resources.requests && 'memory' in c.resources.requests";
+    let requests = "has(c.resources) && has(dyn(c.resources).requests) && \
+                    'cpu' in dyn(c.resources).requests && 'memory' in dyn(c.resources).requests";
     let mut checks = vec![CelCheck::new(
         every_container(requests),
         format!(
@@ -1576,7 +1583,7 @@ fn native_resources(settings: &ResourcesRule) -> Vec<CelCheck> {
     )];
     if !required.is_empty() {
         let limits = format!(
-            "has(c.resources) && has(c.resources.limits) && {}.all(r, r in c.resources.limits)",
+            "has(c.resources) && has(dyn(c.resources).limits) && {}.all(r, r in dyn(c.resources).limits)",
             cel_list(required)
         );
         checks.push(CelCheck::new(
