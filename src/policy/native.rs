@@ -163,6 +163,8 @@ fn validating_policy(
             json!({
                 "expression": check.expression,
                 "messageExpression": format!("{prefix} + ({})", check.message),
+                // What the API server says if the message itself cannot be evaluated.
+                "message": format!("{}: {}", info.name, info.summary),
                 "reason": "Invalid",
             })
         })
@@ -270,7 +272,12 @@ fn mutating_binding(policy: &Policy, info: &RuleInfo, name: &str) -> Value {
     })
 }
 
+/// The binding's namespaceSelector: every namespace but the policy's excluded ones (an
+/// empty `NotIn` is invalid, so no exclusion is an empty selector).
 fn excluded(policy: &Policy) -> Value {
+    if policy.excluded_namespaces.is_empty() {
+        return json!({});
+    }
     json!({
         "matchExpressions": [{
             "key": "kubernetes.io/metadata.name",

@@ -588,26 +588,26 @@ pub async fn serve_with_webhooks(env: &Env, name: &str, policy: &Path, which: &W
     let spec = Spec::new(
         name,
         stateward_binary(),
-        native_rules
-            .into_iter()
-            .chain([
-                "serve".into(),
-                "--policy".into(),
-                policy.display().to_string(),
-                "--listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--admin-listen".into(),
-                format!("127.0.0.1:{admin}"),
-                "--tls-cert".into(),
-                cert.display().to_string(),
-                "--tls-key".into(),
-                key.display().to_string(),
-                "--cluster".into(),
-                "off".into(),
-                "--log-format".into(),
-                "json".into(),
-            ])
-            .collect(),
+        [
+            "serve".into(),
+            "--policy".into(),
+            policy.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin}"),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+            "--cluster".into(),
+            "off".into(),
+            "--log-format".into(),
+            "json".into(),
+        ]
+        .into_iter()
+        .chain(native_rules)
+        .collect(),
     );
     let proc = Proc::start(&spec, &dir);
     let admin_addr: SocketAddr = ([127, 0, 0, 1], admin).into();

@@ -124,17 +124,28 @@ fn answer_webhook(r: &Reply, native: &BTreeSet<String>) -> Answer {
     }
 }
 
-/// The native answer: refused or not from N, the sets from NW's warnings (a warning of a
-/// policy whose rule enforces is a denial there).
-fn answer_native(n: &Reply, nw: &Reply, enforce: &BTreeSet<String>) -> Answer {
+/// The native answer: refused or not from N; the sets from the rule namespaces, where each
+/// compiled rule alone is bound at `Warn` (the API server reports only the first policy that
+/// denies, and keeps at most 4 KiB of warnings): a warning of a rule's own policy where the
+/// rule enforces is a denial, any other a warning.
+fn answer_native(
+    n: &Reply,
+    by_rule: &[Reply],
+    rules: &[String],
+    enforce: &BTreeSet<String>,
+) -> Answer {
     let mut denied_ids = BTreeSet::new();
     let mut warned = BTreeSet::new();
-    for w in &nw.warnings {
-        if let Some((rule, advisory)) = policy_rule(w) {
-            if !advisory && enforce.contains(&rule) {
-                denied_ids.insert(rule);
-            } else {
-                warned.insert(rule);
+    for (reply, rule) in by_rule.iter().zip(rules) {
+        for w in &reply.warnings {
+            if let Some((named, advisory)) = policy_rule(w)
+                && &named == rule
+            {
+                if !advisory && enforce.contains(rule) {
+                    denied_ids.insert(named);
+                } else {
+                    warned.insert(named);
+                }
             }
         }
     }
@@ -146,6 +157,21 @@ fn answer_native(n: &Reply, nw: &Reply, enforce: &BTreeSet<String>) -> Answer {
         warned,
         spec: (n.status < 300).then(|| admitted_object(&n.body)),
     }
+}
+
+/// Sends one request (built per namespace) to every namespace of a profile at once.
+async fn to_all<F>(env: &Env, client: &kube::Client, namespaces: &[String], build: F) -> Vec<Reply>
+where
+    F: Fn(usize, &str) -> Result<hyper::Request<Vec<u8>>, kube::core::request::Error>,
+{
+    let _ = env;
+    futures::future::join_all(
+        namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| send(client, build(i, ns))),
+    )
+    .await
 }
 
 fn dry() -> PostParams {
@@ -239,33 +265,54 @@ fn for_namespace(value: &Value, ns: &str) -> Value {
     v
 }
 
-/// The compiled objects for one side: bindings limited to namespaces labelled
-/// `stateward-differential: <selector>` (besides the policy's exclusions), their actions
-/// replaced by `Warn` and their names suffixed when `warn_only`.
-fn bindings_for(objects: &[Value], selector: &str, warn_only: bool) -> Vec<Value> {
+/// The bindings for one namespace label: every compiled binding (`rule: None`), or the
+/// bindings of one rule's policies at `Warn` with every mutation's (`rule: Some`), their
+/// names suffixed with `suffix`.
+fn bindings_for(objects: &[Value], selector: &str, rule: Option<&str>, suffix: &str) -> Vec<Value> {
     objects
         .iter()
-        .filter(|o| {
-            o["kind"] == "ValidatingAdmissionPolicyBinding"
-                || o["kind"] == "MutatingAdmissionPolicyBinding"
+        .filter(|o| match (o["kind"].as_str(), rule) {
+            (Some("MutatingAdmissionPolicyBinding"), _) => true,
+            (Some("ValidatingAdmissionPolicyBinding"), None) => true,
+            (Some("ValidatingAdmissionPolicyBinding"), Some(rule)) => {
+                o["metadata"]["labels"][stateward::policy::native::RULE_LABEL] == rule
+            }
+            _ => false,
         })
         .map(|o| {
             let mut b = o.clone();
             b["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] =
                 json!({LABEL: selector});
-            if warn_only {
-                let name = format!(
-                    "{}-warn",
-                    b["metadata"]["name"].as_str().unwrap_or_default()
-                );
-                b["metadata"]["name"] = json!(name);
-                if b["kind"] == "ValidatingAdmissionPolicyBinding" {
-                    b["spec"]["validationActions"] = json!(["Warn"]);
-                }
+            let name = format!(
+                "{}{suffix}",
+                b["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            b["metadata"]["name"] = json!(name);
+            if rule.is_some() && b["kind"] == "ValidatingAdmissionPolicyBinding" {
+                b["spec"]["validationActions"] = json!(["Warn"]);
             }
             b
         })
         .collect()
+}
+
+/// A StatefulSet that the API server's own validation accepts and that violates as many
+/// native rules as it can on CREATE (to see each rule's policy in effect).
+fn violator() -> Value {
+    let mut v = statefulset(&"v".repeat(60), 3, "violator");
+    let pod = &mut v["spec"]["template"]["spec"];
+    pod["terminationGracePeriodSeconds"] = json!(0);
+    pod["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 1, "podAffinityTerm": {"topologyKey": "zone", "labelSelector": {"matchLabels": {"other": "x"}}}}
+    ]}});
+    pod["containers"] = json!([{"name": "c", "image": "busybox",
+        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}]}]);
+    v["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+    v["spec"]["volumeClaimTemplates"] = json!([
+        {"metadata": {"name": "shared"}, "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}},
+        {"metadata": {"name": "unused"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    ]);
+    v
 }
 
 async fn apply(env: &Env, object: &Value) {
@@ -397,7 +444,6 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
     for profile in ["baseline", "strict"] {
         let w = &format!("e2e-native-{profile}-w");
         let n = &format!("e2e-native-{profile}-n");
-        let nw = &format!("e2e-native-{profile}-nw");
         let (w_excl, n_excl) = (format!("{w}-excl"), format!("{n}-excl"));
         let text = differential_policy(profile, &[w_excl.clone(), n_excl.clone()]);
         let policy = Policy::from_yaml(&text, profile).expect("policy");
@@ -410,27 +456,32 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             .map(|id| id.to_string())
             .collect();
         say(c, format!("{profile}: native rules {native:?}"));
+        // W, N, then one namespace per compiled rule.
+        let rules: Vec<String> = compiled.native.iter().map(|id| id.to_string()).collect();
+        let mut sides = vec![w.clone(), n.clone()];
+        sides.extend((0..rules.len()).map(|i| format!("e2e-native-{profile}-r{i}")));
         let path = env.dir.join(format!("differential-{profile}.yaml"));
         std::fs::write(&path, &text).expect("write policy");
 
-        for (name, selector) in [
-            (w.as_str(), "webhook"),
-            (n.as_str(), "native"),
-            (nw.as_str(), "native-warn"),
-            (w_excl.as_str(), "webhook"),
-            (n_excl.as_str(), "native"),
-        ] {
+        let mut labelled: Vec<(String, String)> = vec![
+            (w.clone(), "webhook".into()),
+            (n.clone(), "native".into()),
+            (w_excl.clone(), "webhook".into()),
+            (n_excl.clone(), "native".into()),
+        ];
+        labelled.extend((0..rules.len()).map(|i| (sides[i + 2].clone(), format!("rule-{i}"))));
+        for (name, selector) in &labelled {
             let label = format!("{profile}-{selector}");
             let case = name.trim_start_matches("e2e-");
             env.namespace_labelled(case, json!({LABEL: label})).await;
         }
         // For the UPDATE and DELETE cases: a real set in each namespace, pods scheduled and
         // running, made before any policy judges them (strict would refuse the suite's set).
-        for ns in [w, n, nw] {
+        for ns in &sides {
             create_set(env, ns, "db", 3).await;
         }
         let mut uids = Vec::new();
-        for ns in [w, n, nw] {
+        for ns in &sides {
             wait_pods(env, ns, "db", 3).await;
             uids.push(run_on_node(env, ns, "db-0").await);
             run_on_node(env, ns, "db-1").await;
@@ -453,26 +504,32 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
         }) {
             apply(env, object).await;
         }
-        for binding in bindings_for(&compiled.objects, &format!("{profile}-native"), false)
-            .into_iter()
-            .chain(bindings_for(
+        let mut bindings = bindings_for(&compiled.objects, &format!("{profile}-native"), None, "");
+        for (i, rule) in rules.iter().enumerate() {
+            bindings.extend(bindings_for(
                 &compiled.objects,
-                &format!("{profile}-native-warn"),
-                true,
-            ))
-        {
-            apply(env, &binding).await;
+                &format!("{profile}-rule-{i}"),
+                Some(rule),
+                &format!("-r{i}"),
+            ));
+        }
+        for binding in &bindings {
+            apply(env, binding).await;
         }
         // In effect on both sides: a 60-character name is denied by statefulset.name-length.
         let probe = statefulset(&"p".repeat(60), 1, "probe");
         let (probe, pp) = (&probe, &dry());
-        for ns in [w, n] {
+        for ns in [w.as_str(), n.as_str()] {
             wait_for(
                 &format!("{ns} to deny a 60-character name"),
                 Duration::from_secs(30),
                 || async move {
                     let r = send(&env.admin, statefulsets(ns).create(pp, to_vec(probe))).await;
-                    if denied(&r) && r.message().contains("statefulset.name-length") {
+                    // The webhook lists every enforce rule; the API server names the first
+                    // native policy that denies.
+                    if denied(&r)
+                        && (ns == n.as_str() || r.message().contains("statefulset.name-length"))
+                    {
                         Ok(())
                     } else {
                         Err(r.to_string())
@@ -482,24 +539,79 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             .await;
         }
 
+        // Each rule's namespace shows its warning for the violator, where the violator
+        // breaks the rule on CREATE; the others were bound in the same breath.
+        let violator = &violator();
+        let probed = to_all(env, &env.admin, &sides[2..], |_, ns| {
+            statefulsets(ns).create(&dry(), to_vec(violator))
+        })
+        .await;
+        for (i, reply) in probed.iter().enumerate() {
+            if reply.warnings.is_empty() {
+                continue;
+            }
+            let (ns, rule) = (&sides[i + 2], &rules[i]);
+            wait_for(
+                &format!("{ns} to warn for {rule}"),
+                Duration::from_secs(30),
+                || async move {
+                    let r = send(
+                        &env.admin,
+                        statefulsets(ns).create(&dry(), to_vec(violator)),
+                    )
+                    .await;
+                    if r.warnings
+                        .iter()
+                        .any(|w| policy_rule(w).is_some_and(|(named, _)| &named == rule))
+                    {
+                        Ok(())
+                    } else {
+                        Err(r.to_string())
+                    }
+                },
+            )
+            .await;
+        }
+        if compiled
+            .native_mutations
+            .contains(&RuleId::StatefulSetDefaultAntiAffinity)
+        {
+            let plain = &statefulset("plain", 1, "plain");
+            // The rule namespaces only warn, so the mutated object comes back (N may deny it).
+            for ns in sides.iter().skip(2) {
+                wait_for(
+                    &format!("{ns} to add the default anti-affinity"),
+                    Duration::from_secs(30),
+                    || async move {
+                        let r =
+                            send(&env.admin, statefulsets(ns).create(&dry(), to_vec(plain))).await;
+                        if r.body["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+                            .is_object()
+                        {
+                            Ok(())
+                        } else {
+                            Err(r.to_string())
+                        }
+                    },
+                )
+                .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+
         let mut tally = Tally::default();
         // CREATE: every document.
         for (what, value) in &docs {
             let kind = value["kind"].as_str().unwrap_or_default();
             tally.documents += 1;
-            let mut replies = Vec::new();
-            for ns in [w, n, nw] {
-                let request = collection(kind, ns).expect("kind");
-                replies.push(
-                    send(
-                        &env.admin,
-                        request.create(&dry(), to_vec(&for_namespace(value, ns))),
-                    )
-                    .await,
-                );
-            }
+            let replies = to_all(env, &env.admin, &sides, |_, ns| {
+                collection(kind, ns)
+                    .expect("kind")
+                    .create(&dry(), to_vec(&for_namespace(value, ns)))
+            })
+            .await;
             let webhook = answer_webhook(&replies[0], &native);
-            let answer = answer_native(&replies[1], &replies[2], &enforce);
+            let answer = answer_native(&replies[1], &replies[2..], &rules, &enforce);
             compare(
                 &mut tally,
                 &format!("{profile} CREATE {what}"),
@@ -542,21 +654,15 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
                 c.remove("resources");
                 c.remove("securityContext");
             }
-            let mut replies = Vec::new();
-            for ns in [w, n, nw] {
-                replies.push(
-                    send(
-                        &env.admin,
-                        statefulsets(ns).create(&dry(), to_vec(&for_namespace(&doc, ns))),
-                    )
-                    .await,
-                );
-            }
+            let replies = to_all(env, &env.admin, &sides, |_, ns| {
+                statefulsets(ns).create(&dry(), to_vec(&for_namespace(&doc, ns)))
+            })
+            .await;
             compare(
                 &mut tally,
                 &format!("{profile} CREATE skipping {id}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2], &enforce),
+                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
             );
         }
 
@@ -584,25 +690,21 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             ),
             ("pod db-9 without labels", {
                 let mut p = owned("db-9", json!({}));
-                p["metadata"].as_object_mut().map(|m| m.remove("labels"));
+                if let Some(m) = p["metadata"].as_object_mut() {
+                    m.remove("labels");
+                }
                 p
             }),
         ] {
-            let mut replies = Vec::new();
-            for ns in [w, n, nw] {
-                replies.push(
-                    send(
-                        &env.admin,
-                        pods(ns).create(&dry(), to_vec(&for_namespace(&pod, ns))),
-                    )
-                    .await,
-                );
-            }
+            let replies = to_all(env, &env.admin, &sides, |_, ns| {
+                pods(ns).create(&dry(), to_vec(&for_namespace(&pod, ns)))
+            })
+            .await;
             compare(
                 &mut tally,
                 &format!("{profile} CREATE {what}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2], &enforce),
+                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
             );
         }
         let patches: Vec<(&str, Value)> = vec![
@@ -625,21 +727,15 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             ..PatchParams::default()
         };
         for (what, patch) in &patches {
-            let mut replies = Vec::new();
-            for ns in [w, n, nw] {
-                replies.push(
-                    send(
-                        &env.admin,
-                        statefulsets(ns).patch("db", &pp, &Patch::Merge(patch)),
-                    )
-                    .await,
-                );
-            }
+            let replies = to_all(env, &env.admin, &sides, |_, ns| {
+                statefulsets(ns).patch("db", &pp, &Patch::Merge(patch))
+            })
+            .await;
             compare(
                 &mut tally,
                 &format!("{profile} UPDATE {what}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2], &enforce),
+                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
             );
         }
         // Deletes of db-0 (scheduled, running), dry runs.
@@ -649,8 +745,8 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             ("force delete by its node", true, Some(0)),
         ];
         for (what, as_node, grace) in &deletes {
-            let mut replies = Vec::new();
-            for (i, ns) in [w, n, nw].into_iter().enumerate() {
+            let client = if *as_node { &env.kubelet } else { &env.admin };
+            let replies = to_all(env, client, &sides, |i, ns| {
                 let dp = DeleteParams {
                     dry_run: true,
                     grace_period_seconds: grace.map(|g| g as u32),
@@ -660,38 +756,40 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
                     }),
                     ..DeleteParams::default()
                 };
-                let client = if *as_node { &env.kubelet } else { &env.admin };
-                replies.push(send(client, pods(ns).delete("db-0", &dp)).await);
-            }
+                pods(ns).delete("db-0", &dp)
+            })
+            .await;
             compare(
                 &mut tally,
                 &format!("{profile} DELETE {what}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2], &enforce),
+                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
             );
         }
         let annotate =
             json!({"metadata": {"annotations": {"stateward.io/allow-force-delete": "true"}}});
-        let mut replies = Vec::new();
-        for ns in [w, n, nw] {
+        for ns in &sides {
             let r = send(
                 &env.admin,
                 pods(ns).patch("db-1", &PatchParams::default(), &Patch::Merge(&annotate)),
             )
             .await;
             assert_eq!(r.status, 200, "annotate {ns}/db-1: {r}");
+        }
+        let replies = to_all(env, &env.admin, &sides, |_, ns| {
             let dp = DeleteParams {
                 dry_run: true,
                 grace_period_seconds: Some(0),
                 ..DeleteParams::default()
             };
-            replies.push(send(&env.admin, pods(ns).delete("db-1", &dp)).await);
-        }
+            pods(ns).delete("db-1", &dp)
+        })
+        .await;
         compare(
             &mut tally,
             &format!("{profile} DELETE force delete with the override annotation"),
             &answer_webhook(&replies[0], &native),
-            &answer_native(&replies[1], &replies[2], &enforce),
+            &answer_native(&replies[1], &replies[2..], &rules, &enforce),
         );
 
         say(
