@@ -127,6 +127,7 @@ fn mutate(policy: &Policy, operation: Operation, object: &mut Resource, decision
         .filter_map(|info| match info.action {
             Action::Mutate { mutate, target, .. }
                 if policy.enabled(info.id)
+                    && !policy.is_native(info.id)
                     && applies(info.id, object.kind(), operation, decision) =>
             {
                 Some((info.id, mutate, target))
@@ -181,7 +182,10 @@ fn validate(policy: &Policy, review: &Review, context: &dyn Context, decision: &
             continue;
         };
         let mode = policy.mode(info.id);
-        if mode == Mode::Off || !applies(info.id, object.kind(), review.operation, decision) {
+        if mode == Mode::Off
+            || policy.is_native(info.id)
+            || !applies(info.id, object.kind(), review.operation, decision)
+        {
             continue;
         }
         let mut sink = Sink::default();

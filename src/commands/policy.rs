@@ -97,7 +97,7 @@ fn native_set(text: &str, policy: &Policy) -> NativeSet {
 fn webhook_part(policy: &Policy) -> Policy {
     let mut rest = policy.clone();
     for id in crate::policy::native::compile(policy).native {
-        rest.turn_off(id);
+        rest.set_native(id);
     }
     rest
 }

@@ -138,8 +138,10 @@ pub fn markdown(doc: RulesDoc) -> Result<String, crate::policy::PolicyError> {
                 .map(|l| {
                     crate::commands::check::formats::github_anchor(l.trim_start_matches('#').trim())
                 });
-            out.push_str("| rule | kind | operations | default | skippable | summary |\n");
-            out.push_str("|---|---|---|---|---|---|\n");
+            out.push_str(
+                "| rule | kind | operations | default | skippable | runs in (hybrid) | summary |\n",
+            );
+            out.push_str("|---|---|---|---|---|---|---|\n");
             for info in RULES {
                 let anchor = if info.is_mutation() {
                     mutations.clone()
@@ -151,11 +153,12 @@ pub fn markdown(doc: RulesDoc) -> Result<String, crate::policy::PolicyError> {
                     None => format!("`{}`", info.name),
                 };
                 out.push_str(&format!(
-                    "| {id} | {} | {} | {} | {} | {} |\n",
+                    "| {id} | {} | {} | {} | {} | {} | {} |\n",
                     info.kind.as_str(),
                     operations(info),
                     info.default_label(),
                     yes_no(info.skippable),
+                    crate::policy::native::placement(info.id),
                     info.summary.replace('|', "\\|"),
                 ));
             }

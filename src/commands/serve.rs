@@ -116,7 +116,7 @@ fn load_policy(
 ) -> Result<Policy, crate::policy::PolicyError> {
     let mut policy = crate::commands::check::load_policy(path)?;
     for id in native_rules {
-        policy.turn_off(*id);
+        policy.set_native(*id);
     }
     if let Some(ns) = own_namespace
         && !policy.is_excluded(ns)

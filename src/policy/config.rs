@@ -25,6 +25,9 @@ pub struct Policy {
     modes: [Mode; RuleId::COUNT],
     enabled: [bool; RuleId::COUNT],
     skippable: [bool; RuleId::COUNT],
+    /// Rules the API server evaluates itself (the chart's `hybrid` mode): the engine leaves
+    /// them out of reviews it covers (see [`Policy::set_native`]).
+    native: [bool; RuleId::COUNT],
     /// Each rule's settings (its declared type), in [`RuleId`] order.
     settings: Vec<Box<dyn AnySettings>>,
 }
@@ -38,6 +41,7 @@ impl Default for Policy {
             modes: [Mode::Off; RuleId::COUNT],
             enabled: [false; RuleId::COUNT],
             skippable: [false; RuleId::COUNT],
+            native: [false; RuleId::COUNT],
             settings: RuleId::ALL
                 .iter()
                 .map(|id| super::rules::default_settings(*id))
@@ -93,11 +97,16 @@ impl Policy {
             .and_then(|s| s.as_any_mut().downcast_mut())
     }
 
-    /// Switches a rule or mutation off (a rule another component evaluates: the API server's
-    /// native policies in the chart's `hybrid` mode).
-    pub fn turn_off(&mut self, id: RuleId) {
-        self.modes[id.index()] = Mode::Off;
-        self.enabled[id.index()] = false;
+    /// Marks a rule as evaluated by the API server's native policies (the chart's `hybrid`
+    /// mode): `evaluate` leaves it out, so each request is judged by one of the two. The
+    /// scale subresource, which the native policies cannot judge (a Scale carries no claim
+    /// templates), still evaluates it.
+    pub fn set_native(&mut self, id: RuleId) {
+        self.native[id.index()] = true;
+    }
+
+    pub fn is_native(&self, id: RuleId) -> bool {
+        self.native[id.index()]
     }
 
     pub fn is_excluded(&self, namespace: &str) -> bool {

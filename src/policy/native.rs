@@ -69,6 +69,33 @@ fn admission_rule(info: &RuleInfo) -> bool {
     )
 }
 
+/// Where a rule runs when the chart installs the native policies (`hybrid`), for people:
+/// in the API server (a validation, or a mutation from Kubernetes 1.36), in the webhook
+/// (it reads other objects, or does not compile), in the audit (live state), or offline
+/// only.
+pub fn placement(id: RuleId) -> &'static str {
+    let info = id.info();
+    match (info.action, native(id, &Policy::default())) {
+        (
+            Action::Validate {
+                check: Check::Header(_),
+                ..
+            },
+            _,
+        ) => "offline",
+        (
+            Action::Validate {
+                check: Check::Live(_) | Check::OrphanedClaims,
+                ..
+            },
+            _,
+        ) => "audit",
+        (_, NativeRule::Cel(_)) => "API server",
+        (_, NativeRule::Mutation(_)) => "webhook (API server in native mode, 1.36+)",
+        (_, NativeRule::No(_)) => "webhook",
+    }
+}
+
 /// Compiles `policy`.
 pub fn compile(policy: &Policy) -> Compiled {
     let mut compiled = Compiled {
@@ -324,6 +351,57 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn native_rules_leave_the_engine_but_not_the_scale_subresource() {
+        use crate::policy::testkit::{full_context, of, sts, with_set};
+        use crate::policy::{Review, ScaleReview, evaluate, evaluate_scale};
+        let mut policy = Policy::baseline();
+        let grace0 = sts("web").set(
+            "/spec/template/spec/terminationGracePeriodSeconds",
+            json!(0),
+        );
+        let scale_down = Review::update(
+            sts("web").replicas(3).resource(),
+            sts("web").replicas(1).resource(),
+        );
+        let ctx = with_set(full_context(), &sts("web").replicas(3));
+        let scale = ScaleReview {
+            namespace: "default".into(),
+            name: "web".into(),
+            before: 3,
+            after: 1,
+        };
+        let grace = RuleId::StatefulSetTerminationGracePeriod;
+        let retains = RuleId::StatefulSetScaleDownRetainsClaims;
+        assert!(
+            !of(
+                &evaluate(&policy, &Review::create(grace0.resource()), &ctx),
+                grace
+            )
+            .is_empty()
+        );
+        assert!(!of(&evaluate(&policy, &scale_down, &ctx), retains).is_empty());
+        for id in compile(&policy).native {
+            policy.set_native(id);
+        }
+        // Each request judged in one place: the API server's policies judge these.
+        assert!(
+            of(
+                &evaluate(&policy, &Review::create(grace0.resource()), &ctx),
+                grace
+            )
+            .is_empty()
+        );
+        assert!(of(&evaluate(&policy, &scale_down, &ctx), retains).is_empty());
+        // kubectl scale: a Scale carries no claim templates, so the webhook keeps it.
+        assert!(
+            evaluate_scale(&policy, &scale, &ctx)
+                .findings
+                .iter()
+                .any(|f| f.rule == retains)
+        );
     }
 
     #[test]

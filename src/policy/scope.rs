@@ -235,11 +235,15 @@ const ENTRIES: &[EntrySpec] = &[
     },
 ];
 
-fn is_on(policy: &Policy, info: &RuleInfo) -> bool {
-    match info.action {
+/// Whether the webhook judges the rule on this entry: on in the policy, and not left to the
+/// native policies (the scale subresource's entry always judges its rule: no native policy
+/// can, a Scale carries no claim templates).
+fn is_on(policy: &Policy, info: &RuleInfo, spec: &EntrySpec) -> bool {
+    let on = match info.action {
         Action::Validate { .. } => policy.mode(info.id) != Mode::Off,
         Action::Mutate { .. } => policy.enabled(info.id),
-    }
+    };
+    on && (spec.operations.is_some() || !policy.is_native(info.id))
 }
 
 /// The webhook entries for `policy`.
@@ -259,7 +263,7 @@ fn entry(policy: &Policy, spec: &EntrySpec) -> Option<Entry> {
     let rules: Vec<&RuleInfo> = RULES
         .iter()
         .copied()
-        .filter(|info| (spec.carries)(info) && is_on(policy, info))
+        .filter(|info| (spec.carries)(info) && is_on(policy, info, spec))
         .collect();
     if rules.is_empty() {
         return None;
