@@ -24,10 +24,14 @@ mod gc;
 mod harness;
 #[path = "e2e/k8s.rs"]
 mod k8s;
+#[path = "e2e/monitoring.rs"]
+mod monitoring;
 #[path = "e2e/pki.rs"]
 mod pki;
 #[path = "e2e/process.rs"]
 mod process;
+#[path = "support/promql.rs"]
+mod promql;
 #[path = "support/tiers.rs"]
 mod tiers;
 
