@@ -123,6 +123,7 @@ pub struct CacheMetrics {
     synced: Family<CacheLabels, Gauge>,
     errors: Family<CacheLabels, Counter>,
     relists: Family<CacheLabels, Counter>,
+    listed_at: Family<CacheLabels, Gauge>,
 }
 
 impl CacheMetrics {
@@ -147,6 +148,11 @@ impl CacheMetrics {
             "cache_watch_restarts",
             "Full re-lists of each cluster cache after its first list",
             metrics.relists.clone(),
+        );
+        registry.register(
+            "cache_last_list_timestamp_seconds",
+            "When each cluster cache last completed a full list (seconds since the Unix epoch)",
+            metrics.listed_at.clone(),
         );
         metrics
     }
@@ -261,6 +267,13 @@ impl<T> Cache<T> {
             *items = fresh;
         }
         self.failing.store(false, Ordering::Release);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.metrics
+            .listed_at
+            .get_or_create(&self.labels())
+            .set(now);
         if self.listed.swap(true, Ordering::AcqRel) {
             self.metrics.relists.get_or_create(&self.labels()).inc();
         }

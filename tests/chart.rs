@@ -147,7 +147,9 @@ fn validate(docs: &[Value]) {
                 k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
             >(doc),
             "Certificate" | "Issuer" => assert_eq!(doc["apiVersion"], "cert-manager.io/v1"),
-            "ServiceMonitor" => assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1"),
+            "ServiceMonitor" | "PodMonitor" | "PrometheusRule" => {
+                assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1")
+            }
             other => panic!("unexpected kind {other} in the chart"),
         }
     }
@@ -1345,4 +1347,94 @@ fn deployment_args(docs: &[Value]) -> Vec<String> {
         .iter()
         .filter_map(|a| a.as_str().map(String::from))
         .collect()
+}
+/// The dashboard ConfigMap, the PrometheusRule and the controllers' PodMonitor are opt-in,
+/// and carry the repository's files: the dashboard as is, the rules with this release's job
+/// name, failure policy and timeout (and `promtool check rules` accepts what the chart
+/// renders, with the Prometheus tier).
+#[test]
+fn dashboard_and_alert_rules_are_opt_in_and_render_the_repository_files() {
+    let Some(helm) = Helm::tier() else { return };
+    let kinds = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .filter(|d| {
+                matches!(d["kind"].as_str(), Some("PrometheusRule" | "PodMonitor"))
+                    || d["metadata"]["name"] == "sw-stateward-dashboard"
+            })
+            .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let docs = helm.render(&["gc.enabled=true", "audit.enabled=true"]);
+    assert_eq!(kinds(&docs), Vec::<String>::new(), "nothing by default");
+
+    let docs = helm.render(&[
+        "grafanaDashboard.enabled=true",
+        "grafanaDashboard.annotations.grafana_folder=stateward",
+        "prometheusRule.enabled=true",
+        "prometheusRule.labels.release=prom",
+        "serviceMonitor.enabled=true",
+        "gc.enabled=true",
+        "audit.enabled=true",
+        "webhook.timeoutSeconds=10",
+        "webhook.validatingFailurePolicy=Ignore",
+    ]);
+    validate(&docs);
+    let files = root().join("charts/stateward/files");
+    let dashboard = find(&docs, "ConfigMap", "sw-stateward-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        dashboard["metadata"]["annotations"]["grafana_folder"],
+        "stateward"
+    );
+    let rendered: Value = serde_json::from_str(
+        dashboard["data"]["stateward.json"]
+            .as_str()
+            .expect("stateward.json"),
+    )
+    .expect("the dashboard is JSON");
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(files.join("dashboard.json")).expect("dashboard.json"),
+    )
+    .expect("dashboard.json is JSON");
+    assert_eq!(rendered, file);
+
+    let rule = find(&docs, "PrometheusRule", "sw-stateward");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    let text = std::fs::read_to_string(files.join("alerts.yaml")).expect("alerts.yaml");
+    let expected = text
+        .replace(r#"job="stateward""#, r#"job="sw-stateward""#)
+        .replace(
+            r#""failure_policy", "Fail""#,
+            r#""failure_policy", "Ignore""#,
+        )
+        .replace("expr: vector(5)", "expr: vector(10)");
+    assert_ne!(expected, text, "the substitutions apply");
+    let expected = parse(expected).remove(0);
+    assert_eq!(
+        rule["spec"], expected,
+        "the rule file, with this release's values"
+    );
+    let monitor = find(&docs, "PodMonitor", "sw-stateward-controllers");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchExpressions"][0]["values"],
+        serde_json::json!(["gc", "audit"])
+    );
+
+    if let Some(bin) = tiers::prometheus() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chart-rules.json");
+        std::fs::write(&path, rule["spec"].to_string()).expect("write");
+        let out = Command::new(bin.join("promtool"))
+            .arg("check")
+            .arg("rules")
+            .arg(&path)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

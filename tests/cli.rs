@@ -619,3 +619,54 @@ fn pre_commit_hooks_run_stateward_on_the_files_given() {
     );
     assert_eq!(with_files(&policy, &["examples/web.yaml"]), 2);
 }
+
+/// Text logs into a pipe (what `kubectl logs` and `> serve.log` see) hold no ANSI escape,
+/// with or without `NO_COLOR`.
+#[test]
+fn text_logs_to_a_pipe_hold_no_escape_bytes() {
+    use std::io::Read;
+    for no_color in [None, Some("1")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stateward"));
+        command
+            .args([
+                "serve",
+                "--dev",
+                "--cluster",
+                "off",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "text",
+                "--shutdown-delay",
+                "0",
+            ])
+            .current_dir(dir.path())
+            .env_remove("NO_COLOR")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(value) = no_color {
+            command.env("NO_COLOR", value);
+        }
+        let mut child = command.spawn().expect("serve starts");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("stateward webhook serving") {
+            let n = stderr.read(&mut buf).expect("read stderr");
+            assert!(n > 0, "serve exited: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.contains("INFO"), "{text}");
+        assert!(
+            !seen.contains(&0x1b),
+            "escape bytes in piped logs (NO_COLOR={no_color:?}): {text:?}"
+        );
+    }
+}

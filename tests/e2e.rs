@@ -24,6 +24,8 @@ mod gc;
 mod harness;
 #[path = "e2e/k8s.rs"]
 mod k8s;
+#[path = "e2e/monitoring.rs"]
+mod monitoring;
 #[path = "e2e/native.rs"]
 mod native;
 #[path = "e2e/outage.rs"]
@@ -32,6 +34,8 @@ mod outage;
 mod pki;
 #[path = "e2e/process.rs"]
 mod process;
+#[path = "support/promql.rs"]
+mod promql;
 #[path = "support/tiers.rs"]
 mod tiers;
 

@@ -9,7 +9,8 @@
 //!
 //! Results: `policy: stateward`, `rule` the rule id, `result: fail` for enforce findings and
 //! `warn` for warn and audit findings, `severity` high / medium / low for enforce / warn /
-//! audit, the field and details in `properties`. Passes (rules evaluated without a finding)
+//! audit, the field and details in `properties`, with `properties.resultID` a stable id of
+//! the finding (rule, object, field; see [`result_id`]). Passes (rules evaluated without a finding)
 //! and skips (rules switched off by `stateward.io/skip`) are only counted in `summary`.
 //!
 //! A report is written only when its content changes: the content (labels, owner, scope,
@@ -157,9 +158,26 @@ fn field_properties(field: &str, properties: &mut BTreeMap<String, String>) {
     }
 }
 
+/// `properties.resultID`: a result's identity for consumers such as Policy Reporter, from
+/// the rule, the object (kind, namespace, name) and the field, never the message, so a
+/// reworded message or a later pass keeps the same id. FNV-1a 64 in hex, as the hash
+/// annotation.
+pub fn result_id(finding: &AuditFinding) -> String {
+    let key = [
+        finding.rule.as_str(),
+        finding.kind,
+        finding.namespace.as_str(),
+        finding.name.as_str(),
+        finding.field.as_str(),
+    ]
+    .join("\u{1f}");
+    format!("{:016x}", fnv1a64(key.as_bytes()))
+}
+
 fn result_of(finding: &AuditFinding, now: i64) -> ReportResult {
     let mut properties = BTreeMap::new();
     field_properties(&finding.field, &mut properties);
+    properties.insert("resultID".into(), result_id(finding));
     properties.insert("mode".into(), finding.mode.as_str().to_owned());
     let info = finding.rule.info();
     let live = matches!(info.action, Action::Validate { check, .. } if check.is_live());
@@ -838,6 +856,60 @@ mod tests {
             &live,
         );
         assert_eq!(p.delete.len(), 1, "only the orphans report: {:?}", p.delete);
+    }
+
+    #[test]
+    fn result_ids_follow_rule_object_and_field_not_the_message_or_the_pass() {
+        fn ids(reports: &[Report]) -> Vec<(String, String)> {
+            reports
+                .iter()
+                .flat_map(|r| &r.results)
+                .map(|r| {
+                    (
+                        r.rule.clone().unwrap_or_default(),
+                        r.properties.get("resultID").cloned().expect("resultID"),
+                    )
+                })
+                .collect()
+        }
+        let policy = Policy::baseline();
+        let first = desired_reports(&policy, &sample(), &[], 1_000);
+        let before = ids(&first);
+        assert_eq!(before.len(), 4, "every result carries one");
+        let unique: HashSet<_> = before.iter().map(|(_, id)| id).collect();
+        assert_eq!(unique.len(), 4, "distinct findings, distinct ids");
+        assert!(before.iter().all(|(_, id)| id.len() == 16));
+        // A later pass, every message reworded (a new release, a longer duration), and
+        // no earlier report to carry messages over from: the ids stay.
+        let mut reworded = sample();
+        for f in &mut reworded.findings {
+            f.message = format!("{} (reworded)", f.message);
+        }
+        assert_eq!(
+            ids(&desired_reports(&policy, &reworded, &[], 9_000)),
+            before
+        );
+        assert_eq!(
+            ids(&desired_reports(&policy, &reworded, &first, 9_000)),
+            before
+        );
+        // Another object, field or rule is another finding.
+        let base = &sample().findings[0];
+        let mut other = base.clone();
+        other.name = "db".into();
+        assert_ne!(result_id(&other), result_id(base));
+        let mut other = base.clone();
+        other.field = "spec.y".into();
+        assert_ne!(result_id(&other), result_id(base));
+        let mut other = base.clone();
+        other.namespace = "other".into();
+        assert_ne!(result_id(&other), result_id(base));
+        // Pinned: a change of the scheme would notify every consumer again.
+        let key = format!(
+            "{}\u{1f}StatefulSet\u{1f}shop\u{1f}web\u{1f}spec.x",
+            base.rule.as_str()
+        );
+        assert_eq!(result_id(base), format!("{:016x}", fnv1a64(key.as_bytes())));
     }
 
     #[test]

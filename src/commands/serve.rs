@@ -20,7 +20,8 @@ use crate::policy::{Context, NoContext, Policy};
 use crate::webhook::admission::Admission;
 use crate::webhook::routes::webhook_router;
 use crate::webhook::tls::{
-    ConnectionLimits, SwappableCert, load_certified_key, serve_tls, server_config,
+    ConnectionLimits, SwappableCert, certificate_expiries, load_certified_key, serve_tls,
+    server_config,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let resolver = SwappableCert::new(load_certified_key(&config.tls_cert, &config.tls_key)?);
     let tls_config = server_config(resolver.clone())?;
     let metrics = Arc::new(config.metrics);
+    metrics.certificates(&certificate_expiries(&config.tls_cert));
     let admission = Arc::new(Admission::new(policy, config.context, metrics.clone()));
     let tls_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
@@ -166,6 +168,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         let (cert, key) = (config.tls_cert.clone(), config.tls_key.clone());
         let resolver = resolver.clone();
         let metrics = metrics.clone();
+        let metrics_certs = metrics.clone();
         tasks.push(tokio::spawn(crate::webhook::reload::watch_files(
             "certificate",
             vec![cert.clone(), key.clone()],
@@ -173,6 +176,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             move || {
                 let loaded = load_certified_key(&cert, &key).map_err(|e| e.to_string())?;
                 resolver.swap(loaded);
+                metrics_certs.certificates(&certificate_expiries(&cert));
                 Ok(())
             },
             metrics.clone(),

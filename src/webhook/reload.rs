@@ -17,7 +17,8 @@ fn snapshot(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
 
 /// Polls `paths` every `interval` and calls `apply` with their contents when they change.
 /// `apply` parses, validates and swaps; it returns an error to keep the old state. Each
-/// attempt is logged and counted as `stateward_reloads_total{resource, outcome}`.
+/// attempt is logged and counted as `stateward_reloads_total{resource, outcome}`; a success
+/// (and the start) sets `stateward_last_reload_success_timestamp_seconds{resource}`.
 pub async fn watch_files<F>(
     resource: &'static str,
     paths: Vec<PathBuf>,
@@ -28,6 +29,8 @@ pub async fn watch_files<F>(
 ) where
     F: FnMut() -> Result<(), String> + Send,
 {
+    // The files were loaded at start-up, just before the watch began.
+    metrics.loaded(resource);
     let mut last = snapshot(&paths);
     let mut failed_for: Option<Vec<Option<Vec<u8>>>> = None;
     let mut ticker = tokio::time::interval(interval);

@@ -88,6 +88,101 @@ pub fn certified_key_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certifi
     })
 }
 
+/// The `notAfter` of a DER certificate, in seconds since the Unix epoch; `None` when the
+/// bytes are not an X.509 certificate. Walks only the fields before `validity`
+/// (`Certificate` → `tbsCertificate` → version, serial, signature, issuer, validity).
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert, _) = der_item(der)?;
+    let (_, tbs, _) = der_item(cert)?;
+    let mut rest = tbs;
+    let (tag, _, after) = der_item(rest)?;
+    if tag == 0xa0 {
+        rest = after; // explicit [0] version
+    }
+    for _ in 0..3 {
+        rest = der_item(rest)?.2; // serialNumber, signature, issuer
+    }
+    let (tag, validity, _) = der_item(rest)?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (_, _, after_not_before) = der_item(validity)?;
+    let (tag, time, _) = der_item(after_not_before)?;
+    let text = std::str::from_utf8(time).ok()?;
+    match tag {
+        0x17 => {
+            // UTCTime YYMMDDHHMMSSZ: years 50-99 are 19xx (RFC 5280 4.1.2.5.1).
+            let yy: i64 = text.get(0..2)?.parse().ok()?;
+            let year = if yy >= 50 { 1900 + yy } else { 2000 + yy };
+            time_of(year, text.get(2..)?)
+        }
+        0x18 => time_of(text.get(0..4)?.parse().ok()?, text.get(4..)?),
+        _ => None,
+    }
+}
+
+/// One DER item: (tag, contents, the bytes after it).
+fn der_item(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *bytes.first()?;
+    let first = *bytes.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in bytes.get(2..2 + n)? {
+            len = (len << 8) | usize::from(*b);
+        }
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((tag, bytes.get(header..end)?, bytes.get(end..)?))
+}
+
+/// `MMDDHHMMSSZ` after the year, to seconds since the epoch.
+fn time_of(year: i64, rest: &str) -> Option<i64> {
+    if rest.len() != 11 || !rest.ends_with('Z') {
+        return None;
+    }
+    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// The `notAfter` of the first certificate of each PEM file that can be read: the serving
+/// certificate, and the CA as `ca.crt` beside it (a `kubernetes.io/tls` Secret from the
+/// chart's `helm` mode or cert-manager holds one; `--dev` writes one).
+pub fn certificate_expiries(cert: &Path) -> Vec<(&'static str, i64)> {
+    let first = |path: &Path| -> Option<i64> {
+        let pem = std::fs::read(path).ok()?;
+        let der = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
+        not_after(der.as_ref())
+    };
+    let mut out = Vec::new();
+    if let Some(t) = first(cert) {
+        out.push(("serving", t));
+    }
+    if let Some(t) = cert.parent().and_then(|dir| first(&dir.join("ca.crt"))) {
+        out.push(("ca", t));
+    }
+    out
+}
+
 /// Serves whatever certificate was stored last; swapping it affects new handshakes only.
 #[derive(Debug)]
 pub struct SwappableCert {
@@ -223,5 +318,46 @@ pub async fn serve_tls(
         _ = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!("drain timeout reached; closing remaining connections");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_until(year: i32, month: u8, day: u8) -> rcgen::Certificate {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["a.example".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("self-signed")
+    }
+
+    #[test]
+    fn not_after_reads_utc_time_and_generalized_time() {
+        // Before 2050 rcgen writes UTCTime, from 2050 GeneralizedTime (RFC 5280).
+        assert_eq!(
+            not_after(cert_until(2031, 5, 17).der()),
+            Some(1_936_742_400)
+        );
+        assert_eq!(not_after(cert_until(2051, 1, 2).der()), Some(2_556_230_400));
+        assert_eq!(not_after(b"not a certificate"), None);
+        assert_eq!(not_after(&[]), None);
+    }
+
+    #[test]
+    fn expiries_name_the_serving_certificate_and_the_ca_beside_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = dir.path().join("tls.crt");
+        std::fs::write(&cert, cert_until(2031, 5, 17).pem()).expect("write");
+        assert_eq!(
+            certificate_expiries(&cert),
+            vec![("serving", 1_936_742_400)]
+        );
+        std::fs::write(dir.path().join("ca.crt"), cert_until(2051, 1, 2).pem()).expect("write");
+        assert_eq!(
+            certificate_expiries(&cert),
+            vec![("serving", 1_936_742_400), ("ca", 2_556_230_400)]
+        );
     }
 }

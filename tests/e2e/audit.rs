@@ -139,7 +139,7 @@ async fn audit_until(
 }
 
 /// A namespace without the label that sends it to the webhook.
-async fn unwatched_namespace(env: &Env, case: &str) -> String {
+pub(crate) async fn unwatched_namespace(env: &Env, case: &str) -> String {
     let name = format!("e2e-{}", case.replace('_', "-"));
     let name = name[..name.len().min(63)].trim_end_matches('-').to_owned();
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
@@ -155,7 +155,7 @@ async fn unwatched_namespace(env: &Env, case: &str) -> String {
     name
 }
 
-async fn create(env: &Env, ns: &str, service: Value, set: Value) {
+pub(crate) async fn create(env: &Env, ns: &str, service: Value, set: Value) {
     let r = send(
         &env.admin,
         services(ns).create(&PostParams::default(), to_vec(&service)),
@@ -552,7 +552,7 @@ fn reports(ns: &str) -> Request {
 
 /// Creates the CRDs the chart ships (generated from stateward's types) and waits until
 /// reports can be listed.
-async fn install_crds(env: &Env) {
+pub(crate) async fn install_crds(env: &Env) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(CRD_FILE);
     let text = std::fs::read_to_string(&path).expect("the chart's CRD file");
     let docs = stateward::commands::check::manifest::documents(
@@ -643,13 +643,13 @@ fn has_result(report: &Value, rule: &str, field: &str) -> bool {
 
 /// A running `stateward audit --watch --interval 1s` in one namespace, with its own Lease
 /// there and its admin port.
-struct AuditWatch {
+pub(crate) struct AuditWatch {
     proc: Proc,
-    admin: std::net::SocketAddr,
+    pub(crate) admin: std::net::SocketAddr,
 }
 
 impl AuditWatch {
-    fn start(env: &Env, ns: &str, extra: &[&str]) -> AuditWatch {
+    pub(crate) fn start(env: &Env, ns: &str, extra: &[&str]) -> AuditWatch {
         let admin: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let mut argv: Vec<String> = [
             "audit",
@@ -715,7 +715,7 @@ impl AuditWatch {
     }
 
     /// Waits until `n` more passes than `after` have completed.
-    async fn wait_passes(&mut self, after: usize, n: usize) {
+    pub(crate) async fn wait_passes(&mut self, after: usize, n: usize) {
         let started = Instant::now();
         while self.passes() < after + n {
             self.assert_alive();
@@ -736,7 +736,7 @@ impl AuditWatch {
             .and_then(|v| v.parse().ok())
     }
 
-    async fn stop(&mut self) -> ExitStatus {
+    pub(crate) async fn stop(&mut self) -> ExitStatus {
         self.proc.signal("TERM");
         let started = Instant::now();
         loop {

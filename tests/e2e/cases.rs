@@ -63,6 +63,9 @@ pub fn all() -> Vec<(&'static str, Case)> {
         ("audit_findings_are_logged", |e| {
             Box::pin(audit_findings_are_logged(e))
         }),
+        ("monitoring_every_panel_and_alert_has_data", |e| {
+            Box::pin(crate::monitoring::every_panel_and_alert_has_data(e))
+        }),
         ("gc_plan_and_delete_scaled_down_claim", |e| {
             Box::pin(crate::gc::plan_and_delete_scaled_down_claim(e))
         }),

@@ -95,15 +95,15 @@ async fn gc_once(env: &Env, kubeconfig: &Path, args: &[&str]) -> GcRun {
 }
 
 /// A running `stateward gc --watch` with its admin port.
-struct GcWatch {
+pub(crate) struct GcWatch {
     label: String,
     proc: Proc,
-    admin: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 impl GcWatch {
     /// `gc --watch --interval 1 --log-format json --admin-listen 127.0.0.1:PORT ARGS`.
-    fn start(
+    pub(crate) fn start(
         env: &Env,
         label: &str,
         kubeconfig: &Path,
@@ -180,7 +180,7 @@ impl GcWatch {
             .and_then(|v| v.parse().ok())
     }
 
-    async fn wait_ready(&mut self) {
+    pub(crate) async fn wait_ready(&mut self) {
         let started = Instant::now();
         loop {
             if let Some(status) = self.proc.exited() {
@@ -221,7 +221,7 @@ impl GcWatch {
     }
 
     /// SIGTERM; the exit status.
-    async fn stop(&mut self) -> ExitStatus {
+    pub(crate) async fn stop(&mut self) -> ExitStatus {
         self.proc.signal("TERM");
         self.wait_exit(Duration::from_secs(10)).await.0
     }
@@ -274,7 +274,12 @@ async fn wait_claims(env: &Env, ns: &str, names: &[&str]) {
 }
 
 /// Waits until the claim is deleted; returns when it was first seen so.
-async fn wait_deleted(env: &Env, ns: &str, name: &str, limit: Duration) -> jiff::Timestamp {
+pub(crate) async fn wait_deleted(
+    env: &Env,
+    ns: &str,
+    name: &str,
+    limit: Duration,
+) -> jiff::Timestamp {
     wait_for(
         &format!("claim {ns}/{name} deleted"),
         limit,
@@ -320,7 +325,7 @@ async fn patch_json(env: &Env, request: Request, name: &str, patch: Value) -> Re
     .await
 }
 
-async fn scale(env: &Env, ns: &str, set: &str, replicas: i32) {
+pub(crate) async fn scale(env: &Env, ns: &str, set: &str, replicas: i32) {
     let r = patch_json(
         env,
         statefulsets(ns),
@@ -331,7 +336,7 @@ async fn scale(env: &Env, ns: &str, set: &str, replicas: i32) {
     assert_eq!(r.status, 200, "scale {ns}/{set} to {replicas}: {r}");
 }
 
-async fn opt_in(env: &Env, ns: &str, set: &str) {
+pub(crate) async fn opt_in(env: &Env, ns: &str, set: &str) {
     let r = patch_json(
         env,
         statefulsets(ns),
@@ -351,7 +356,7 @@ async fn set_uid(env: &Env, ns: &str, set: &str) -> String {
 }
 
 /// A set of `replicas` pods with their claims `data-<set>-<i>`, every pod created.
-async fn set_with_claims(env: &Env, ns: &str, set: &str, replicas: i32) -> Vec<String> {
+pub(crate) async fn set_with_claims(env: &Env, ns: &str, set: &str, replicas: i32) -> Vec<String> {
     create_set(env, ns, set, replicas).await;
     wait_pods(env, ns, set, replicas as usize).await;
     let names: Vec<String> = (0..replicas).map(|i| format!("data-{set}-{i}")).collect();

@@ -36,6 +36,21 @@ pub fn corpus() -> Option<PathBuf> {
     )
 }
 
+/// `STATEWARD_PROMETHEUS`: a directory holding `prometheus` and `promtool` (the Debian
+/// package `prometheus` puts both in `/usr/bin`).
+pub fn prometheus() -> Option<PathBuf> {
+    file_tier(
+        "STATEWARD_PROMETHEUS",
+        "Prometheus (prometheus and promtool)",
+        "STATEWARD_PROMETHEUS=/usr/bin (after apt-get install prometheus)",
+        |p| {
+            ["prometheus", "promtool"]
+                .iter()
+                .all(|b| p.join(b).is_file())
+        },
+    )
+}
+
 /// `STATEWARD_K8S_ASSETS` (or envtest's `KUBEBUILDER_ASSETS`): a directory holding `etcd`,
 /// `kube-apiserver` and `kube-controller-manager`.
 pub fn k8s_assets() -> Option<PathBuf> {
