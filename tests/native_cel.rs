@@ -11,6 +11,9 @@
 #[path = "support/tiers.rs"]
 mod tiers;
 
+#[path = "support/cel.rs"]
+mod cel_support;
+use cel_support::to_cel;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,24 +24,6 @@ use stateward::policy::native::compile;
 use stateward::policy::{
     Kind, Level, NoContext, Operation, Policy, Resource, Review, RuleId, Stage, evaluate_mut,
 };
-
-fn to_cel(value: &Value) -> cel::Value {
-    match value {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => cel::Value::Int(i),
-            None => cel::Value::Float(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => {
-            let map: HashMap<String, cel::Value> =
-                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
-            map.into()
-        }
-    }
-}
 
 /// The Kubernetes CEL environment, as far as the compiled policies use it: the standard
 /// library, the strings extension (`split`, `trim`, `join`, ...), the lists extension and

@@ -6,32 +6,15 @@
 //!
 //! The real API server runs the same expressions in the end-to-end suite
 //! (`tests/e2e/outage.rs`); this is the fast, exhaustive check of each condition.
-use std::collections::HashMap;
-use std::sync::Arc;
+#[path = "support/cel.rs"]
+mod cel_support;
+use cel_support::to_cel;
 
 use serde_json::{Value, json};
 use stateward::policy::scope::{Entry, scope};
 use stateward::policy::{
     Kind, NoContext, Policy, Resource, Review, ScaleReview, evaluate, evaluate_scale,
 };
-
-fn to_cel(value: &Value) -> cel::Value {
-    match value {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => cel::Value::Int(i),
-            None => cel::Value::Float(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
-        Value::Object(map) => {
-            let map: HashMap<String, cel::Value> =
-                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
-            map.into()
-        }
-    }
-}
 
 /// One admission request as the API server's CEL sees it.
 #[derive(Clone, Debug)]

@@ -178,6 +178,13 @@ fn policy_text(path: Option<&std::path::Path>) -> Result<(String, String), Exit>
     }
 }
 
+fn joined(ids: &[crate::policy::RuleId]) -> String {
+    ids.iter()
+        .map(|id| id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `stateward policy native`: the compiled policies as multi-document YAML, with a header
 /// that lists every rule that is on, native or not.
 pub fn native_text(text: &str, source: &str) -> Result<String, anyhow::Error> {
@@ -190,19 +197,9 @@ pub fn native_text(text: &str, source: &str) -> Result<String, anyhow::Error> {
          # Not native, left to the webhook or the audit ({}):\n",
         policy.name,
         compiled.native.len(),
-        compiled
-            .native
-            .iter()
-            .map(|id| id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        joined(&compiled.native),
         compiled.native_mutations.len(),
-        compiled
-            .native_mutations
-            .iter()
-            .map(|id| id.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
+        joined(&compiled.native_mutations),
         compiled.not_native.len()
     );
     for (id, reason) in &compiled.not_native {
