@@ -611,12 +611,19 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
         );
         for object in &compiled.objects {
             let mut object = object.clone();
-            let plural = if object["kind"] == "ValidatingAdmissionPolicy" {
-                "validatingadmissionpolicies"
-            } else {
-                object["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] =
-                    json!({"bench-native": "on"});
-                "validatingadmissionpolicybindings"
+            let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+            let plural = match kind.as_str() {
+                "ValidatingAdmissionPolicy" => "validatingadmissionpolicies",
+                "MutatingAdmissionPolicy" => "mutatingadmissionpolicies",
+                kind => {
+                    object["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] =
+                        json!({"bench-native": "on"});
+                    if kind == "MutatingAdmissionPolicyBinding" {
+                        "mutatingadmissionpolicybindings"
+                    } else {
+                        "validatingadmissionpolicybindings"
+                    }
+                }
             };
             let reply = send(
                 &env.admin,
