@@ -12,6 +12,8 @@ use serde::Serialize;
 use super::classify::{ClaimView, Orphan, PodView, SetView, classify};
 use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
+use crate::cluster::paged::{self, ListError};
+use crate::cluster::{Collector, Slim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -152,13 +154,16 @@ where
     }
 }
 
+/// Lists claims, sets and pods page by page ([`crate::cluster::paged`]), each page decoded
+/// into the collector's sparse objects and projected at once: what the classifier reads,
+/// nothing more. A list that expired while paging is listed again or fails the command.
 pub async fn snapshot(
     client: &Client,
     namespace: Option<&str>,
     selector: Option<&str>,
 ) -> Result<Snapshot, GcError> {
     let err = |what: &'static str| {
-        move |e: kube::Error| GcError::List {
+        move |e: ListError| GcError::List {
             what,
             message: e.to_string(),
         }
@@ -167,23 +172,29 @@ pub async fn snapshot(
     if let Some(selector) = selector {
         claim_params = claim_params.labels(selector);
     }
-    let claims = api::<PersistentVolumeClaim>(client, namespace)
-        .list(&claim_params)
-        .await
-        .map_err(err("persistentvolumeclaims"))?;
-    let sets = api::<StatefulSet>(client, namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(err("statefulsets"))?;
-    let pods = api::<Pod>(client, namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(err("pods"))?;
-    Ok(Snapshot {
-        claims: claims.items.iter().map(claim_view).collect(),
-        sets: sets.items.iter().map(set_view).collect(),
-        pods: pods.items.iter().map(pod_view).collect(),
+    let all = ListParams::default();
+    let claims = paged::list(
+        client,
+        namespace,
+        &claim_params,
+        |c: Slim<PersistentVolumeClaim, Collector>| claim_view(&c.0),
+    )
+    .await
+    .map_err(err("persistentvolumeclaims"))?;
+    let sets = paged::list(
+        client,
+        namespace,
+        &all,
+        |s: Slim<StatefulSet, Collector>| set_view(&s.0),
+    )
+    .await
+    .map_err(err("statefulsets"))?;
+    let pods = paged::list(client, namespace, &all, |p: Slim<Pod, Collector>| {
+        pod_view(&p.0)
     })
+    .await
+    .map_err(err("pods"))?;
+    Ok(Snapshot { claims, sets, pods })
 }
 
 /// The plan: orphans old enough, in a stable order.
