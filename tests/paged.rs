@@ -1,7 +1,7 @@
 //! Paged lists against a scripted API server (`tower_test` behind `kube::Client`): a real
 //! API server cannot be made to expire a continue token on demand. A `410 Gone` on a
 //! continue lists again from the first page, and when it keeps expiring the command fails:
-//! never a plan from a partial list.
+//! never a plan or an audit from a partial list.
 use std::sync::{Arc, Mutex};
 
 use axum::http::{Request, Response, StatusCode};
@@ -169,4 +169,31 @@ async fn a_410_on_every_continue_never_yields_a_plan_from_a_partial_list() {
         "{requests:?}"
     );
     assert_eq!(requests.len(), 6, "{requests:?}");
+}
+
+#[tokio::test]
+async fn a_410_on_every_continue_never_yields_an_audit_from_a_partial_list() {
+    let server = Arc::new(Mutex::new(Server {
+        expire: usize::MAX,
+        ..Server::default()
+    }));
+    let err = match stateward::audit::inventory(&client(server), None, None).await {
+        Ok(inventory) => panic!(
+            "an inventory from a partial list: {} claims",
+            inventory.claims.len()
+        ),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("persistentvolumeclaims"), "{err}");
+    assert!(err.contains("410 Gone"), "{err}");
+    // One expiry: the audit lists the claims again and reads them all, once.
+    let server = Arc::new(Mutex::new(Server {
+        expire: 1,
+        ..Server::default()
+    }));
+    let inventory = stateward::audit::inventory(&client(server), None, None)
+        .await
+        .expect("inventory");
+    assert_eq!(inventory.claims.len(), CLAIMS);
+    assert_eq!(inventory.statefulsets.len(), 1);
 }
