@@ -4,7 +4,7 @@
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
 //!   cargo bench --bench fleet_memory -- --pods 10000 [--claims N] [--sets N] [--services N] \
-//!   [--bin PATH] [--baseline-bin PATH] [--tunables]
+//!   [--bin PATH] [--baseline-bin PATH] [--tunables] [--wait-for FILE]
 //! ```
 //!
 //! The control plane of the end-to-end suite (tests/e2e/harness.rs) with its stateward and
@@ -24,7 +24,8 @@
 //! required` (RSS and peak two seconds after the stores are listed: the log line `gc
 //! reconcile loop started`, `/readyz` 200), `audit --watch` (peak after its first `audit
 //! pass` log line, and that pass's time). `--tunables` repeats every command with the
-//! image's `GLIBC_TUNABLES`. Under `cargo test --benches` (no `--bench`) it does nothing.
+//! image's `GLIBC_TUNABLES`. `--wait-for FILE` waits, once the cluster is populated, until
+//! FILE exists (populate while the binaries build). Under `cargo test --benches` (no `--bench`) it does nothing.
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
@@ -406,6 +407,16 @@ async fn run(dir: &Path, assets: &Path, helm: &Path, binaries: &[PathBuf]) {
         })
         .collect();
     create_all(&env, "Namespaces", namespaces).await;
+    // The controller manager, stopped, does not create the default ServiceAccounts.
+    let accounts = (0..NAMESPACES)
+        .map(|i| {
+            (
+                format!("/api/v1/namespaces/{}/serviceaccounts", ns(i)),
+                json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+            )
+        })
+        .collect();
+    create_all(&env, "ServiceAccounts", accounts).await;
     let requests = (0..sets)
         .map(|i| {
             (
@@ -446,6 +457,12 @@ async fn run(dir: &Path, assets: &Path, helm: &Path, binaries: &[PathBuf]) {
         "{pods} pods (about {} bytes each as JSON), {claims} claims, {sets} sets, {services} Services:",
         serde_json::to_vec(&pod(0, sets, &uids)).map_or(0, |v| v.len())
     );
+    if let Some(file) = arg("--wait-for") {
+        println!("waiting for {file}");
+        while !Path::new(&file).exists() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     for binary in binaries {
         for t in [None, Some(IMAGE_GLIBC_TUNABLES)] {
             if t.is_some() && !tunables {
