@@ -4,7 +4,7 @@
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
 //!   cargo bench --bench fleet_memory -- --pods 10000 [--claims N] [--sets N] [--services N] \
-//!   [--bin PATH] [--baseline-bin PATH] [--tunables] [--wait-for FILE]
+//!   [--bin PATH] [--baseline-bin PATH]... [--tunables] [--wait-for FILE]
 //! ```
 //!
 //! The control plane of the end-to-end suite (tests/e2e/harness.rs) with its stateward and
@@ -18,7 +18,7 @@
 //! replica fewer than they have pods: their last, unmounted claims are orphans.
 //! Defaults: claims = pods, sets = pods / 10, services = pods.
 //!
-//! Then each binary (`--bin`, default the one cargo built; then `--baseline-bin`) runs, and
+//! Then each binary (`--bin`, default the one cargo built; then each `--baseline-bin`) runs, and
 //! the bench prints peak RSS and time: `gc -A` and `audit -A -o json` (the process's
 //! maxrss from `/usr/bin/time`, and the wall time), `gc --watch` and `serve --cluster
 //! required` (RSS and peak two seconds after the stores are listed: the log line `gc
@@ -360,10 +360,9 @@ async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
     let pass_ms = std::fs::read_to_string(&log)
         .unwrap_or_default()
         .lines()
-        .find(|l| l.contains("audit pass"))
-        .and_then(|l| l.split("duration_ms=").nth(1))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "audit pass")
+        .and_then(|l| l["duration_ms"].as_f64())
         .unwrap_or(f64::NAN);
     println!(
         "  {label}: audit --watch: first pass done {ready:.2} s after start (the pass {:.2} s), RSS {rss:.1} MiB (peak {peak:.1} MiB) 2 s later",
@@ -489,7 +488,12 @@ fn main() {
         },
         PathBuf::from,
     )];
-    binaries.extend(arg("--baseline-bin").map(PathBuf::from));
+    let args: Vec<String> = std::env::args().collect();
+    binaries.extend(
+        args.windows(2)
+            .filter(|w| w[0] == "--baseline-bin")
+            .map(|w| PathBuf::from(&w[1])),
+    );
     let dir = tempfile::Builder::new()
         .prefix("stateward-fleet-")
         .tempdir()

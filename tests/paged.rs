@@ -159,16 +159,59 @@ async fn a_410_on_every_continue_never_yields_a_plan_from_a_partial_list() {
     };
     assert!(err.contains("persistentvolumeclaims"), "{err}");
     assert!(err.contains("410 Gone"), "{err}");
-    // The first page of claims was read three times (the list and two restarts); no other
-    // list was started after it failed.
+    // The claims' version (one claim), the sets and pods, then the claims at that version:
+    // their first page read three times (the list and two restarts), each failing on its
+    // continue.
     let requests = server.lock().expect("server").requests.clone();
+    let claims: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains("/persistentvolumeclaims"))
+        .collect();
+    assert_eq!(claims.len(), 7, "{requests:?}");
+    assert_eq!(query(claims[0], "limit"), Some("1"), "{requests:?}");
     assert!(
         requests
-            .iter()
-            .all(|r| r.contains("/persistentvolumeclaims")),
+            .last()
+            .is_some_and(|r| r.contains("/persistentvolumeclaims")),
         "{requests:?}"
     );
-    assert_eq!(requests.len(), 6, "{requests:?}");
+    for first in claims[1..]
+        .iter()
+        .filter(|r| query(r, "continue").is_none())
+    {
+        assert_eq!(query(first, "resourceVersion"), Some("1"), "{first}");
+        assert_eq!(
+            query(first, "resourceVersionMatch"),
+            Some("Exact"),
+            "{first}"
+        );
+    }
+}
+
+/// The one-shot plan (claims classified page by page, not kept) is the plan of the
+/// listed snapshot.
+#[tokio::test]
+async fn the_streamed_plan_is_the_snapshots_plan() {
+    let server = Arc::new(Mutex::new(Server {
+        expire: 1,
+        ..Server::default()
+    }));
+    let (text, _) = run_once(&gc_args(), client(server.clone()), T0)
+        .await
+        .expect("plan");
+    let doc: Value = serde_json::from_str(&text).expect("json");
+    let snap = snapshot(&client(Arc::default()), None, None)
+        .await
+        .expect("snapshot");
+    let planned: Vec<String> = plan(&snap, T0, 0).into_iter().map(|o| o.claim).collect();
+    let candidates: Vec<String> = doc["candidates"]
+        .as_array()
+        .expect("candidates")
+        .iter()
+        .map(|c| c["claim"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(candidates, planned);
+    assert_eq!(candidates.len(), CLAIMS - 3);
 }
 
 #[tokio::test]

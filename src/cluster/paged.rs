@@ -44,9 +44,11 @@ impl ListError {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+#[serde(rename_all = "camelCase")]
 struct ListMeta {
     #[serde(rename = "continue")]
     continue_: Option<String>,
+    resource_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -69,11 +71,51 @@ pub async fn list<K, V>(
 where
     K: kube::Resource<DynamicType = ()> + DeserializeOwned,
 {
+    fold(client, namespace, params, Vec::new, |kept, object| {
+        kept.push(keep(object))
+    })
+    .await
+    .map(|(kept, _)| kept)
+}
+
+/// The current resourceVersion of the list of `K` (one request for one object): a
+/// snapshot's version, at which other lists can then be read with
+/// `resourceVersionMatch=Exact`.
+pub async fn version<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    params: &ListParams,
+) -> Result<Option<String>, ListError>
+where
+    K: kube::Resource<DynamicType = ()> + DeserializeOwned,
+{
+    let mut params = params.clone().limit(1);
+    params.continue_token = None;
+    let http = Request::new(K::url_path(&(), namespace))
+        .list(&params)
+        .map_err(|e| ListError::Request(e.to_string()))?;
+    let page: Page<K> = client.request(http).await?;
+    Ok(page.metadata.resource_version.filter(|v| !v.is_empty()))
+}
+
+/// Folds every object of the list into a state made by `init` (made afresh when the list
+/// restarts after a `410 Gone`); returns it with the list's resourceVersion.
+pub async fn fold<K, S>(
+    client: &Client,
+    namespace: Option<&str>,
+    params: &ListParams,
+    init: impl Fn() -> S,
+    mut step: impl FnMut(&mut S, K),
+) -> Result<(S, Option<String>), ListError>
+where
+    K: kube::Resource<DynamicType = ()> + DeserializeOwned,
+{
     let request = Request::new(K::url_path(&(), namespace));
     let mut attempts = 0;
     'list: loop {
         attempts += 1;
-        let mut kept = Vec::new();
+        let mut state = init();
+        let mut version = None;
         let mut params = params.clone().limit(PAGE_SIZE);
         params.continue_token = None;
         loop {
@@ -97,10 +139,15 @@ where
                 }
                 Err(err) => return Err(err.into()),
             };
-            kept.extend(page.items.into_iter().flatten().map(&mut keep));
+            if version.is_none() {
+                version = page.metadata.resource_version;
+            }
+            for object in page.items.into_iter().flatten() {
+                step(&mut state, object);
+            }
             match page.metadata.continue_ {
                 Some(token) if !token.is_empty() => params.continue_token = Some(token),
-                _ => return Ok(kept),
+                _ => return Ok((state, version)),
             }
         }
     }
