@@ -12,13 +12,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::Client;
 use kube::api::ListParams;
-use kube::{Api, Client};
 use serde::Serialize;
 
 use crate::Exit;
+use crate::cluster::Slim;
+use crate::cluster::paged::{self, ListError};
 use crate::gc::classify::{Orphan, Reason, classify, split_for_set};
-use crate::gc::collect::api;
 use crate::gc::collect::{claim_view, human_bytes, pod_view, set_view};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::labels::selector_matches;
@@ -32,6 +33,8 @@ pub mod openreports;
 pub mod reports;
 pub mod slim;
 pub mod watch;
+
+use slim::Audit;
 
 /// Objects per list request.
 pub const PAGE_SIZE: u32 = 500;
@@ -490,52 +493,31 @@ pub fn render_text(report: &AuditReport) -> String {
     out
 }
 
-/// Lists every object of `api` in pages of [`PAGE_SIZE`].
-async fn list_all<K>(
-    api: Api<K>,
+/// Lists every object of `K` in pages of [`PAGE_SIZE`] ([`paged::list`]: a list that
+/// expired while paging is listed again or fails the pass), each kept as `keep` makes it.
+async fn list_all<K, V>(
+    client: &Client,
+    namespace: Option<&str>,
     params: ListParams,
     what: &'static str,
     scope: &str,
-) -> Result<Vec<K>, AuditError>
+    keep: impl FnMut(K) -> V,
+) -> Result<Vec<V>, AuditError>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
 {
-    list_slim(api, params, what, scope, |_| {}).await
-}
-
-/// As [`list_all`], passing every object through `slim` as its page comes in.
-async fn list_slim<K>(
-    api: Api<K>,
-    params: ListParams,
-    what: &'static str,
-    scope: &str,
-    slim: fn(&mut K),
-) -> Result<Vec<K>, AuditError>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut items = Vec::new();
-    let mut params = params.limit(PAGE_SIZE);
-    loop {
-        let page = api.list(&params).await.map_err(|err| AuditError::List {
+    paged::list(client, namespace, &params, keep)
+        .await
+        .map_err(|err| AuditError::List {
             what,
             scope: scope.to_owned(),
             message: match &err {
-                kube::Error::Api(status) if status.code == 403 => {
+                ListError::Api(kube::Error::Api(status)) if status.code == 403 => {
                     format!("forbidden (RBAC): {}", status.message)
                 }
                 _ => err.to_string(),
             },
-        })?;
-        items.extend(page.items.into_iter().map(|mut item| {
-            slim(&mut item);
-            item
-        }));
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(items),
-        }
-    }
+        })
 }
 
 /// Lists what one pass reads: in `namespace`, or every namespace.
@@ -549,25 +531,34 @@ pub async fn inventory(
         None => "in all namespaces".to_owned(),
     };
     let all = ListParams::default;
-    let statefulsets = list_all(api(client, namespace), all(), "statefulsets", &scope).await?;
+    let statefulsets = list_all(
+        client,
+        namespace,
+        all(),
+        "statefulsets",
+        &scope,
+        |s: StatefulSet| s,
+    )
+    .await?;
     // The selector picks the sets to report; every set is still needed as context (and so
     // that claims of unselected sets are not taken for orphans).
     let selected = match selector {
         Some(selector) => Some(
-            list_all::<StatefulSet>(
-                api(client, namespace),
+            list_all(
+                client,
+                namespace,
                 all().labels(selector),
                 "statefulsets",
                 &scope,
+                |s: Slim<StatefulSet>| {
+                    (
+                        ns_of(&s.0.metadata).to_owned(),
+                        name_of(&s.0.metadata).to_owned(),
+                    )
+                },
             )
             .await?
-            .iter()
-            .map(|s| {
-                (
-                    ns_of(&s.metadata).to_owned(),
-                    name_of(&s.metadata).to_owned(),
-                )
-            })
+            .into_iter()
             .collect(),
         ),
         None => None,
@@ -575,29 +566,41 @@ pub async fn inventory(
     Ok(Inventory {
         statefulsets,
         selected,
-        services: list_all(api(client, namespace), all(), "services", &scope).await?,
+        services: list_all(client, namespace, all(), "services", &scope, |s: Service| s).await?,
         pdbs: list_all(
-            api(client, namespace),
+            client,
+            namespace,
             all(),
             "poddisruptionbudgets",
             &scope,
+            |p: PodDisruptionBudget| p,
         )
         .await?,
-        pods: list_slim(api(client, namespace), all(), "pods", &scope, slim::pod).await?,
-        claims: list_slim(
-            api(client, namespace),
+        pods: list_all(
+            client,
+            namespace,
+            all(),
+            "pods",
+            &scope,
+            |p: Slim<Pod, Audit>| p.0,
+        )
+        .await?,
+        claims: list_all(
+            client,
+            namespace,
             all(),
             "persistentvolumeclaims",
             &scope,
-            slim::claim,
+            |c: Slim<PersistentVolumeClaim, Audit>| c.0,
         )
         .await?,
-        nodes: list_slim(
-            Api::all(client.clone()),
+        nodes: list_all(
+            client,
+            None,
             all(),
             "nodes",
             "(cluster-scoped)",
-            slim::node,
+            |n: Slim<Node, Audit>| n.0,
         )
         .await?,
     })

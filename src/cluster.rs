@@ -41,8 +41,11 @@ use crate::cli::ClusterMode;
 use crate::policy::Context;
 use crate::policy::context::{ContextKind, PdbInfo, ServiceInfo, StatefulSetInfo};
 
+mod collector;
+pub mod paged;
 mod slim;
-pub use slim::Slim;
+pub use collector::Collector;
+pub use slim::{Slim, Webhook};
 
 /// The longest wait between two attempts to list a cache whose watch failed.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);

@@ -3,10 +3,23 @@
 //! are most of a cluster's objects and the engine never evaluates them (only StatefulSets
 //! and Services, which are kept whole), so their containers, the managed fields and
 //! kubectl's last-applied copy are never held for the length of a pass.
+//!
+//! The lists of a pass decode [`Slim`] objects of reader [`Audit`]: the same fields, parsed
+//! from the page without the others ever being allocated ([`pod`], [`claim`] and [`node`]
+//! say what is kept; the tests hold the two equal).
+use std::collections::BTreeMap;
+use std::fmt;
+
 use k8s_openapi::api::core::v1::{
-    Node, NodeStatus, PersistentVolumeClaim, Pod, PodSpec, PodStatus, Volume,
+    Node, NodeCondition, NodeStatus, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimStatus, PersistentVolumeClaimVolumeSource, Pod, PodCondition, PodSpec,
+    PodStatus, Volume,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::cluster::Slim;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -66,6 +79,182 @@ pub fn node(node: &mut Node) {
     }
 }
 
+/// The reader of the audit's lists.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Audit;
+
+/// Annotations without kubectl's last-applied copy (skipped unread).
+fn annotations<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Annotations;
+    impl<'de> Visitor<'de> for Annotations {
+        type Value = Option<BTreeMap<String, String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of annotations")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(Annotations)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kept = BTreeMap::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == LAST_APPLIED {
+                    map.next_value::<IgnoredAny>()?;
+                } else {
+                    kept.insert(key.into_owned(), map.next_value::<String>()?);
+                }
+            }
+            Ok(Some(kept))
+        }
+    }
+    deserializer.deserialize_option(Annotations)
+}
+
+/// Every field of `ObjectMeta` but the managed fields (never read).
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct Meta {
+    #[serde(deserialize_with = "annotations")]
+    annotations: Option<BTreeMap<String, String>>,
+    creation_timestamp: Option<Time>,
+    deletion_grace_period_seconds: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    finalizers: Option<Vec<String>>,
+    generate_name: Option<String>,
+    generation: Option<i64>,
+    labels: Option<BTreeMap<String, String>>,
+    name: Option<String>,
+    namespace: Option<String>,
+    owner_references: Option<Vec<OwnerReference>>,
+    resource_version: Option<String>,
+    self_link: Option<String>,
+    uid: Option<String>,
+}
+
+impl From<Meta> for ObjectMeta {
+    fn from(m: Meta) -> ObjectMeta {
+        ObjectMeta {
+            annotations: m.annotations,
+            creation_timestamp: m.creation_timestamp,
+            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+            deletion_timestamp: m.deletion_timestamp,
+            finalizers: m.finalizers,
+            generate_name: m.generate_name,
+            generation: m.generation,
+            labels: m.labels,
+            managed_fields: None,
+            name: m.name,
+            namespace: m.namespace,
+            owner_references: m.owner_references,
+            resource_version: m.resource_version,
+            self_link: m.self_link,
+            uid: m.uid,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Object<S, T> {
+    metadata: Meta,
+    spec: Option<S>,
+    status: Option<T>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct VolumeFields {
+    name: String,
+    persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct PodFields {
+    node_name: Option<String>,
+    termination_grace_period_seconds: Option<i64>,
+    volumes: Option<Vec<VolumeFields>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PodStatusFields {
+    phase: Option<String>,
+    conditions: Option<Vec<PodCondition>>,
+    reason: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Slim<Pod, Audit> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = Object::<PodFields, PodStatusFields>::deserialize(deserializer)?;
+        Ok(Slim::new(Pod {
+            metadata: object.metadata.into(),
+            spec: object.spec.map(|s| PodSpec {
+                node_name: s.node_name,
+                termination_grace_period_seconds: s.termination_grace_period_seconds,
+                volumes: s.volumes.map(|volumes| {
+                    volumes
+                        .into_iter()
+                        .filter(|v| v.persistent_volume_claim.is_some())
+                        .map(|v| Volume {
+                            name: v.name,
+                            persistent_volume_claim: v.persistent_volume_claim,
+                            ..Volume::default()
+                        })
+                        .collect()
+                }),
+                ..PodSpec::default()
+            }),
+            status: object.status.map(|s| PodStatus {
+                phase: s.phase,
+                conditions: s.conditions,
+                reason: s.reason,
+                ..PodStatus::default()
+            }),
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for Slim<PersistentVolumeClaim, Audit> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = Object::<PersistentVolumeClaimSpec, PersistentVolumeClaimStatus>::deserialize(
+            deserializer,
+        )?;
+        Ok(Slim::new(PersistentVolumeClaim {
+            metadata: object.metadata.into(),
+            spec: object.spec,
+            status: object.status,
+        }))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NodeStatusFields {
+    conditions: Option<Vec<NodeCondition>>,
+}
+
+impl<'de> Deserialize<'de> for Slim<Node, Audit> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let object = Object::<IgnoredAny, NodeStatusFields>::deserialize(deserializer)?;
+        Ok(Slim::new(Node {
+            metadata: object.metadata.into(),
+            spec: None,
+            status: object.status.map(|s| NodeStatus {
+                conditions: s.conditions,
+                ..NodeStatus::default()
+            }),
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -108,5 +297,62 @@ mod tests {
         assert_eq!(annotations.len(), 1);
         assert!(full.metadata.deletion_timestamp.is_some());
         assert!(full.metadata.owner_references.is_some());
+    }
+
+    /// A `Slim<K, Audit>` decode is the full decode trimmed by `slim`.
+    fn decodes_as_trimmed<K>(value: serde_json::Value, slim: fn(&mut K))
+    where
+        K: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        Slim<K, Audit>: serde::de::DeserializeOwned,
+    {
+        let mut full: K = serde_json::from_value(value.clone()).expect("full");
+        slim(&mut full);
+        let sparse: Slim<K, Audit> = serde_json::from_value(value).expect("sparse");
+        assert_eq!(sparse.0, full);
+    }
+
+    fn metadata() -> serde_json::Value {
+        json!({"name": "web-0", "namespace": "shop", "uid": "p", "resourceVersion": "4", "generation": 2,
+            "generateName": "web-", "finalizers": ["f"], "deletionGracePeriodSeconds": 30,
+            "creationTimestamp": "2026-01-01T00:00:00Z", "deletionTimestamp": "2026-01-02T00:00:00Z",
+            "labels": {"app": "web"}, "annotations": {LAST_APPLIED: "{}", "keep": "me"},
+            "managedFields": [{"manager": "kubectl"}],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "web", "uid": "s", "controller": true}]})
+    }
+
+    #[test]
+    fn the_sparse_decodes_are_the_full_ones_trimmed() {
+        for (spec, status) in [
+            (
+                json!({"nodeName": "n1", "terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "c", "image": "x", "env": [{"name": "A", "value": "b"}]}],
+                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-0", "readOnly": true}},
+                    {"name": "tmp", "emptyDir": {}}]}),
+                json!({"phase": "Running", "reason": "Evicted", "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 3}]}),
+            ),
+            (json!({"containers": []}), json!({})),
+            (
+                json!({"containers": [], "volumes": null}),
+                serde_json::Value::Null,
+            ),
+        ] {
+            decodes_as_trimmed::<Pod>(
+                json!({"metadata": metadata(), "spec": spec, "status": status}),
+                pod,
+            );
+        }
+        decodes_as_trimmed::<Pod>(json!({"metadata": {"name": "x", "annotations": null}}), pod);
+        decodes_as_trimmed::<PersistentVolumeClaim>(
+            json!({"metadata": metadata(), "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast",
+                "resources": {"requests": {"storage": "1Gi"}}}, "status": {"phase": "Pending"}}),
+            claim,
+        );
+        decodes_as_trimmed::<Node>(
+            json!({"metadata": metadata(), "spec": {"podCIDR": "10.0.0.0/24"},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}], "images": [{"names": ["x"]}],
+                    "capacity": {"cpu": "4"}}}),
+            node,
+        );
     }
 }

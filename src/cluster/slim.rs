@@ -14,6 +14,7 @@
 //! [`PdbInfo`]: crate::policy::context::PdbInfo
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy,
@@ -24,11 +25,23 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Deserializer};
 
-/// A `K` holding only what a projection reads; see the module documentation.
+/// A `K` holding only what the projections of reader `R` read; see the module
+/// documentation. `R` is [`Webhook`] (the context caches) or
+/// [`Collector`](super::collector::Collector) (`gc` and `gc --watch`).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Slim<K>(pub K);
+pub struct Slim<K, R = Webhook>(pub K, PhantomData<fn() -> R>);
 
-impl<K> kube::Resource for Slim<K>
+impl<K, R> Slim<K, R> {
+    pub fn new(object: K) -> Self {
+        Slim(object, PhantomData)
+    }
+}
+
+/// The reader of the webhook's context caches.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Webhook;
+
+impl<K, R> kube::Resource for Slim<K, R>
 where
     K: kube::Resource<DynamicType = ()>,
 {
@@ -62,7 +75,7 @@ where
 /// resourceVersion a watch resumes from.
 #[derive(Deserialize, Default)]
 #[serde(default, rename_all = "camelCase")]
-struct Meta {
+pub(super) struct Meta {
     name: Option<String>,
     namespace: Option<String>,
     uid: Option<String>,
@@ -89,8 +102,8 @@ struct LabelsOnly {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct NameOnly {
-    metadata: Option<Meta>,
+pub(super) struct NameOnly {
+    pub(super) metadata: Option<Meta>,
 }
 
 #[derive(Deserialize, Default)]
@@ -100,7 +113,7 @@ struct Object<S> {
     spec: Option<S>,
 }
 
-fn meta(meta: Option<Meta>) -> ObjectMeta {
+pub(super) fn meta(meta: Option<Meta>) -> ObjectMeta {
     meta.map(ObjectMeta::from).unwrap_or_default()
 }
 
@@ -115,7 +128,7 @@ struct ServiceFields {
 impl<'de> Deserialize<'de> for Slim<Service> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let object = Object::<ServiceFields>::deserialize(deserializer)?;
-        Ok(Slim(Service {
+        Ok(Slim::new(Service {
             metadata: meta(object.metadata),
             spec: object.spec.map(|s| ServiceSpec {
                 cluster_ip: s.cluster_ip,
@@ -148,7 +161,7 @@ struct StatefulSetFields {
 impl<'de> Deserialize<'de> for Slim<StatefulSet> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let object = Object::<StatefulSetFields>::deserialize(deserializer)?;
-        Ok(Slim(StatefulSet {
+        Ok(Slim::new(StatefulSet {
             metadata: meta(object.metadata),
             spec: object
                 .spec
@@ -191,7 +204,7 @@ struct PdbFields {
 impl<'de> Deserialize<'de> for Slim<PodDisruptionBudget> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let object = Object::<PdbFields>::deserialize(deserializer)?;
-        Ok(Slim(PodDisruptionBudget {
+        Ok(Slim::new(PodDisruptionBudget {
             metadata: meta(object.metadata),
             spec: object.spec.map(|s| PodDisruptionBudgetSpec {
                 selector: s.selector,

@@ -164,83 +164,123 @@ fn protected(
         })
 }
 
-/// The claims of live sets: named `<template>-<set>-<ordinal>` for one of the set's
-/// templates, in its namespace, with labels matching its selector (how the StatefulSet
-/// controller finds a pod's claim), with the set (for provenance annotations), in range or
-/// not. When two sets could claim one name, the longer set name wins.
-pub fn claims_of_live_sets<'a>(
-    claims: &'a [ClaimView],
-    sets: &'a [SetView],
-) -> Vec<(&'a ClaimView, &'a SetView, i64)> {
-    // Each selector is converted once; an invalid one (the API server rejects it) selects
-    // nothing.
-    let mut by_ns: HashMap<&str, Vec<(&SetView, Option<Selector>)>> = HashMap::new();
-    for set in sets {
-        let selector = Selector::try_from(set.selector.clone()).ok();
-        by_ns
-            .entry(set.namespace.as_str())
-            .or_default()
-            .push((set, selector));
+/// The live sets of each namespace with their selectors, to find the set that claims a
+/// claim: named `<template>-<set>-<ordinal>` for one of the set's templates, in its
+/// namespace, with labels matching its selector (how the StatefulSet controller finds a
+/// pod's claim). When two sets could claim one name, the longer set name wins.
+struct LiveSets<'a> {
+    by_ns: HashMap<&'a str, Vec<(&'a SetView, Option<Selector>)>>,
+}
+
+impl<'a> LiveSets<'a> {
+    fn new(sets: &'a [SetView]) -> LiveSets<'a> {
+        // Each selector is converted once; an invalid one (the API server rejects it)
+        // selects nothing.
+        let mut by_ns: HashMap<&str, Vec<(&SetView, Option<Selector>)>> = HashMap::new();
+        for set in sets {
+            let selector = Selector::try_from(set.selector.clone()).ok();
+            by_ns
+                .entry(set.namespace.as_str())
+                .or_default()
+                .push((set, selector));
+        }
+        for candidates in by_ns.values_mut() {
+            candidates.sort_by(|(a, _), (b, _)| {
+                b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name))
+            });
+        }
+        LiveSets { by_ns }
     }
-    for candidates in by_ns.values_mut() {
-        candidates
-            .sort_by(|(a, _), (b, _)| b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name)));
-    }
-    let mut out = Vec::new();
-    for claim in claims {
-        let Some(candidates) = by_ns.get(claim.namespace.as_str()) else {
-            continue;
-        };
-        let found = candidates.iter().find_map(|(set, selector)| {
+
+    /// The live set that claims `claim`, with the claim's ordinal (in range or not).
+    fn owner(&self, claim: &ClaimView) -> Option<(&'a SetView, i64)> {
+        let candidates = self.by_ns.get(claim.namespace.as_str())?;
+        candidates.iter().find_map(|(set, selector)| {
             set.templates.iter().find_map(|t| {
                 ordinal_for(&claim.name, t, &set.name)
                     .filter(|_| selector.as_ref().is_some_and(|s| s.matches(&claim.labels)))
                     .map(|n| (*set, n))
             })
-        });
-        if let Some((set, ordinal)) = found {
-            out.push((claim, set, ordinal));
-        }
+        })
     }
-    out
+}
+
+/// The claims of live sets (see [`LiveSets`]), with the set (for provenance annotations),
+/// in range or not.
+pub fn claims_of_live_sets<'a>(
+    claims: &'a [ClaimView],
+    sets: &'a [SetView],
+) -> Vec<(&'a ClaimView, &'a SetView, i64)> {
+    let live = LiveSets::new(sets);
+    claims
+        .iter()
+        .filter_map(|claim| live.owner(claim).map(|(set, n)| (claim, set, n)))
+        .collect()
 }
 
 /// Classifies every claim; returns the orphans (in input order).
 pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec<Orphan> {
-    let mounted: HashSet<(&str, &str)> = pods
-        .iter()
-        .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
-        .flat_map(|p| {
-            p.claims
-                .iter()
-                .map(move |c| (p.namespace.as_str(), c.as_str()))
-        })
-        .collect();
-    let live_uids: HashSet<&str> = sets
-        .iter()
-        .map(|s| s.uid.as_str())
-        .chain(pods.iter().map(|p| p.uid.as_str()))
-        .collect();
-    let set_names: HashSet<(&str, &str)> = sets
-        .iter()
-        .map(|s| (s.namespace.as_str(), s.name.as_str()))
-        .collect();
-    let mut names_by_ns: HashMap<&str, Vec<&str>> = HashMap::new();
-    for set in sets {
-        names_by_ns
-            .entry(set.namespace.as_str())
-            .or_default()
-            .push(set.name.as_str());
-    }
-    let owned: HashMap<(&str, &str), (&SetView, i64)> = claims_of_live_sets(claims, sets)
-        .into_iter()
-        .map(|(c, s, n)| ((c.namespace.as_str(), c.name.as_str()), (s, n)))
-        .collect();
+    let classifier = Classifier::new(sets, pods);
+    claims.iter().filter_map(|c| classifier.orphan(c)).collect()
+}
 
-    let mut orphans = Vec::new();
-    for claim in claims {
-        if protected(claim, &mounted, &live_uids) {
-            continue;
+/// What classifying a claim reads of the sets and pods, built once: claims can then be
+/// classified one at a time, as their list pages come in, without being kept.
+pub struct Classifier<'a> {
+    mounted: HashSet<(&'a str, &'a str)>,
+    live_uids: HashSet<&'a str>,
+    set_names: HashSet<(&'a str, &'a str)>,
+    names_by_ns: HashMap<&'a str, Vec<&'a str>>,
+    live: LiveSets<'a>,
+}
+
+impl<'a> Classifier<'a> {
+    pub fn new(sets: &'a [SetView], pods: &'a [PodView]) -> Classifier<'a> {
+        let mounted = pods
+            .iter()
+            .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
+            .flat_map(|p| {
+                p.claims
+                    .iter()
+                    .map(move |c| (p.namespace.as_str(), c.as_str()))
+            })
+            .collect();
+        let live_uids = sets
+            .iter()
+            .map(|s| s.uid.as_str())
+            .chain(pods.iter().map(|p| p.uid.as_str()))
+            .collect();
+        let set_names = sets
+            .iter()
+            .map(|s| (s.namespace.as_str(), s.name.as_str()))
+            .collect();
+        let mut names_by_ns: HashMap<&str, Vec<&str>> = HashMap::new();
+        for set in sets {
+            names_by_ns
+                .entry(set.namespace.as_str())
+                .or_default()
+                .push(set.name.as_str());
+        }
+        Classifier {
+            mounted,
+            live_uids,
+            set_names,
+            names_by_ns,
+            live: LiveSets::new(sets),
+        }
+    }
+
+    /// The claim as an orphan, or `None` when it is not one.
+    pub fn orphan(&self, claim: &ClaimView) -> Option<Orphan> {
+        let Classifier {
+            mounted,
+            live_uids,
+            set_names,
+            names_by_ns,
+            live,
+        } = self;
+        if protected(claim, mounted, live_uids) {
+            return None;
         }
         let orphan =
             |set: &str, template: &str, ordinal: i64, reason: Reason, verified: bool| Orphan {
@@ -256,11 +296,11 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
                 created: claim.created,
                 requested_bytes: claim.requested_bytes,
             };
-        if let Some((set, ordinal)) = owned.get(&(claim.namespace.as_str(), claim.name.as_str())) {
+        if let Some((set, ordinal)) = live.owner(claim) {
             let start = i64::from(set.ordinals_start);
-            let in_range = (start..start + i64::from(set.replicas.max(0))).contains(ordinal);
+            let in_range = (start..start + i64::from(set.replicas.max(0))).contains(&ordinal);
             if in_range || set.when_scaled_delete {
-                continue;
+                return None;
             }
             let template = set
                 .templates
@@ -270,14 +310,13 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
                 .unwrap_or_default();
             // The live set itself verifies it, whatever provenance says (a re-created set
             // owns its claims again; `gc --watch` moves their provenance to it).
-            orphans.push(orphan(
+            return Some(orphan(
                 &set.name,
                 &template,
-                *ordinal,
+                ordinal,
                 Reason::ScaledDown,
                 true,
             ));
-            continue;
         }
         // No live set claims it. With provenance, its set is known to be gone.
         if let (Some(set), Some(_uid)) = (
@@ -286,28 +325,29 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
         ) {
             if set_names.contains(&(claim.namespace.as_str(), set.as_str())) {
                 // A live set of that name that does not claim it (labels differ): leave it.
-                continue;
+                return None;
             }
-            if let Some((template, ordinal)) = split_for_set(&claim.name, set) {
-                orphans.push(orphan(set, template, ordinal, Reason::SetDeleted, true));
-            }
-            continue;
+            return split_for_set(&claim.name, set).map(|(template, ordinal)| {
+                orphan(set, template, ordinal, Reason::SetDeleted, true)
+            });
         }
         // Without provenance: the name pattern and the presence of labels only. A name
         // that reads as a live set's claim (but the set does not claim it: another template
         // or labels) is left alone.
         if claim.labels.is_empty() {
-            continue;
+            return None;
         }
         let live = names_by_ns
             .get(claim.namespace.as_str())
             .map(Vec::as_slice)
             .unwrap_or_default();
-        if let Some((template, set, ordinal, false)) = parse_claim_name(&claim.name, live) {
-            orphans.push(orphan(set, template, ordinal, Reason::SetDeleted, false));
+        match parse_claim_name(&claim.name, live) {
+            Some((template, set, ordinal, false)) => {
+                Some(orphan(set, template, ordinal, Reason::SetDeleted, false))
+            }
+            _ => None,
         }
     }
-    orphans
 }
 
 #[cfg(test)]

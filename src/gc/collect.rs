@@ -5,13 +5,15 @@
 //! It prints nothing and reads no flags: `stateward gc` ([`crate::commands::gc`]) does.
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{DeleteParams, ListParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Preconditions, VersionMatch};
 use kube::{Api, Client};
 use serde::Serialize;
 
-use super::classify::{ClaimView, Orphan, PodView, SetView, classify};
+use super::classify::{ClaimView, Classifier, Orphan, PodView, SetView, classify};
 use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
+use crate::cluster::paged::{self, ListError};
+use crate::cluster::{Collector, Slim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -152,13 +154,16 @@ where
     }
 }
 
+/// Lists claims, sets and pods page by page ([`crate::cluster::paged`]), each page decoded
+/// into the collector's sparse objects and projected at once: what the classifier reads,
+/// nothing more. A list that expired while paging is listed again or fails the command.
 pub async fn snapshot(
     client: &Client,
     namespace: Option<&str>,
     selector: Option<&str>,
 ) -> Result<Snapshot, GcError> {
     let err = |what: &'static str| {
-        move |e: kube::Error| GcError::List {
+        move |e: ListError| GcError::List {
             what,
             message: e.to_string(),
         }
@@ -167,33 +172,130 @@ pub async fn snapshot(
     if let Some(selector) = selector {
         claim_params = claim_params.labels(selector);
     }
-    let claims = api::<PersistentVolumeClaim>(client, namespace)
-        .list(&claim_params)
-        .await
-        .map_err(err("persistentvolumeclaims"))?;
-    let sets = api::<StatefulSet>(client, namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(err("statefulsets"))?;
-    let pods = api::<Pod>(client, namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(err("pods"))?;
-    Ok(Snapshot {
-        claims: claims.items.iter().map(claim_view).collect(),
-        sets: sets.items.iter().map(set_view).collect(),
-        pods: pods.items.iter().map(pod_view).collect(),
+    let all = ListParams::default();
+    let claims = paged::list(
+        client,
+        namespace,
+        &claim_params,
+        |c: Slim<PersistentVolumeClaim, Collector>| claim_view(&c.0),
+    )
+    .await
+    .map_err(err("persistentvolumeclaims"))?;
+    let sets = paged::list(
+        client,
+        namespace,
+        &all,
+        |s: Slim<StatefulSet, Collector>| set_view(&s.0),
+    )
+    .await
+    .map_err(err("statefulsets"))?;
+    let pods = paged::list(client, namespace, &all, |p: Slim<Pod, Collector>| {
+        pod_view(&p.0)
     })
+    .await
+    .map_err(err("pods"))?;
+    Ok(Snapshot { claims, sets, pods })
 }
 
 /// The plan: orphans old enough, in a stable order.
 pub fn plan(snapshot: &Snapshot, now: i64, min_age_seconds: i64) -> Vec<Orphan> {
-    let mut orphans: Vec<Orphan> = classify(&snapshot.claims, &snapshot.sets, &snapshot.pods)
+    old_enough(
+        classify(&snapshot.claims, &snapshot.sets, &snapshot.pods),
+        now,
+        min_age_seconds,
+    )
+}
+
+fn old_enough(orphans: Vec<Orphan>, now: i64, min_age_seconds: i64) -> Vec<Orphan> {
+    let mut orphans: Vec<Orphan> = orphans
         .into_iter()
         .filter(|o| o.created.is_none_or(|c| now - c >= min_age_seconds))
         .collect();
     orphans.sort_by(|a, b| (&a.namespace, &a.claim).cmp(&(&b.namespace, &b.claim)));
     orphans
+}
+
+/// [`plan`] of what [`snapshot`] would list, without keeping the claims: the sets and pods
+/// are listed (and kept as views), then the claims are classified page by page and only
+/// the orphans kept. The claims' list version is read first (one claim), and the three
+/// lists are read at it (`resourceVersionMatch=Exact`): one consistent snapshot. When
+/// that version was compacted meanwhile (`410 Gone`), the whole listing starts again, at
+/// most [`paged::RESTARTS`] times.
+pub async fn plan_listed(
+    client: &Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+    now: i64,
+    min_age_seconds: i64,
+) -> Result<Vec<Orphan>, GcError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match list_and_classify(client, namespace, selector).await {
+            Err((what, err)) if err.status() == Some(410) && attempts <= paged::RESTARTS => {
+                tracing::info!(
+                    what,
+                    attempt = attempts,
+                    "the snapshot's resourceVersion expired (410 Gone); listing again"
+                );
+            }
+            Err((what, err)) => {
+                return Err(GcError::List {
+                    what,
+                    message: err.to_string(),
+                });
+            }
+            Ok(orphans) => return Ok(old_enough(orphans, now, min_age_seconds)),
+        }
+    }
+}
+
+async fn list_and_classify(
+    client: &Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> Result<Vec<Orphan>, (&'static str, ListError)> {
+    let mut claim_params = ListParams::default();
+    if let Some(selector) = selector {
+        claim_params = claim_params.labels(selector);
+    }
+    let version =
+        paged::version::<Slim<PersistentVolumeClaim, Collector>>(client, namespace, &claim_params)
+            .await
+            .map_err(|e| ("persistentvolumeclaims", e))?;
+    let at = |params: ListParams| match &version {
+        Some(v) => params.at(v).matching(VersionMatch::Exact),
+        None => params,
+    };
+    let sets = paged::list(
+        client,
+        namespace,
+        &at(ListParams::default()),
+        |s: Slim<StatefulSet, Collector>| set_view(&s.0),
+    )
+    .await
+    .map_err(|e| ("statefulsets", e))?;
+    let pods = paged::list(
+        client,
+        namespace,
+        &at(ListParams::default()),
+        |p: Slim<Pod, Collector>| pod_view(&p.0),
+    )
+    .await
+    .map_err(|e| ("pods", e))?;
+    let classifier = Classifier::new(&sets, &pods);
+    let (orphans, _) = paged::fold(
+        client,
+        namespace,
+        &at(claim_params),
+        Vec::new,
+        |orphans, c: Slim<PersistentVolumeClaim, Collector>| {
+            orphans.extend(classifier.orphan(&claim_view(&c.0)))
+        },
+    )
+    .await
+    .map_err(|e| ("persistentvolumeclaims", e))?;
+    Ok(orphans)
 }
 
 /// What happened to one planned claim on `--delete`.
@@ -423,8 +525,7 @@ pub async fn run_once_gated(
     } else {
         args.namespace.as_deref()
     };
-    let snapshot = snapshot(&client, namespace, args.selector.as_deref()).await?;
-    let orphans = plan(&snapshot, now, min_age);
+    let orphans = plan_listed(&client, namespace, args.selector.as_deref(), now, min_age).await?;
     if !args.delete {
         return Ok((render(&orphans, None, now, args.output), Exit::Ok));
     }

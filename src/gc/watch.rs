@@ -52,7 +52,7 @@ use super::collect::{
     set_view,
 };
 use crate::cli::GcArgs;
-use crate::cluster::{Cache, CacheMetrics, Project, feed};
+use crate::cluster::{Cache, CacheMetrics, Collector, Project, Slim, feed, paged};
 use crate::gc::collect::api;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,14 +164,18 @@ async fn annotate(
 
 /// Namespaces that opted in to collection, listed.
 pub async fn opted_in_namespaces(client: &Client) -> Result<HashSet<String>, GcError> {
-    let list = Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| GcError::List {
-            what: "namespaces",
-            message: e.to_string(),
-        })?;
-    Ok(opted_in(list.items.iter()))
+    let namespaces = paged::list(
+        client,
+        None,
+        &ListParams::default(),
+        |n: Slim<Namespace, Collector>| n.0,
+    )
+    .await
+    .map_err(|e| GcError::List {
+        what: "namespaces",
+        message: e.to_string(),
+    })?;
+    Ok(opted_in(namespaces.iter()))
 }
 
 fn opted_in<'a>(namespaces: impl Iterator<Item = &'a Namespace>) -> HashSet<String> {
@@ -509,32 +513,33 @@ pub struct NamespaceView {
     pub opted_in: bool,
 }
 
-impl Project<PersistentVolumeClaim> for ClaimView {
-    fn project(object: &PersistentVolumeClaim) -> (String, String, Self) {
-        let view = claim_view(object);
+impl Project<Slim<PersistentVolumeClaim, Collector>> for ClaimView {
+    fn project(object: &Slim<PersistentVolumeClaim, Collector>) -> (String, String, Self) {
+        let view = claim_view(&object.0);
         (view.namespace.clone(), view.name.clone(), view)
     }
 }
 
-impl Project<StatefulSet> for SetView {
-    fn project(object: &StatefulSet) -> (String, String, Self) {
-        let view = set_view(object);
+impl Project<Slim<StatefulSet, Collector>> for SetView {
+    fn project(object: &Slim<StatefulSet, Collector>) -> (String, String, Self) {
+        let view = set_view(&object.0);
         (view.namespace.clone(), view.name.clone(), view)
     }
 }
 
-impl Project<Pod> for PodView {
-    fn project(object: &Pod) -> (String, String, Self) {
-        let view = pod_view(object);
-        let name = object.metadata.name.clone().unwrap_or_default();
+impl Project<Slim<Pod, Collector>> for PodView {
+    fn project(object: &Slim<Pod, Collector>) -> (String, String, Self) {
+        let view = pod_view(&object.0);
+        let name = object.0.metadata.name.clone().unwrap_or_default();
         (view.namespace.clone(), name, view)
     }
 }
 
-impl Project<Namespace> for NamespaceView {
-    fn project(object: &Namespace) -> (String, String, Self) {
-        let name = object.metadata.name.clone().unwrap_or_default();
+impl Project<Slim<Namespace, Collector>> for NamespaceView {
+    fn project(object: &Slim<Namespace, Collector>) -> (String, String, Self) {
+        let name = object.0.metadata.name.clone().unwrap_or_default();
         let opted_in = object
+            .0
             .metadata
             .annotations
             .as_ref()
@@ -580,21 +585,21 @@ impl Stores {
             claim_config = claim_config.labels(selector);
         }
         tokio::spawn(feed(
-            api::<PersistentVolumeClaim>(client, ns),
+            api::<Slim<PersistentVolumeClaim, Collector>>(client, ns),
             claim_config,
             claims.clone(),
             stopped.clone(),
             max_backoff,
         ));
         tokio::spawn(feed(
-            api::<StatefulSet>(client, ns),
+            api::<Slim<StatefulSet, Collector>>(client, ns),
             watcher::Config::default(),
             sets.clone(),
             stopped.clone(),
             max_backoff,
         ));
         tokio::spawn(feed(
-            api::<Pod>(client, ns),
+            api::<Slim<Pod, Collector>>(client, ns),
             watcher::Config::default(),
             pods.clone(),
             stopped.clone(),
@@ -603,7 +608,7 @@ impl Stores {
         let namespaces = ns.is_none().then(|| {
             let cache = Arc::new(Cache::new("namespaces", metrics));
             tokio::spawn(feed(
-                Api::<Namespace>::all(client.clone()),
+                Api::<Slim<Namespace, Collector>>::all(client.clone()),
                 watcher::Config::default(),
                 cache.clone(),
                 stopped,
