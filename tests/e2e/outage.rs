@@ -323,13 +323,16 @@ pub async fn outage_matrix(env: Arc<Env>) {
                 ),
             );
         } else {
+            // One entry, one wait; but the API server validates a DELETE inside its
+            // optimistic-concurrency loop, so a pod changed meanwhile (its status) is
+            // validated, and waited for, a second time.
             check(
                 &mut problems,
                 refused(&r)
                     && took >= TIMEOUT - Duration::from_millis(500)
-                    && took <= TIMEOUT + Duration::from_secs(2),
+                    && took <= 2 * TIMEOUT + Duration::from_secs(2),
                 format!(
-                    "{profile} hung: a force delete should fail after {TIMEOUT:?}: {r} after {took:?}"
+                    "{profile} hung: a force delete should fail after {TIMEOUT:?} (twice that if retried): {r} after {took:?}"
                 ),
             );
         }
