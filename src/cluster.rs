@@ -45,6 +45,7 @@ mod collector;
 pub mod paged;
 mod slim;
 pub use collector::Collector;
+pub(crate) use collector::annotations_where;
 pub use slim::{Slim, Webhook};
 
 /// The longest wait between two attempts to list a cache whose watch failed.

@@ -8,7 +8,6 @@
 //! from the page without the others ever being allocated ([`pod`], [`claim`] and [`node`]
 //! say what is kept; the tests hold the two equal).
 use std::collections::BTreeMap;
-use std::fmt;
 
 use k8s_openapi::api::core::v1::{
     Node, NodeCondition, NodeStatus, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -16,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     PodStatus, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
 
 use crate::cluster::Slim;
@@ -87,34 +86,7 @@ pub struct Audit;
 fn annotations<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    struct Annotations;
-    impl<'de> Visitor<'de> for Annotations {
-        type Value = Option<BTreeMap<String, String>>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a map of annotations")
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(Annotations)
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut kept = BTreeMap::new();
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key == LAST_APPLIED {
-                    map.next_value::<IgnoredAny>()?;
-                } else {
-                    kept.insert(key.into_owned(), map.next_value::<String>()?);
-                }
-            }
-            Ok(Some(kept))
-        }
-    }
-    deserializer.deserialize_option(Annotations)
+    crate::cluster::annotations_where(deserializer, |key| key != LAST_APPLIED)
 }
 
 /// Every field of `ObjectMeta` but the managed fields (never read).

@@ -41,12 +41,13 @@ pub struct Collector;
 /// The prefix of the only annotations the collector reads.
 pub const ANNOTATION_PREFIX: &str = "stateward.io/";
 
-/// A map of annotations keeping only the keys under [`ANNOTATION_PREFIX`]; the values of
-/// the others are skipped unread.
-fn stateward_annotations<'de, D: Deserializer<'de>>(
+/// A map of annotations keeping only the keys `keep` accepts; the values of the others are
+/// skipped unread (what each reader's sparse decode of metadata shares).
+pub(crate) fn annotations_where<'de, D: Deserializer<'de>>(
     deserializer: D,
+    keep: fn(&str) -> bool,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    struct Keep;
+    struct Keep(fn(&str) -> bool);
     impl<'de> Visitor<'de> for Keep {
         type Value = Option<BTreeMap<String, String>>;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -59,12 +60,12 @@ fn stateward_annotations<'de, D: Deserializer<'de>>(
             Ok(None)
         }
         fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(Keep)
+            d.deserialize_map(self)
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut kept = BTreeMap::new();
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key.starts_with(ANNOTATION_PREFIX) {
+                if (self.0)(&key) {
                     kept.insert(key.into_owned(), map.next_value::<String>()?);
                 } else {
                     map.next_value::<IgnoredAny>()?;
@@ -73,7 +74,14 @@ fn stateward_annotations<'de, D: Deserializer<'de>>(
             Ok(Some(kept))
         }
     }
-    deserializer.deserialize_option(Keep)
+    deserializer.deserialize_option(Keep(keep))
+}
+
+/// Only the annotations under [`ANNOTATION_PREFIX`].
+fn stateward_annotations<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    annotations_where(deserializer, |key| key.starts_with(ANNOTATION_PREFIX))
 }
 
 #[derive(Deserialize, Default)]
