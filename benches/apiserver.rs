@@ -30,7 +30,9 @@
 //! `apiserver_admission_webhook_admission_duration_seconds`, which for a mutating webhook
 //! includes applying the patch), and the time each webhook's handler took. `--native` adds a
 //! fourth namespace judged only by the built-in baseline compiled to ValidatingAdmissionPolicies
-//! (`stateward policy native`): what the native path adds, against the no-op, in the same run.
+//! (`stateward policy native`): what the native path adds, against the no-op, in the same run;
+//! and a fifth bound to one policy whose only check is `true` (what any policy costs: the
+//! API server converts the object to CEL's input once per policy).
 //!
 //! **Memory at scale** (`--scale N_SERVICES N_SETS`): the controller manager is stopped
 //! (it would otherwise write an EndpointSlice per Service and a status per set while the
@@ -656,6 +658,36 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         namespaces.push(("native", native_ns));
+        // The API server's floor for any native policy: one policy whose only check is
+        // `true`, bound to a namespace of its own. The API server converts the object to
+        // CEL's input once per policy, whatever the policy checks.
+        let floor_ns = "bench-floor".to_owned();
+        create_namespace(&env, &floor_ns, json!({"bench-floor": "on"})).await;
+        let floor = [
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": "bench-floor"},
+                "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                    "resources": ["statefulsets"]}]},
+                    "validations": [{"expression": "true"}]}}),
+            json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": "bench-floor"},
+                "spec": {"policyName": "bench-floor", "validationActions": ["Deny"],
+                    "matchResources": {"namespaceSelector": {"matchLabels": {"bench-floor": "on"}}}}}),
+        ];
+        for (object, plural) in floor.iter().zip([
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+        ]) {
+            let reply = send(
+                &env.admin,
+                kube::core::Request::new(format!("/apis/admissionregistration.k8s.io/v1/{plural}"))
+                    .create(&PostParams::default(), to_vec(object)),
+            )
+            .await;
+            assert_eq!(reply.status, 201, "create {plural}: {reply}");
+        }
+        namespaces.push(("floor", floor_ns));
     }
 
     // Both no-op webhooks in effect: a create in its namespace reaches both.
@@ -821,6 +853,11 @@ async fn latency(dir: &Path, assets: &Path, helm: &Path, rate: f64, seconds: f64
             "native: added over no webhook p50 {native50:+.2} ms, p99 {native99:+.2} ms; native-added / no-op-added: p50 {:.2}x, p99 {:.2}x",
             native50 / noop50,
             native99 / noop99
+        );
+        let (floor50, floor99) = added(4);
+        println!(
+            "one policy checking `true` (the API server's floor per policy): added p50 {floor50:+.2} ms, p99 {floor99:+.2} ms; floor-added / no-op-added: p50 {:.2}x",
+            floor50 / noop50
         );
     }
     drop(noop_process);

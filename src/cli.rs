@@ -148,11 +148,13 @@ pub enum PolicyCommand {
     /// Print the policy compiled to the API server's own ValidatingAdmissionPolicies and
     /// bindings (`| kubectl apply -f -`).
     #[command(
-        after_help = "One ValidatingAdmissionPolicy and binding per rule whose checks CEL can \
-        express (enforce -> Deny, warn -> Warn, audit -> Audit; a rule's advisory checks in a \
-        second policy bound at most Warn); the header lists every rule that is on, native or \
-        not, with the reason. Parameters, excludedNamespaces, skips, the override annotation \
-        and exempt users are baked in.\n\n\
+        after_help = "The checks of the rules CEL can express, gathered into one \
+        ValidatingAdmissionPolicy and binding per resource and action \
+        (stateward.<resource>.<deny|warn|audit>: enforce -> Deny, warn -> Warn, audit -> Audit; \
+        a rule's advisory checks bound at most Warn; each message starts with its rule id), \
+        and one MutatingAdmissionPolicy per mutation CEL can express; the header lists every \
+        rule that is on, native or not, with the reason. Parameters, excludedNamespaces, \
+        skips, the override annotation and exempt users are baked in.\n\n\
         Examples:\n  stateward policy native | kubectl apply -f -\n  \
         stateward policy native --policy policies/strict.yaml > stateward-native.yaml\n  \
         kubectl delete validatingadmissionpolicies,validatingadmissionpolicybindings \

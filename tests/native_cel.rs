@@ -1,5 +1,5 @@
-//! The native policies against the engine, offline: every StatefulSet rule's compiled
-//! `ValidatingAdmissionPolicy` (`stateward::policy::native::compile`) is evaluated with a
+//! The native policies against the engine, offline: the compiled StatefulSet
+//! `ValidatingAdmissionPolicy` objects (`stateward::policy::native::compile`) are evaluated with a
 //! CEL interpreter on the fixtures, the examples, the corpus (`STATEWARD_CORPUS`) and
 //! hand-made cases, CREATE and UPDATE, and must decide per rule what the engine decides:
 //! the same levels (deny, warn, audit) from the same rule, the advisory split included.
@@ -38,19 +38,21 @@ fn env() -> Arc<cel::Env> {
 }
 
 struct Check {
+    /// The rule the check belongs to: its static message starts with the rule id.
+    rule: RuleId,
     expression: String,
     program: cel::Program,
     message: cel::Program,
 }
 
-/// One compiled policy with its binding.
+/// One compiled policy (every rule's checks on StatefulSets bound with one action) with
+/// its binding.
 struct Native {
     name: String,
-    rule: RuleId,
     level: Level,
     operations: Vec<String>,
     excluded: Vec<String>,
-    conditions: Vec<(String, cel::Program)>,
+    variables: Vec<(String, cel::Program)>,
     checks: Vec<Check>,
 }
 
@@ -74,15 +76,14 @@ fn natives(policy: &Policy, env: &cel::Env) -> (Vec<Native>, Vec<RuleId>) {
         .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
     {
         let name = &vap["metadata"]["name"];
-        let binding = find("ValidatingAdmissionPolicyBinding", name);
-        let rule: RuleId = vap["metadata"]["labels"]["stateward.io/rule"]
-            .as_str()
-            .expect("rule label")
-            .parse()
-            .expect("rule id");
-        if rule.info().kind != Kind::StatefulSet {
+        if vap["spec"]["matchConstraints"]["resourceRules"][0]["resources"][0] != "statefulsets" {
             continue;
         }
+        assert!(
+            vap["spec"].get("matchConditions").is_none(),
+            "{name}: conditions are folded into the checks"
+        );
+        let binding = find("ValidatingAdmissionPolicyBinding", name);
         let level = match binding["spec"]["validationActions"][0].as_str() {
             Some("Deny") => Level::Enforce,
             Some("Warn") => Level::Warn,
@@ -100,11 +101,10 @@ fn natives(policy: &Policy, env: &cel::Env) -> (Vec<Native>, Vec<RuleId>) {
         assert_eq!(selector[0]["operator"], "NotIn", "{name}");
         out.push(Native {
             name: name.as_str().unwrap_or_default().to_owned(),
-            rule,
             level,
             operations: strings(&vap["spec"]["matchConstraints"]["resourceRules"][0]["operations"]),
             excluded: strings(&selector[0]["values"]),
-            conditions: vap["spec"]["matchConditions"]
+            variables: vap["spec"]["variables"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -121,7 +121,13 @@ fn natives(policy: &Policy, env: &cel::Env) -> (Vec<Native>, Vec<RuleId>) {
                 .flatten()
                 .map(|v| {
                     let expression = v["expression"].as_str().expect("expression").to_owned();
+                    let fallback = v["message"].as_str().expect("message");
+                    let rule = fallback
+                        .split_once(": ")
+                        .and_then(|(id, _)| id.parse().ok())
+                        .unwrap_or_else(|| panic!("{name}: no rule id in `{fallback}`"));
                     Check {
+                        rule,
                         program: program(&expression),
                         expression,
                         message: program(v["messageExpression"].as_str().expect("message")),
@@ -161,7 +167,6 @@ fn native_answer(
     context.add_variable_from_value("request", to_cel(&request));
     let mut answer: HashMap<RuleId, Levels> = HashMap::new();
     for native in natives {
-        answer.entry(native.rule).or_default();
         if native.excluded.contains(&review.namespace)
             || !native
                 .operations
@@ -170,29 +175,28 @@ fn native_answer(
         {
             continue;
         }
-        let mut matched = true;
-        for (name, condition) in &native.conditions {
-            match condition.execute(&context) {
-                Ok(cel::Value::Bool(b)) => matched &= b,
-                other => {
-                    return Err(format!(
-                        "{}: matchCondition {name} gave {other:?}",
-                        native.name
-                    ));
-                }
-            }
+        // The policy's variables, in order (each may read the ones before).
+        let mut variables: HashMap<String, cel::Value> = HashMap::new();
+        for (name, program) in &native.variables {
+            let mut scope = context.new_inner_scope();
+            scope.add_variable_from_value("variables", variables.clone());
+            let value = program
+                .execute(&scope)
+                .map_err(|e| format!("{}: variable {name}: {e:?}", native.name))?;
+            variables.insert(name.clone(), value);
         }
-        if !matched {
-            continue;
-        }
+        let mut scope = context.new_inner_scope();
+        scope.add_variable_from_value("variables", variables);
         for check in &native.checks {
-            match check.program.execute(&context) {
+            match check.program.execute(&scope) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => {
-                    match check.message.execute(&context) {
-                        // The API server drops a message with a line break (and the rule
-                        // id with it).
-                        Ok(cel::Value::String(text)) if !text.contains(['\n', '\r']) => {}
+                    match check.message.execute(&scope) {
+                        // The API server drops a message with a line break, and the rule
+                        // id with it; the message names the check's own rule.
+                        Ok(cel::Value::String(text))
+                            if !text.contains(['\n', '\r'])
+                                && text.starts_with(&format!("{}: ", check.rule)) => {}
                         other => {
                             return Err(format!(
                                 "{}: the message of `{}` gave {other:?}",
@@ -200,7 +204,7 @@ fn native_answer(
                             ));
                         }
                     }
-                    answer.entry(native.rule).or_default().insert(native.level);
+                    answer.entry(check.rule).or_default().insert(native.level);
                 }
                 other => {
                     return Err(format!(

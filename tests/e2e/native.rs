@@ -8,9 +8,11 @@
 //! - **W**: only the webhook (a `stateward serve` of its own, `--cluster off`, the chart's
 //!   configurations);
 //! - **N**: only the compiled ValidatingAdmissionPolicies, with their own bindings;
-//! - **NW**: the same policies bound with `Warn` only. The API server reports only the
-//!   first policy that denies; every failing policy shows here as a warning, so the whole
-//!   set of rules that would deny is compared.
+//! - **P0, P1, ...**: each compiled ValidatingAdmissionPolicy alone, bound with `Warn`. The
+//!   API server reports only the first check that denies; every failing check shows here
+//!   as a warning naming its policy and starting with its rule id, so the whole set of
+//!   rules that would deny (a check of a `Deny` policy) or warn is compared. One namespace
+//!   per policy keeps each under the API server's 4 KiB of warnings per response.
 //!
 //! Compared, over the rules that compiled (the others are the webhook's alone): denied or
 //! not, the rules in the denial, the rules in the warnings, and the object after admission
@@ -59,16 +61,16 @@ fn ids_in(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The rule of a warning or denial of a native policy: the policy named in it, and whether
-/// it is the rule's advisory policy.
-fn policy_rule(text: &str) -> Option<(String, bool)> {
+/// The policy and the rule of a warning or denial of a native policy: `... ValidatingAdmissionPolicy
+/// '<policy>' with binding '<binding>': <rule id>: <message>`.
+fn policy_rule(text: &str) -> Option<(String, String)> {
     let start = text.find("ValidatingAdmissionPolicy '")? + "ValidatingAdmissionPolicy '".len();
     let name = &text[start..start + text[start..].find('\'')?];
-    let name = name.strip_prefix("stateward.")?;
-    Some(match name.strip_suffix("-advisory") {
-        Some(rule) => (rule.to_owned(), true),
-        None => (name.to_owned(), false),
-    })
+    let rest = &text[start + name.len()..];
+    let message = &rest[rest.find("': ")? + 3..];
+    let rule = &message[..message.find(": ")?];
+    rule.parse::<RuleId>().ok()?;
+    Some((name.to_owned(), rule.to_owned()))
 }
 
 /// A spec with the names the API server generates per request (the service account token
@@ -124,27 +126,36 @@ fn answer_webhook(r: &Reply, native: &BTreeSet<String>) -> Answer {
     }
 }
 
-/// The native answer: refused or not from N; the sets from the rule namespaces, where each
-/// compiled rule alone is bound at `Warn` (the API server reports only the first policy that
-/// denies, and keeps at most 4 KiB of warnings): a warning of a rule's own policy where the
-/// rule enforces is a denial, any other a warning.
+/// The native answer: refused or not from N; the sets from the policy namespaces, where each
+/// compiled policy alone is bound at `Warn` (the API server reports only the first check
+/// that denies): a warning of a `Deny` policy is a denial, any other a warning.
 fn answer_native(
     n: &Reply,
-    by_rule: &[Reply],
-    rules: &[String],
-    enforce: &BTreeSet<String>,
+    by_policy: &[Reply],
+    policies: &[String],
+    deny: &BTreeSet<String>,
 ) -> Answer {
     let mut denied_ids = BTreeSet::new();
     let mut warned = BTreeSet::new();
-    for (reply, rule) in by_rule.iter().zip(rules) {
+    for (reply, policy) in by_policy.iter().zip(policies) {
+        // Past 4 KiB the API server cuts warnings short, then drops them: never compare
+        // what may be cut.
+        let ours = reply
+            .warnings
+            .iter()
+            .filter(|w| w.contains(policy.as_str()));
+        assert!(
+            ours.map(String::len).sum::<usize>() < 3_800,
+            "{policy}: too many warnings to compare (the API server keeps 4 KiB): {reply}"
+        );
         for w in &reply.warnings {
-            if let Some((named, advisory)) = policy_rule(w)
-                && &named == rule
+            if let Some((named, rule)) = policy_rule(w)
+                && &named == policy
             {
-                if !advisory && enforce.contains(rule) {
-                    denied_ids.insert(named);
+                if deny.contains(policy) {
+                    denied_ids.insert(rule);
                 } else {
-                    warned.insert(named);
+                    warned.insert(rule);
                 }
             }
         }
@@ -265,17 +276,22 @@ fn for_namespace(value: &Value, ns: &str) -> Value {
     v
 }
 
-/// The bindings for one namespace label: every compiled binding (`rule: None`), or the
-/// bindings of one rule's policies at `Warn` with every mutation's (`rule: Some`), their
+/// The bindings for one namespace label: every compiled binding (`policy: None`), or the
+/// binding of one validating policy at `Warn` with every mutation's (`policy: Some`), their
 /// names suffixed with `suffix`.
-fn bindings_for(objects: &[Value], selector: &str, rule: Option<&str>, suffix: &str) -> Vec<Value> {
+fn bindings_for(
+    objects: &[Value],
+    selector: &str,
+    policy: Option<&str>,
+    suffix: &str,
+) -> Vec<Value> {
     objects
         .iter()
-        .filter(|o| match (o["kind"].as_str(), rule) {
+        .filter(|o| match (o["kind"].as_str(), policy) {
             (Some("MutatingAdmissionPolicyBinding"), _) => true,
             (Some("ValidatingAdmissionPolicyBinding"), None) => true,
-            (Some("ValidatingAdmissionPolicyBinding"), Some(rule)) => {
-                o["metadata"]["labels"][stateward::policy::native::RULE_LABEL] == rule
+            (Some("ValidatingAdmissionPolicyBinding"), Some(policy)) => {
+                o["spec"]["policyName"] == policy
             }
             _ => false,
         })
@@ -288,7 +304,7 @@ fn bindings_for(objects: &[Value], selector: &str, rule: Option<&str>, suffix: &
                 b["metadata"]["name"].as_str().unwrap_or_default()
             );
             b["metadata"]["name"] = json!(name);
-            if rule.is_some() && b["kind"] == "ValidatingAdmissionPolicyBinding" {
+            if policy.is_some() && b["kind"] == "ValidatingAdmissionPolicyBinding" {
                 b["spec"]["validationActions"] = json!(["Warn"]);
             }
             b
@@ -449,17 +465,30 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
         let policy = Policy::from_yaml(&text, profile).expect("policy");
         let compiled = compile(&policy);
         let native: BTreeSet<String> = compiled.native.iter().map(|id| id.to_string()).collect();
-        let enforce: BTreeSet<String> = compiled
-            .native
+        // The compiled policies, and those bound with Deny.
+        let policies: Vec<String> = compiled
+            .objects
             .iter()
-            .filter(|id| policy.mode(**id) == stateward::policy::Mode::Enforce)
-            .map(|id| id.to_string())
+            .filter(|o| o["kind"] == "ValidatingAdmissionPolicy")
+            .filter_map(|o| o["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        let deny: BTreeSet<String> = compiled
+            .objects
+            .iter()
+            .filter(|o| {
+                o["kind"] == "ValidatingAdmissionPolicyBinding"
+                    && o["spec"]["validationActions"] == json!(["Deny"])
+            })
+            .filter_map(|o| o["spec"]["policyName"].as_str().map(String::from))
             .collect();
         say(c, format!("{profile}: native rules {native:?}"));
-        // W, N, then one namespace per compiled rule.
-        let rules: Vec<String> = compiled.native.iter().map(|id| id.to_string()).collect();
+        say(
+            c,
+            format!("{profile}: policies {policies:?}, deny {deny:?}"),
+        );
+        // W, N, then one namespace per compiled policy.
         let mut sides = vec![w.clone(), n.clone()];
-        sides.extend((0..rules.len()).map(|i| format!("e2e-native-{profile}-r{i}")));
+        sides.extend((0..policies.len()).map(|i| format!("e2e-native-{profile}-p{i}")));
         let path = env.dir.join(format!("differential-{profile}.yaml"));
         std::fs::write(&path, &text).expect("write policy");
 
@@ -469,7 +498,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             (w_excl.clone(), "webhook".into()),
             (n_excl.clone(), "native".into()),
         ];
-        labelled.extend((0..rules.len()).map(|i| (sides[i + 2].clone(), format!("rule-{i}"))));
+        labelled.extend((0..policies.len()).map(|i| (sides[i + 2].clone(), format!("policy-{i}"))));
         for (name, selector) in &labelled {
             let label = format!("{profile}-{selector}");
             let case = name.trim_start_matches("e2e-");
@@ -505,12 +534,12 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             apply(env, object).await;
         }
         let mut bindings = bindings_for(&compiled.objects, &format!("{profile}-native"), None, "");
-        for (i, rule) in rules.iter().enumerate() {
+        for (i, name) in policies.iter().enumerate() {
             bindings.extend(bindings_for(
                 &compiled.objects,
-                &format!("{profile}-rule-{i}"),
-                Some(rule),
-                &format!("-r{i}"),
+                &format!("{profile}-policy-{i}"),
+                Some(name),
+                &format!("-p{i}"),
             ));
         }
         for binding in &bindings {
@@ -550,9 +579,9 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             if reply.warnings.is_empty() {
                 continue;
             }
-            let (ns, rule) = (&sides[i + 2], &rules[i]);
+            let (ns, name) = (&sides[i + 2], &policies[i]);
             wait_for(
-                &format!("{ns} to warn for {rule}"),
+                &format!("{ns} to warn for {name}"),
                 Duration::from_secs(30),
                 || async move {
                     let r = send(
@@ -562,7 +591,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
                     .await;
                     if r.warnings
                         .iter()
-                        .any(|w| policy_rule(w).is_some_and(|(named, _)| &named == rule))
+                        .any(|w| policy_rule(w).is_some_and(|(named, _)| &named == name))
                     {
                         Ok(())
                     } else {
@@ -577,7 +606,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             .contains(&RuleId::StatefulSetDefaultAntiAffinity)
         {
             let plain = &statefulset("plain", 1, "plain");
-            // The rule namespaces only warn, so the mutated object comes back (N may deny it).
+            // The policy namespaces only warn, so the mutated object comes back (N may deny it).
             for ns in sides.iter().skip(2) {
                 wait_for(
                     &format!("{ns} to add the default anti-affinity"),
@@ -611,7 +640,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             })
             .await;
             let webhook = answer_webhook(&replies[0], &native);
-            let answer = answer_native(&replies[1], &replies[2..], &rules, &enforce);
+            let answer = answer_native(&replies[1], &replies[2..], &policies, &deny);
             compare(
                 &mut tally,
                 &format!("{profile} CREATE {what}"),
@@ -662,7 +691,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
                 &mut tally,
                 &format!("{profile} CREATE skipping {id}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
+                &answer_native(&replies[1], &replies[2..], &policies, &deny),
             );
         }
 
@@ -704,7 +733,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
                 &mut tally,
                 &format!("{profile} CREATE {what}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
+                &answer_native(&replies[1], &replies[2..], &policies, &deny),
             );
         }
         let patches: Vec<(&str, Value)> = vec![
@@ -735,7 +764,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
                 &mut tally,
                 &format!("{profile} UPDATE {what}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
+                &answer_native(&replies[1], &replies[2..], &policies, &deny),
             );
         }
         // Deletes of db-0 (scheduled, running), dry runs.
@@ -763,7 +792,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
                 &mut tally,
                 &format!("{profile} DELETE {what}"),
                 &answer_webhook(&replies[0], &native),
-                &answer_native(&replies[1], &replies[2..], &rules, &enforce),
+                &answer_native(&replies[1], &replies[2..], &policies, &deny),
             );
         }
         let annotate =
@@ -789,7 +818,7 @@ pub async fn native_equals_webhook(env: Arc<Env>) {
             &mut tally,
             &format!("{profile} DELETE force delete with the override annotation"),
             &answer_webhook(&replies[0], &native),
-            &answer_native(&replies[1], &replies[2..], &rules, &enforce),
+            &answer_native(&replies[1], &replies[2..], &policies, &deny),
         );
 
         say(
