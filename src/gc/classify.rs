@@ -13,6 +13,7 @@
 //! how the StatefulSet controller itself finds a pod's claim) is verified by the set. A
 //! claim of a *deleted* set is verified by stateward's provenance annotations (written by
 //! `gc --watch` while the set was alive); without them it is a guess from the name.
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -26,6 +27,91 @@ pub const SET_UID_ANNOTATION: &str = "stateward.io/statefulset-uid";
 pub const ORPHANED_SINCE: &str = "stateward.io/orphaned-since";
 pub const OPT_IN: &str = "stateward.io/collect-orphaned-claims";
 
+/// Keys held by many objects, kept without an allocation of their own.
+const COMMON_KEYS: [&str; 10] = [
+    KEEP,
+    SET_ANNOTATION,
+    SET_UID_ANNOTATION,
+    ORPHANED_SINCE,
+    OPT_IN,
+    "app",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+];
+
+fn key(text: String) -> Cow<'static, str> {
+    match COMMON_KEYS.iter().find(|k| **k == text) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(text),
+    }
+}
+
+/// Labels or annotations: a map as a slice of pairs sorted by key. An object has a few,
+/// and a `BTreeMap` allocates a node of about 550 bytes for the first one; the common keys
+/// (`app`, stateward's annotations) are not allocated at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pairs(Box<[(Cow<'static, str>, Box<str>)]>);
+
+impl Pairs {
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).ok().map(|i| &*self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Sets `key` to `value` (replacing a value it had).
+    pub fn insert(&mut self, key: String, value: String) {
+        match self.position(&key) {
+            Ok(i) => self.0[i].1 = value.into(),
+            Err(i) => {
+                let mut pairs = std::mem::take(&mut self.0).into_vec();
+                pairs.insert(i, (self::key(key), value.into()));
+                self.0 = pairs.into_boxed_slice();
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// As a map (what label selectors match against).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl From<BTreeMap<String, String>> for Pairs {
+    fn from(map: BTreeMap<String, String>) -> Pairs {
+        // A map's keys are sorted and unique already.
+        Pairs(map.into_iter().map(|(k, v)| (key(k), v.into())).collect())
+    }
+}
+
+impl FromIterator<(String, String)> for Pairs {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Pairs {
+        Pairs::from(pairs.into_iter().collect::<BTreeMap<_, _>>())
+    }
+}
+
 /// What classification needs of a claim.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimView {
@@ -33,8 +119,9 @@ pub struct ClaimView {
     pub name: String,
     pub uid: String,
     pub resource_version: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub labels: Pairs,
+    /// Only stateward's (`stateward.io/`): no other is read.
+    pub annotations: Pairs,
     /// Seconds since the Unix epoch.
     pub created: Option<i64>,
     pub requested_bytes: Option<u64>,
@@ -54,7 +141,8 @@ pub struct SetView {
     pub templates: Vec<String>,
     pub selector: LabelSelector,
     pub when_scaled_delete: bool,
-    pub annotations: BTreeMap<String, String>,
+    /// Only stateward's (`stateward.io/`): no other is read.
+    pub annotations: Pairs,
 }
 
 /// What classification needs of a pod.
@@ -62,7 +150,8 @@ pub struct SetView {
 pub struct PodView {
     pub namespace: String,
     pub uid: String,
-    pub phase: String,
+    /// The phases Kubernetes defines are not allocated.
+    pub phase: Cow<'static, str>,
     pub claims: Vec<String>,
 }
 
@@ -173,11 +262,11 @@ struct LiveSets<'a> {
 }
 
 impl<'a> LiveSets<'a> {
-    fn new(sets: &'a [SetView]) -> LiveSets<'a> {
+    fn new<S: Borrow<SetView>>(sets: &'a [S]) -> LiveSets<'a> {
         // Each selector is converted once; an invalid one (the API server rejects it)
         // selects nothing.
         let mut by_ns: HashMap<&str, Vec<(&SetView, Option<Selector>)>> = HashMap::new();
-        for set in sets {
+        for set in sets.iter().map(Borrow::borrow) {
             let selector = Selector::try_from(set.selector.clone()).ok();
             by_ns
                 .entry(set.namespace.as_str())
@@ -195,10 +284,16 @@ impl<'a> LiveSets<'a> {
     /// The live set that claims `claim`, with the claim's ordinal (in range or not).
     fn owner(&self, claim: &ClaimView) -> Option<(&'a SetView, i64)> {
         let candidates = self.by_ns.get(claim.namespace.as_str())?;
+        // The labels as a map, made once and only for a claim whose name is a set's.
+        let mut labels = None;
         candidates.iter().find_map(|(set, selector)| {
             set.templates.iter().find_map(|t| {
                 ordinal_for(&claim.name, t, &set.name)
-                    .filter(|_| selector.as_ref().is_some_and(|s| s.matches(&claim.labels)))
+                    .filter(|_| {
+                        selector.as_ref().is_some_and(|s| {
+                            s.matches(labels.get_or_insert_with(|| claim.labels.to_map()))
+                        })
+                    })
                     .map(|n| (*set, n))
             })
         })
@@ -207,13 +302,14 @@ impl<'a> LiveSets<'a> {
 
 /// The claims of live sets (see [`LiveSets`]), with the set (for provenance annotations),
 /// in range or not.
-pub fn claims_of_live_sets<'a>(
-    claims: &'a [ClaimView],
-    sets: &'a [SetView],
+pub fn claims_of_live_sets<'a, C: Borrow<ClaimView>, S: Borrow<SetView>>(
+    claims: &'a [C],
+    sets: &'a [S],
 ) -> Vec<(&'a ClaimView, &'a SetView, i64)> {
     let live = LiveSets::new(sets);
     claims
         .iter()
+        .map(Borrow::borrow)
         .filter_map(|claim| live.owner(claim).map(|(set, n)| (claim, set, n)))
         .collect()
 }
@@ -235,9 +331,14 @@ pub struct Classifier<'a> {
 }
 
 impl<'a> Classifier<'a> {
-    pub fn new(sets: &'a [SetView], pods: &'a [PodView]) -> Classifier<'a> {
-        let mounted = pods
-            .iter()
+    pub fn new<S: Borrow<SetView>, P: Borrow<PodView>>(
+        sets: &'a [S],
+        pods: &'a [P],
+    ) -> Classifier<'a> {
+        let live = LiveSets::new(sets);
+        let sets = || sets.iter().map(Borrow::borrow);
+        let pods = || pods.iter().map(Borrow::borrow);
+        let mounted = pods()
             .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
             .flat_map(|p| {
                 p.claims
@@ -245,17 +346,15 @@ impl<'a> Classifier<'a> {
                     .map(move |c| (p.namespace.as_str(), c.as_str()))
             })
             .collect();
-        let live_uids = sets
-            .iter()
+        let live_uids = sets()
             .map(|s| s.uid.as_str())
-            .chain(pods.iter().map(|p| p.uid.as_str()))
+            .chain(pods().map(|p| p.uid.as_str()))
             .collect();
-        let set_names = sets
-            .iter()
+        let set_names = sets()
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
             .collect();
         let mut names_by_ns: HashMap<&str, Vec<&str>> = HashMap::new();
-        for set in sets {
+        for set in sets() {
             names_by_ns
                 .entry(set.namespace.as_str())
                 .or_default()
@@ -266,7 +365,7 @@ impl<'a> Classifier<'a> {
             live_uids,
             set_names,
             names_by_ns,
-            live: LiveSets::new(sets),
+            live,
         }
     }
 
@@ -323,7 +422,7 @@ impl<'a> Classifier<'a> {
             claim.annotations.get(SET_ANNOTATION),
             claim.annotations.get(SET_UID_ANNOTATION),
         ) {
-            if set_names.contains(&(claim.namespace.as_str(), set.as_str())) {
+            if set_names.contains(&(claim.namespace.as_str(), set)) {
                 // A live set of that name that does not claim it (labels differ): leave it.
                 return None;
             }
@@ -354,7 +453,7 @@ impl<'a> Classifier<'a> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> Pairs {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -370,7 +469,7 @@ mod tests {
             ordinals_start: 0,
             templates: vec!["data".into()],
             selector: LabelSelector {
-                match_labels: Some(labels(&[("app", name)])),
+                match_labels: Some(labels(&[("app", name)]).to_map()),
                 match_expressions: None,
             },
             ..SetView::default()
@@ -401,6 +500,33 @@ mod tests {
             .iter()
             .map(|o| (o.claim.as_str(), o.reason, o.verified))
             .collect()
+    }
+
+    #[test]
+    fn pairs_read_as_the_map_they_were_made_of() {
+        let map: BTreeMap<String, String> = [("b", "2"), ("app", "x"), ("a", "1"), (KEEP, "")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut pairs = Pairs::from(map.clone());
+        assert_eq!(pairs.to_map(), map);
+        assert_eq!(pairs.len(), 4);
+        assert_eq!(pairs.get("a"), Some("1"));
+        assert_eq!(pairs.get(KEEP), Some(""));
+        assert!(pairs.contains_key("app") && !pairs.contains_key("c"));
+        pairs.insert("c".into(), "3".into());
+        pairs.insert("a".into(), "one".into());
+        pairs.insert("0".into(), "zero".into());
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["0", "a", "app", "b", "c", KEEP]);
+        assert_eq!(pairs.get("a"), Some("one"));
+        assert!(Pairs::default().is_empty());
+        // Made of pairs with a key twice, the last value wins (as in a map).
+        let twice: Pairs = [("k", "1"), ("k", "2")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!((twice.len(), twice.get("k")), (1, Some("2")));
     }
 
     #[test]
@@ -525,7 +651,7 @@ mod tests {
             claim("logs-old-2", "old"),
             // No labels: not a claim-template claim as far as we can tell.
             ClaimView {
-                labels: BTreeMap::new(),
+                labels: Pairs::default(),
                 ..claim("backup-2024-1", "")
             },
         ];
