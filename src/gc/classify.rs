@@ -239,18 +239,113 @@ pub fn parse_claim_name<'a>(
 }
 
 /// Claims protected whatever their name says.
-fn protected(
-    claim: &ClaimView,
-    mounted: &HashSet<(&str, &str)>,
-    live_uids: &HashSet<&str>,
-) -> bool {
+fn protected(claim: &ClaimView, pods: &Pods, set_uids: &HashSet<&str>) -> bool {
     claim.deleting
         || claim.annotations.contains_key(KEEP)
-        || mounted.contains(&(claim.namespace.as_str(), claim.name.as_str()))
+        || pods.mounts(&claim.namespace, &claim.name)
         || claim.owners.iter().any(|(kind, uid)| {
             // An owner we cannot check (another kind) counts as live.
-            !matches!(kind.as_str(), "StatefulSet" | "Pod") || live_uids.contains(uid.as_str())
+            !matches!(kind.as_str(), "StatefulSet" | "Pod")
+                || set_uids.contains(uid.as_str())
+                || pods.has_uid(uid)
         })
+}
+
+/// A uid in the canonical text of a UUID (lowercase hex, `8-4-4-4-12`) as a number; one
+/// to one with that text, so a set of numbers answers as the set of texts would.
+fn uuid_number(uid: &str) -> Option<u128> {
+    let bytes = uid.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = (n << 4) | u128::from(digit);
+    }
+    Some(n)
+}
+
+/// What classifying reads of the pods, built while they are listed, without keeping a
+/// view per pod: the claims mounted by a pod that is not `Succeeded`/`Failed` (by
+/// namespace), and the uid of every pod (a claim owned by a live pod is protected).
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    mounted: HashMap<String, HashSet<Box<str>>>,
+    uuids: HashSet<u128>,
+    other_uids: HashSet<Box<str>>,
+}
+
+impl PodIndex {
+    pub fn add(&mut self, pod: PodView) {
+        if pod.phase != "Succeeded" && pod.phase != "Failed" && !pod.claims.is_empty() {
+            let claims = pod.claims.into_iter().map(String::into_boxed_str);
+            match self.mounted.get_mut(pod.namespace.as_str()) {
+                Some(mounted) => mounted.extend(claims),
+                None => self
+                    .mounted
+                    .entry(pod.namespace)
+                    .or_default()
+                    .extend(claims),
+            }
+        }
+        match uuid_number(&pod.uid) {
+            Some(n) => {
+                self.uuids.insert(n);
+            }
+            None => {
+                self.other_uids.insert(pod.uid.into_boxed_str());
+            }
+        }
+    }
+
+    fn mounts(&self, namespace: &str, claim: &str) -> bool {
+        self.mounted
+            .get(namespace)
+            .is_some_and(|claims| claims.contains(claim))
+    }
+
+    fn has_uid(&self, uid: &str) -> bool {
+        match uuid_number(uid) {
+            Some(n) => self.uuids.contains(&n),
+            None => self.other_uids.contains(uid),
+        }
+    }
+}
+
+/// What classifying reads of the pods: borrowed from their views, or a [`PodIndex`].
+enum Pods<'a> {
+    Views {
+        mounted: HashSet<(&'a str, &'a str)>,
+        uids: HashSet<&'a str>,
+    },
+    Index(PodIndex),
+}
+
+impl Pods<'_> {
+    fn mounts(&self, namespace: &str, claim: &str) -> bool {
+        match self {
+            Pods::Views { mounted, .. } => mounted.contains(&(namespace, claim)),
+            Pods::Index(index) => index.mounts(namespace, claim),
+        }
+    }
+
+    fn has_uid(&self, uid: &str) -> bool {
+        match self {
+            Pods::Views { uids, .. } => uids.contains(uid),
+            Pods::Index(index) => index.has_uid(uid),
+        }
+    }
 }
 
 /// The live sets of each namespace with their selectors, to find the set that claims a
@@ -323,8 +418,8 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
 /// What classifying a claim reads of the sets and pods, built once: claims can then be
 /// classified one at a time, as their list pages come in, without being kept.
 pub struct Classifier<'a> {
-    mounted: HashSet<(&'a str, &'a str)>,
-    live_uids: HashSet<&'a str>,
+    pods: Pods<'a>,
+    set_uids: HashSet<&'a str>,
     set_names: HashSet<(&'a str, &'a str)>,
     names_by_ns: HashMap<&'a str, Vec<&'a str>>,
     live: LiveSets<'a>,
@@ -335,8 +430,6 @@ impl<'a> Classifier<'a> {
         sets: &'a [S],
         pods: &'a [P],
     ) -> Classifier<'a> {
-        let live = LiveSets::new(sets);
-        let sets = || sets.iter().map(Borrow::borrow);
         let pods = || pods.iter().map(Borrow::borrow);
         let mounted = pods()
             .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
@@ -346,10 +439,19 @@ impl<'a> Classifier<'a> {
                     .map(move |c| (p.namespace.as_str(), c.as_str()))
             })
             .collect();
-        let live_uids = sets()
-            .map(|s| s.uid.as_str())
-            .chain(pods().map(|p| p.uid.as_str()))
-            .collect();
+        let uids = pods().map(|p| p.uid.as_str()).collect();
+        Classifier::with(sets, Pods::Views { mounted, uids })
+    }
+
+    /// With the pods read from an index made as they were listed.
+    pub fn with_pod_index<S: Borrow<SetView>>(sets: &'a [S], pods: PodIndex) -> Classifier<'a> {
+        Classifier::with(sets, Pods::Index(pods))
+    }
+
+    fn with<S: Borrow<SetView>>(sets: &'a [S], pods: Pods<'a>) -> Classifier<'a> {
+        let live = LiveSets::new(sets);
+        let sets = || sets.iter().map(Borrow::borrow);
+        let set_uids = sets().map(|s| s.uid.as_str()).collect();
         let set_names = sets()
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
             .collect();
@@ -361,8 +463,8 @@ impl<'a> Classifier<'a> {
                 .push(set.name.as_str());
         }
         Classifier {
-            mounted,
-            live_uids,
+            pods,
+            set_uids,
             set_names,
             names_by_ns,
             live,
@@ -372,13 +474,13 @@ impl<'a> Classifier<'a> {
     /// The claim as an orphan, or `None` when it is not one.
     pub fn orphan(&self, claim: &ClaimView) -> Option<Orphan> {
         let Classifier {
-            mounted,
-            live_uids,
+            pods,
+            set_uids,
             set_names,
             names_by_ns,
             live,
         } = self;
-        if protected(claim, mounted, live_uids) {
+        if protected(claim, pods, set_uids) {
             return None;
         }
         let orphan =
@@ -527,6 +629,87 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!((twice.len(), twice.get("k")), (1, Some("2")));
+    }
+
+    #[test]
+    fn uuids_read_as_numbers_one_to_one() {
+        let uid = "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(
+            uuid_number(uid),
+            Some(0x0f8e2a4c_1b3d_4e5f_8a9b_0c1d2e3f4a5b)
+        );
+        for other in [
+            "0F8E2A4C-1B3D-4E5F-8A9B-0C1D2E3F4A5B",
+            "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b",
+            "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5",
+            "0f8e2a4c-1b3d-4e5f-8a9b+0c1d2e3f4a5b",
+            "uid-web",
+            "",
+        ] {
+            assert_eq!(uuid_number(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_pod_index_decides_as_the_pod_views() {
+        let uid = "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+        let pods = vec![
+            PodView {
+                namespace: "db".into(),
+                uid: uid.into(),
+                phase: "Running".into(),
+                claims: vec!["data-web-5".into()],
+            },
+            PodView {
+                namespace: "db".into(),
+                uid: "p2".into(),
+                phase: "Failed".into(),
+                claims: vec!["data-web-6".into()],
+            },
+            PodView {
+                namespace: "other".into(),
+                uid: "p3".into(),
+                phase: String::new().into(),
+                claims: vec!["data-web-7".into()],
+            },
+        ];
+        let owned = |name: &str, kind: &str, owner: &str| {
+            let mut c = claim(name, "web");
+            c.owners = vec![(kind.into(), owner.into())];
+            c
+        };
+        let claims: Vec<ClaimView> = (3..9)
+            .map(|i| claim(&format!("data-web-{i}"), "web"))
+            .chain([
+                owned("data-web-9", "Pod", uid),
+                owned("data-web-10", "Pod", &uid.to_uppercase()),
+                owned("data-web-11", "Pod", "p2"),
+                owned("data-web-12", "StatefulSet", "p3"),
+                owned("data-web-13", "Pod", "p4"),
+                owned("data-web-14", "Pod", "uid-web"),
+            ])
+            .collect();
+        let sets = [set("web", 3)];
+        let mut index = PodIndex::default();
+        for pod in pods.clone() {
+            index.add(pod);
+        }
+        let classifier = Classifier::with_pod_index(&sets, index);
+        let indexed: Vec<Orphan> = claims.iter().filter_map(|c| classifier.orphan(c)).collect();
+        let viewed = classify(&claims, &sets, &pods);
+        assert_eq!(indexed, viewed);
+        assert_eq!(
+            names(&viewed).iter().map(|n| n.0).collect::<Vec<_>>(),
+            vec![
+                "data-web-3",
+                "data-web-4",
+                "data-web-6",
+                "data-web-7",
+                "data-web-8",
+                "data-web-10",
+                "data-web-13"
+            ]
+        );
     }
 
     #[test]

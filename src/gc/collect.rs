@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, ListParams, Preconditions, VersionMatch};
 use kube::{Api, Client};
 use serde::Serialize;
 
-use super::classify::{ClaimView, Classifier, Orphan, Pairs, PodView, SetView};
+use super::classify::{ClaimView, Classifier, Orphan, Pairs, PodIndex, PodView, SetView};
 use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
 use crate::cluster::paged::{self, ListError};
@@ -244,8 +244,9 @@ fn old_enough(orphans: Vec<Orphan>, now: i64, min_age_seconds: i64) -> Vec<Orpha
     orphans
 }
 
-/// [`plan`] of what [`snapshot`] would list, without keeping the claims: the sets and pods
-/// are listed (and kept as views), then the claims are classified page by page and only
+/// [`plan`] of what [`snapshot`] would list, without keeping the claims or the pods: the
+/// sets are listed and kept as views, the pods into a [`PodIndex`] (the claims they mount
+/// and their uids, no view per pod), then the claims are classified page by page and only
 /// the orphans kept. The claims' list version is read first (one claim), and the three
 /// lists are read at it (`resourceVersionMatch=Exact`): one consistent snapshot. When
 /// that version was compacted meanwhile (`410 Gone`), the whole listing starts again, at
@@ -304,15 +305,16 @@ async fn list_and_classify(
     )
     .await
     .map_err(|e| ("statefulsets", e))?;
-    let pods = paged::list(
+    let (pods, _) = paged::fold(
         client,
         namespace,
         &at(ListParams::default()),
-        |p: Slim<Pod, Collector>| pod_view(&p.0),
+        PodIndex::default,
+        |pods, p: Slim<Pod, Collector>| pods.add(pod_view(&p.0)),
     )
     .await
     .map_err(|e| ("pods", e))?;
-    let classifier = Classifier::new(&sets, &pods);
+    let classifier = Classifier::with_pod_index(&sets, pods);
     let (orphans, _) = paged::fold(
         client,
         namespace,
