@@ -355,7 +355,7 @@ pub async fn reconcile(
             .copied();
         let since = claim
             .and_then(|c| c.annotations.get(ORPHANED_SINCE))
-            .and_then(|t| parse_time(t));
+            .and_then(parse_time);
         let Some(since) = since else {
             if closed(&mut report) {
                 break;
