@@ -4,7 +4,7 @@
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
 //!   cargo bench --bench fleet_memory -- --pods 10000 [--claims N] [--sets N] [--services N] \
-//!   [--bin PATH] [--baseline-bin PATH]... [--tunables] [--wait-for FILE]
+//!   [--bin PATH] [--baseline-bin PATH]... [--tunables] [--wait-for FILE] [--only gc,audit,serve]
 //! ```
 //!
 //! The control plane of the end-to-end suite (tests/e2e/harness.rs) with its stateward and
@@ -25,7 +25,8 @@
 //! reconcile loop started`, `/readyz` 200), `audit --watch` (peak after its first `audit
 //! pass` log line, and that pass's time). `--tunables` repeats every command with the
 //! image's `GLIBC_TUNABLES`. `--wait-for FILE` waits, once the cluster is populated, until
-//! FILE exists (populate while the binaries build). Under `cargo test --benches` (no `--bench`) it does nothing.
+//! FILE exists (populate while the binaries build). `--only` runs only the commands of
+//! those names (`gc` is `gc -A` and `gc --watch`). Under `cargo test --benches` (no `--bench`) it does nothing.
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
@@ -295,6 +296,11 @@ async fn long_running(
     (ready_s, rss, peak)
 }
 
+/// The command `name` is measured (`--only`, default all).
+fn wanted(name: &str) -> bool {
+    arg("--only").is_none_or(|only| only.split(',').any(|o| o.trim() == name))
+}
+
 async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
     let kubeconfig = [
         "--kubeconfig".to_owned(),
@@ -312,16 +318,39 @@ async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
         tunables.map_or(String::new(), |t| format!(" GLIBC_TUNABLES={t}"))
     );
     let log = dir.join("command.log");
-    let (peak, s) = one_shot(binary, &strings(&["gc", "-A"]), tunables, &log);
-    println!("  {label}: gc -A: peak RSS {peak:.1} MiB, {s:.2} s");
-    let (peak, s) = one_shot(
-        binary,
-        &strings(&["audit", "-A", "-o", "json"]),
-        tunables,
-        &log,
-    );
-    println!("  {label}: audit -A -o json: peak RSS {peak:.1} MiB, {s:.2} s");
+    if wanted("gc") {
+        let (peak, s) = one_shot(binary, &strings(&["gc", "-A"]), tunables, &log);
+        println!("  {label}: gc -A: peak RSS {peak:.1} MiB, {s:.2} s");
+    }
+    if wanted("audit") {
+        let (peak, s) = one_shot(
+            binary,
+            &strings(&["audit", "-A", "-o", "json"]),
+            tunables,
+            &log,
+        );
+        println!("  {label}: audit -A -o json: peak RSS {peak:.1} MiB, {s:.2} s");
+    }
     let admin = || format!("127.0.0.1:{}", free_port());
+    if wanted("gc") {
+        gc_watch(binary, &strings, &label, tunables, &log, &admin()).await;
+    }
+    if wanted("audit") {
+        audit_watch(binary, &strings, &label, tunables, &log, &admin()).await;
+    }
+    if wanted("serve") {
+        serve(dir, binary, &strings, &label, tunables, &log).await;
+    }
+}
+
+async fn gc_watch(
+    binary: &Path,
+    strings: &dyn Fn(&[&str]) -> Vec<String>,
+    label: &str,
+    tunables: Option<&str>,
+    log: &Path,
+    admin: &str,
+) {
     let (ready, rss, peak) = long_running(
         binary,
         &strings(&[
@@ -331,16 +360,26 @@ async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
             "--interval",
             "3600",
             "--admin-listen",
-            &admin(),
+            admin,
         ]),
         Ready::LogLine("gc reconcile loop started"),
         tunables,
-        &log,
+        log,
     )
     .await;
     println!(
         "  {label}: gc --watch: listed in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB) 2 s later"
     );
+}
+
+async fn audit_watch(
+    binary: &Path,
+    strings: &dyn Fn(&[&str]) -> Vec<String>,
+    label: &str,
+    tunables: Option<&str>,
+    log: &Path,
+    admin: &str,
+) {
     let (ready, rss, peak) = long_running(
         binary,
         &strings(&[
@@ -350,14 +389,14 @@ async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
             "--interval",
             "1h",
             "--admin-listen",
-            &admin(),
+            admin,
         ]),
         Ready::LogLine("audit pass"),
         tunables,
-        &log,
+        log,
     )
     .await;
-    let pass_ms = std::fs::read_to_string(&log)
+    let pass_ms = std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -368,6 +407,16 @@ async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
         "  {label}: audit --watch: first pass done {ready:.2} s after start (the pass {:.2} s), RSS {rss:.1} MiB (peak {peak:.1} MiB) 2 s later",
         pass_ms / 1000.0
     );
+}
+
+async fn serve(
+    dir: &Path,
+    binary: &Path,
+    strings: &dyn Fn(&[&str]) -> Vec<String>,
+    label: &str,
+    tunables: Option<&str>,
+    log: &Path,
+) {
     let serve_admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut args = strings(&["serve", "--cluster", "required", "--log-level", "warn"]);
     args.extend([
@@ -381,7 +430,7 @@ async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
         dir.join("stateward.key").display().to_string(),
     ]);
     let (ready, rss, peak) =
-        long_running(binary, &args, Ready::Readyz(serve_admin), tunables, &log).await;
+        long_running(binary, &args, Ready::Readyz(serve_admin), tunables, log).await;
     println!(
         "  {label}: serve --cluster required: ready in {ready:.2} s, RSS {rss:.1} MiB (peak {peak:.1} MiB) 2 s later"
     );

@@ -36,7 +36,7 @@ fn data() -> (Vec<ClaimView>, Vec<SetView>, Vec<PodView>) {
                 name: format!("{template}-{name}-{o}"),
                 uid: format!("c-{s}-{o}"),
                 resource_version: "1".into(),
-                labels: labels.clone(),
+                labels: labels.clone().into(),
                 requested_bytes: Some(10 << 30),
                 ..ClaimView::default()
             });

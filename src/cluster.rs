@@ -44,8 +44,8 @@ use crate::policy::context::{ContextKind, PdbInfo, ServiceInfo, StatefulSetInfo}
 mod collector;
 pub mod paged;
 mod slim;
-pub use collector::Collector;
 pub(crate) use collector::annotations_where;
+pub use collector::{ANNOTATION_PREFIX, Collector};
 pub use slim::{Slim, Webhook};
 
 /// The longest wait between two attempts to list a cache whose watch failed.

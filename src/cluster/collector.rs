@@ -276,6 +276,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::gc::classify::Pairs;
     use crate::gc::collect::{claim_view, pod_view, set_view};
 
     fn both<K: serde::de::DeserializeOwned>(value: Value) -> (K, Slim<K, Collector>)
@@ -298,9 +299,12 @@ mod tests {
     }
 
     /// The full object's annotations as the collector keeps them.
-    fn kept(mut annotations: BTreeMap<String, String>) -> BTreeMap<String, String> {
-        annotations.retain(|k, _| k.starts_with(ANNOTATION_PREFIX));
+    fn kept(annotations: Pairs) -> Pairs {
         annotations
+            .iter()
+            .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! how the StatefulSet controller itself finds a pod's claim) is verified by the set. A
 //! claim of a *deleted* set is verified by stateward's provenance annotations (written by
 //! `gc --watch` while the set was alive); without them it is a guess from the name.
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -26,6 +27,91 @@ pub const SET_UID_ANNOTATION: &str = "stateward.io/statefulset-uid";
 pub const ORPHANED_SINCE: &str = "stateward.io/orphaned-since";
 pub const OPT_IN: &str = "stateward.io/collect-orphaned-claims";
 
+/// Keys held by many objects, kept without an allocation of their own.
+const COMMON_KEYS: [&str; 10] = [
+    KEEP,
+    SET_ANNOTATION,
+    SET_UID_ANNOTATION,
+    ORPHANED_SINCE,
+    OPT_IN,
+    "app",
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+];
+
+fn key(text: String) -> Cow<'static, str> {
+    match COMMON_KEYS.iter().find(|k| **k == text) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(text),
+    }
+}
+
+/// Labels or annotations: a map as a slice of pairs sorted by key. An object has a few,
+/// and a `BTreeMap` allocates a node of about 550 bytes for the first one; the common keys
+/// (`app`, stateward's annotations) are not allocated at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pairs(Box<[(Cow<'static, str>, Box<str>)]>);
+
+impl Pairs {
+    fn position(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.position(key).ok().map(|i| &*self.0[i].1)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Sets `key` to `value` (replacing a value it had).
+    pub fn insert(&mut self, key: String, value: String) {
+        match self.position(&key) {
+            Ok(i) => self.0[i].1 = value.into(),
+            Err(i) => {
+                let mut pairs = std::mem::take(&mut self.0).into_vec();
+                pairs.insert(i, (self::key(key), value.into()));
+                self.0 = pairs.into_boxed_slice();
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+
+    /// As a map (what label selectors match against).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl From<BTreeMap<String, String>> for Pairs {
+    fn from(map: BTreeMap<String, String>) -> Pairs {
+        // A map's keys are sorted and unique already.
+        Pairs(map.into_iter().map(|(k, v)| (key(k), v.into())).collect())
+    }
+}
+
+impl FromIterator<(String, String)> for Pairs {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Pairs {
+        Pairs::from(pairs.into_iter().collect::<BTreeMap<_, _>>())
+    }
+}
+
 /// What classification needs of a claim.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimView {
@@ -33,8 +119,9 @@ pub struct ClaimView {
     pub name: String,
     pub uid: String,
     pub resource_version: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    pub labels: Pairs,
+    /// Only stateward's (`stateward.io/`): no other is read.
+    pub annotations: Pairs,
     /// Seconds since the Unix epoch.
     pub created: Option<i64>,
     pub requested_bytes: Option<u64>,
@@ -54,7 +141,8 @@ pub struct SetView {
     pub templates: Vec<String>,
     pub selector: LabelSelector,
     pub when_scaled_delete: bool,
-    pub annotations: BTreeMap<String, String>,
+    /// Only stateward's (`stateward.io/`): no other is read.
+    pub annotations: Pairs,
 }
 
 /// What classification needs of a pod.
@@ -62,7 +150,8 @@ pub struct SetView {
 pub struct PodView {
     pub namespace: String,
     pub uid: String,
-    pub phase: String,
+    /// The phases Kubernetes defines are not allocated.
+    pub phase: Cow<'static, str>,
     pub claims: Vec<String>,
 }
 
@@ -150,18 +239,113 @@ pub fn parse_claim_name<'a>(
 }
 
 /// Claims protected whatever their name says.
-fn protected(
-    claim: &ClaimView,
-    mounted: &HashSet<(&str, &str)>,
-    live_uids: &HashSet<&str>,
-) -> bool {
+fn protected(claim: &ClaimView, pods: &Pods, set_uids: &HashSet<&str>) -> bool {
     claim.deleting
         || claim.annotations.contains_key(KEEP)
-        || mounted.contains(&(claim.namespace.as_str(), claim.name.as_str()))
+        || pods.mounts(&claim.namespace, &claim.name)
         || claim.owners.iter().any(|(kind, uid)| {
             // An owner we cannot check (another kind) counts as live.
-            !matches!(kind.as_str(), "StatefulSet" | "Pod") || live_uids.contains(uid.as_str())
+            !matches!(kind.as_str(), "StatefulSet" | "Pod")
+                || set_uids.contains(uid.as_str())
+                || pods.has_uid(uid)
         })
+}
+
+/// A uid in the canonical text of a UUID (lowercase hex, `8-4-4-4-12`) as a number; one
+/// to one with that text, so a set of numbers answers as the set of texts would.
+fn uuid_number(uid: &str) -> Option<u128> {
+    let bytes = uid.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = (n << 4) | u128::from(digit);
+    }
+    Some(n)
+}
+
+/// What classifying reads of the pods, built while they are listed, without keeping a
+/// view per pod: the claims mounted by a pod that is not `Succeeded`/`Failed` (by
+/// namespace), and the uid of every pod (a claim owned by a live pod is protected).
+#[derive(Debug, Default)]
+pub struct PodIndex {
+    mounted: HashMap<String, HashSet<Box<str>>>,
+    uuids: HashSet<u128>,
+    other_uids: HashSet<Box<str>>,
+}
+
+impl PodIndex {
+    pub fn add(&mut self, pod: PodView) {
+        if pod.phase != "Succeeded" && pod.phase != "Failed" && !pod.claims.is_empty() {
+            let claims = pod.claims.into_iter().map(String::into_boxed_str);
+            match self.mounted.get_mut(pod.namespace.as_str()) {
+                Some(mounted) => mounted.extend(claims),
+                None => self
+                    .mounted
+                    .entry(pod.namespace)
+                    .or_default()
+                    .extend(claims),
+            }
+        }
+        match uuid_number(&pod.uid) {
+            Some(n) => {
+                self.uuids.insert(n);
+            }
+            None => {
+                self.other_uids.insert(pod.uid.into_boxed_str());
+            }
+        }
+    }
+
+    fn mounts(&self, namespace: &str, claim: &str) -> bool {
+        self.mounted
+            .get(namespace)
+            .is_some_and(|claims| claims.contains(claim))
+    }
+
+    fn has_uid(&self, uid: &str) -> bool {
+        match uuid_number(uid) {
+            Some(n) => self.uuids.contains(&n),
+            None => self.other_uids.contains(uid),
+        }
+    }
+}
+
+/// What classifying reads of the pods: borrowed from their views, or a [`PodIndex`].
+enum Pods<'a> {
+    Views {
+        mounted: HashSet<(&'a str, &'a str)>,
+        uids: HashSet<&'a str>,
+    },
+    Index(PodIndex),
+}
+
+impl Pods<'_> {
+    fn mounts(&self, namespace: &str, claim: &str) -> bool {
+        match self {
+            Pods::Views { mounted, .. } => mounted.contains(&(namespace, claim)),
+            Pods::Index(index) => index.mounts(namespace, claim),
+        }
+    }
+
+    fn has_uid(&self, uid: &str) -> bool {
+        match self {
+            Pods::Views { uids, .. } => uids.contains(uid),
+            Pods::Index(index) => index.has_uid(uid),
+        }
+    }
 }
 
 /// The live sets of each namespace with their selectors, to find the set that claims a
@@ -173,11 +357,11 @@ struct LiveSets<'a> {
 }
 
 impl<'a> LiveSets<'a> {
-    fn new(sets: &'a [SetView]) -> LiveSets<'a> {
+    fn new<S: Borrow<SetView>>(sets: &'a [S]) -> LiveSets<'a> {
         // Each selector is converted once; an invalid one (the API server rejects it)
         // selects nothing.
         let mut by_ns: HashMap<&str, Vec<(&SetView, Option<Selector>)>> = HashMap::new();
-        for set in sets {
+        for set in sets.iter().map(Borrow::borrow) {
             let selector = Selector::try_from(set.selector.clone()).ok();
             by_ns
                 .entry(set.namespace.as_str())
@@ -195,10 +379,16 @@ impl<'a> LiveSets<'a> {
     /// The live set that claims `claim`, with the claim's ordinal (in range or not).
     fn owner(&self, claim: &ClaimView) -> Option<(&'a SetView, i64)> {
         let candidates = self.by_ns.get(claim.namespace.as_str())?;
+        // The labels as a map, made once and only for a claim whose name is a set's.
+        let mut labels = None;
         candidates.iter().find_map(|(set, selector)| {
             set.templates.iter().find_map(|t| {
                 ordinal_for(&claim.name, t, &set.name)
-                    .filter(|_| selector.as_ref().is_some_and(|s| s.matches(&claim.labels)))
+                    .filter(|_| {
+                        selector.as_ref().is_some_and(|s| {
+                            s.matches(labels.get_or_insert_with(|| claim.labels.to_map()))
+                        })
+                    })
                     .map(|n| (*set, n))
             })
         })
@@ -207,13 +397,14 @@ impl<'a> LiveSets<'a> {
 
 /// The claims of live sets (see [`LiveSets`]), with the set (for provenance annotations),
 /// in range or not.
-pub fn claims_of_live_sets<'a>(
-    claims: &'a [ClaimView],
-    sets: &'a [SetView],
+pub fn claims_of_live_sets<'a, C: Borrow<ClaimView>, S: Borrow<SetView>>(
+    claims: &'a [C],
+    sets: &'a [S],
 ) -> Vec<(&'a ClaimView, &'a SetView, i64)> {
     let live = LiveSets::new(sets);
     claims
         .iter()
+        .map(Borrow::borrow)
         .filter_map(|claim| live.owner(claim).map(|(set, n)| (claim, set, n)))
         .collect()
 }
@@ -227,17 +418,20 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
 /// What classifying a claim reads of the sets and pods, built once: claims can then be
 /// classified one at a time, as their list pages come in, without being kept.
 pub struct Classifier<'a> {
-    mounted: HashSet<(&'a str, &'a str)>,
-    live_uids: HashSet<&'a str>,
+    pods: Pods<'a>,
+    set_uids: HashSet<&'a str>,
     set_names: HashSet<(&'a str, &'a str)>,
     names_by_ns: HashMap<&'a str, Vec<&'a str>>,
     live: LiveSets<'a>,
 }
 
 impl<'a> Classifier<'a> {
-    pub fn new(sets: &'a [SetView], pods: &'a [PodView]) -> Classifier<'a> {
-        let mounted = pods
-            .iter()
+    pub fn new<S: Borrow<SetView>, P: Borrow<PodView>>(
+        sets: &'a [S],
+        pods: &'a [P],
+    ) -> Classifier<'a> {
+        let pods = || pods.iter().map(Borrow::borrow);
+        let mounted = pods()
             .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
             .flat_map(|p| {
                 p.claims
@@ -245,41 +439,48 @@ impl<'a> Classifier<'a> {
                     .map(move |c| (p.namespace.as_str(), c.as_str()))
             })
             .collect();
-        let live_uids = sets
-            .iter()
-            .map(|s| s.uid.as_str())
-            .chain(pods.iter().map(|p| p.uid.as_str()))
-            .collect();
-        let set_names = sets
-            .iter()
+        let uids = pods().map(|p| p.uid.as_str()).collect();
+        Classifier::with(sets, Pods::Views { mounted, uids })
+    }
+
+    /// With the pods read from an index made as they were listed.
+    pub fn with_pod_index<S: Borrow<SetView>>(sets: &'a [S], pods: PodIndex) -> Classifier<'a> {
+        Classifier::with(sets, Pods::Index(pods))
+    }
+
+    fn with<S: Borrow<SetView>>(sets: &'a [S], pods: Pods<'a>) -> Classifier<'a> {
+        let live = LiveSets::new(sets);
+        let sets = || sets.iter().map(Borrow::borrow);
+        let set_uids = sets().map(|s| s.uid.as_str()).collect();
+        let set_names = sets()
             .map(|s| (s.namespace.as_str(), s.name.as_str()))
             .collect();
         let mut names_by_ns: HashMap<&str, Vec<&str>> = HashMap::new();
-        for set in sets {
+        for set in sets() {
             names_by_ns
                 .entry(set.namespace.as_str())
                 .or_default()
                 .push(set.name.as_str());
         }
         Classifier {
-            mounted,
-            live_uids,
+            pods,
+            set_uids,
             set_names,
             names_by_ns,
-            live: LiveSets::new(sets),
+            live,
         }
     }
 
     /// The claim as an orphan, or `None` when it is not one.
     pub fn orphan(&self, claim: &ClaimView) -> Option<Orphan> {
         let Classifier {
-            mounted,
-            live_uids,
+            pods,
+            set_uids,
             set_names,
             names_by_ns,
             live,
         } = self;
-        if protected(claim, mounted, live_uids) {
+        if protected(claim, pods, set_uids) {
             return None;
         }
         let orphan =
@@ -323,7 +524,7 @@ impl<'a> Classifier<'a> {
             claim.annotations.get(SET_ANNOTATION),
             claim.annotations.get(SET_UID_ANNOTATION),
         ) {
-            if set_names.contains(&(claim.namespace.as_str(), set.as_str())) {
+            if set_names.contains(&(claim.namespace.as_str(), set)) {
                 // A live set of that name that does not claim it (labels differ): leave it.
                 return None;
             }
@@ -354,7 +555,7 @@ impl<'a> Classifier<'a> {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> Pairs {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -370,7 +571,7 @@ mod tests {
             ordinals_start: 0,
             templates: vec!["data".into()],
             selector: LabelSelector {
-                match_labels: Some(labels(&[("app", name)])),
+                match_labels: Some(labels(&[("app", name)]).to_map()),
                 match_expressions: None,
             },
             ..SetView::default()
@@ -401,6 +602,114 @@ mod tests {
             .iter()
             .map(|o| (o.claim.as_str(), o.reason, o.verified))
             .collect()
+    }
+
+    #[test]
+    fn pairs_read_as_the_map_they_were_made_of() {
+        let map: BTreeMap<String, String> = [("b", "2"), ("app", "x"), ("a", "1"), (KEEP, "")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut pairs = Pairs::from(map.clone());
+        assert_eq!(pairs.to_map(), map);
+        assert_eq!(pairs.len(), 4);
+        assert_eq!(pairs.get("a"), Some("1"));
+        assert_eq!(pairs.get(KEEP), Some(""));
+        assert!(pairs.contains_key("app") && !pairs.contains_key("c"));
+        pairs.insert("c".into(), "3".into());
+        pairs.insert("a".into(), "one".into());
+        pairs.insert("0".into(), "zero".into());
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["0", "a", "app", "b", "c", KEEP]);
+        assert_eq!(pairs.get("a"), Some("one"));
+        assert!(Pairs::default().is_empty());
+        // Made of pairs with a key twice, the last value wins (as in a map).
+        let twice: Pairs = [("k", "1"), ("k", "2")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!((twice.len(), twice.get("k")), (1, Some("2")));
+    }
+
+    #[test]
+    fn uuids_read_as_numbers_one_to_one() {
+        let uid = "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(
+            uuid_number(uid),
+            Some(0x0f8e2a4c_1b3d_4e5f_8a9b_0c1d2e3f4a5b)
+        );
+        for other in [
+            "0F8E2A4C-1B3D-4E5F-8A9B-0C1D2E3F4A5B",
+            "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b",
+            "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5",
+            "0f8e2a4c-1b3d-4e5f-8a9b+0c1d2e3f4a5b",
+            "uid-web",
+            "",
+        ] {
+            assert_eq!(uuid_number(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_pod_index_decides_as_the_pod_views() {
+        let uid = "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
+        let pods = vec![
+            PodView {
+                namespace: "db".into(),
+                uid: uid.into(),
+                phase: "Running".into(),
+                claims: vec!["data-web-5".into()],
+            },
+            PodView {
+                namespace: "db".into(),
+                uid: "p2".into(),
+                phase: "Failed".into(),
+                claims: vec!["data-web-6".into()],
+            },
+            PodView {
+                namespace: "other".into(),
+                uid: "p3".into(),
+                phase: String::new().into(),
+                claims: vec!["data-web-7".into()],
+            },
+        ];
+        let owned = |name: &str, kind: &str, owner: &str| {
+            let mut c = claim(name, "web");
+            c.owners = vec![(kind.into(), owner.into())];
+            c
+        };
+        let claims: Vec<ClaimView> = (3..9)
+            .map(|i| claim(&format!("data-web-{i}"), "web"))
+            .chain([
+                owned("data-web-9", "Pod", uid),
+                owned("data-web-10", "Pod", &uid.to_uppercase()),
+                owned("data-web-11", "Pod", "p2"),
+                owned("data-web-12", "StatefulSet", "p3"),
+                owned("data-web-13", "Pod", "p4"),
+                owned("data-web-14", "Pod", "uid-web"),
+            ])
+            .collect();
+        let sets = [set("web", 3)];
+        let mut index = PodIndex::default();
+        for pod in pods.clone() {
+            index.add(pod);
+        }
+        let classifier = Classifier::with_pod_index(&sets, index);
+        let indexed: Vec<Orphan> = claims.iter().filter_map(|c| classifier.orphan(c)).collect();
+        let viewed = classify(&claims, &sets, &pods);
+        assert_eq!(indexed, viewed);
+        assert_eq!(
+            names(&viewed).iter().map(|n| n.0).collect::<Vec<_>>(),
+            vec![
+                "data-web-3",
+                "data-web-4",
+                "data-web-6",
+                "data-web-7",
+                "data-web-8",
+                "data-web-10",
+                "data-web-13"
+            ]
+        );
     }
 
     #[test]
@@ -525,7 +834,7 @@ mod tests {
             claim("logs-old-2", "old"),
             // No labels: not a claim-template claim as far as we can tell.
             ClaimView {
-                labels: BTreeMap::new(),
+                labels: Pairs::default(),
                 ..claim("backup-2024-1", "")
             },
         ];

@@ -3,17 +3,21 @@
 //! preconditions ([`delete`]), so a claim re-created or changed since the plan is never
 //! removed; a closed gate (a signal) finishes the deletion in flight and skips the rest.
 //! It prints nothing and reads no flags: `stateward gc` ([`crate::commands::gc`]) does.
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Preconditions, VersionMatch};
 use kube::{Api, Client};
 use serde::Serialize;
 
-use super::classify::{ClaimView, Classifier, Orphan, PodView, SetView, classify};
+use super::classify::{ClaimView, Classifier, Orphan, Pairs, PodIndex, PodView, SetView};
 use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
 use crate::cluster::paged::{self, ListError};
-use crate::cluster::{Collector, Slim};
+use crate::cluster::{ANNOTATION_PREFIX, Collector, Slim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -62,6 +66,27 @@ pub fn quantity_bytes(text: &str) -> Option<u64> {
     (bytes.is_finite() && bytes >= 0.0).then(|| bytes.ceil() as u64)
 }
 
+/// The annotations under `stateward.io/`: the only ones the collector reads.
+fn stateward_annotations(annotations: Option<&BTreeMap<String, String>>) -> Pairs {
+    annotations
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A pod phase, not allocated when it is one Kubernetes defines.
+fn phase(text: &str) -> Cow<'static, str> {
+    match ["Pending", "Running", "Succeeded", "Failed", "Unknown"]
+        .into_iter()
+        .find(|p| *p == text)
+    {
+        Some(p) => Cow::Borrowed(p),
+        None => Cow::Owned(text.to_owned()),
+    }
+}
+
 pub fn claim_view(pvc: &PersistentVolumeClaim) -> ClaimView {
     let meta = &pvc.metadata;
     ClaimView {
@@ -69,8 +94,8 @@ pub fn claim_view(pvc: &PersistentVolumeClaim) -> ClaimView {
         name: meta.name.clone().unwrap_or_default(),
         uid: meta.uid.clone().unwrap_or_default(),
         resource_version: meta.resource_version.clone().unwrap_or_default(),
-        labels: meta.labels.clone().unwrap_or_default(),
-        annotations: meta.annotations.clone().unwrap_or_default(),
+        labels: meta.labels.clone().unwrap_or_default().into(),
+        annotations: stateward_annotations(meta.annotations.as_ref()),
         created: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()),
         requested_bytes: pvc
             .spec
@@ -109,7 +134,7 @@ pub fn set_view(sts: &StatefulSet) -> SetView {
             .as_ref()
             .and_then(|p| p.when_scaled.as_deref())
             == Some("Delete"),
-        annotations: sts.metadata.annotations.clone().unwrap_or_default(),
+        annotations: stateward_annotations(sts.metadata.annotations.as_ref()),
     }
 }
 
@@ -120,7 +145,8 @@ pub fn pod_view(pod: &Pod) -> PodView {
         phase: pod
             .status
             .as_ref()
-            .and_then(|s| s.phase.clone())
+            .and_then(|s| s.phase.as_deref())
+            .map(phase)
             .unwrap_or_default(),
         claims: pod
             .spec
@@ -135,11 +161,12 @@ pub fn pod_view(pod: &Pod) -> PodView {
     }
 }
 
-/// Everything the classifier needs, listed from the API.
+/// Everything the classifier needs, listed from the API or taken from the stores of
+/// `gc --watch` (which share their views with it: a pass copies none).
 pub struct Snapshot {
-    pub claims: Vec<ClaimView>,
-    pub sets: Vec<SetView>,
-    pub pods: Vec<PodView>,
+    pub claims: Vec<Arc<ClaimView>>,
+    pub sets: Vec<Arc<SetView>>,
+    pub pods: Vec<Arc<PodView>>,
 }
 
 /// The API of `K` in `namespace`, or in every namespace.
@@ -177,7 +204,7 @@ pub async fn snapshot(
         client,
         namespace,
         &claim_params,
-        |c: Slim<PersistentVolumeClaim, Collector>| claim_view(&c.0),
+        |c: Slim<PersistentVolumeClaim, Collector>| Arc::new(claim_view(&c.0)),
     )
     .await
     .map_err(err("persistentvolumeclaims"))?;
@@ -185,12 +212,12 @@ pub async fn snapshot(
         client,
         namespace,
         &all,
-        |s: Slim<StatefulSet, Collector>| set_view(&s.0),
+        |s: Slim<StatefulSet, Collector>| Arc::new(set_view(&s.0)),
     )
     .await
     .map_err(err("statefulsets"))?;
     let pods = paged::list(client, namespace, &all, |p: Slim<Pod, Collector>| {
-        pod_view(&p.0)
+        Arc::new(pod_view(&p.0))
     })
     .await
     .map_err(err("pods"))?;
@@ -199,11 +226,13 @@ pub async fn snapshot(
 
 /// The plan: orphans old enough, in a stable order.
 pub fn plan(snapshot: &Snapshot, now: i64, min_age_seconds: i64) -> Vec<Orphan> {
-    old_enough(
-        classify(&snapshot.claims, &snapshot.sets, &snapshot.pods),
-        now,
-        min_age_seconds,
-    )
+    let classifier = Classifier::new(&snapshot.sets, &snapshot.pods);
+    let orphans = snapshot
+        .claims
+        .iter()
+        .filter_map(|c| classifier.orphan(c))
+        .collect();
+    old_enough(orphans, now, min_age_seconds)
 }
 
 fn old_enough(orphans: Vec<Orphan>, now: i64, min_age_seconds: i64) -> Vec<Orphan> {
@@ -215,8 +244,9 @@ fn old_enough(orphans: Vec<Orphan>, now: i64, min_age_seconds: i64) -> Vec<Orpha
     orphans
 }
 
-/// [`plan`] of what [`snapshot`] would list, without keeping the claims: the sets and pods
-/// are listed (and kept as views), then the claims are classified page by page and only
+/// [`plan`] of what [`snapshot`] would list, without keeping the claims or the pods: the
+/// sets are listed and kept as views, the pods into a [`PodIndex`] (the claims they mount
+/// and their uids, no view per pod), then the claims are classified page by page and only
 /// the orphans kept. The claims' list version is read first (one claim), and the three
 /// lists are read at it (`resourceVersionMatch=Exact`): one consistent snapshot. When
 /// that version was compacted meanwhile (`410 Gone`), the whole listing starts again, at
@@ -275,15 +305,16 @@ async fn list_and_classify(
     )
     .await
     .map_err(|e| ("statefulsets", e))?;
-    let pods = paged::list(
+    let (pods, _) = paged::fold(
         client,
         namespace,
         &at(ListParams::default()),
-        |p: Slim<Pod, Collector>| pod_view(&p.0),
+        PodIndex::default,
+        |pods, p: Slim<Pod, Collector>| pods.add(pod_view(&p.0)),
     )
     .await
     .map_err(|e| ("pods", e))?;
-    let classifier = Classifier::new(&sets, &pods);
+    let classifier = Classifier::with_pod_index(&sets, pods);
     let (orphans, _) = paged::fold(
         client,
         namespace,

@@ -25,7 +25,7 @@
 //! are then not read), `-l` only the claims with those labels, and `--min-age` leaves out
 //! claims younger than that, as in the one-shot plan. The clock is a parameter of
 //! [`reconcile`], so tests need no sleeps.
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ use serde_json::json;
 use tokio::sync::watch as signal;
 
 use super::classify::{
-    ClaimView, OPT_IN, ORPHANED_SINCE, PodView, Reason, SET_ANNOTATION, SET_UID_ANNOTATION,
+    ClaimView, OPT_IN, ORPHANED_SINCE, Orphan, PodView, Reason, SET_ANNOTATION, SET_UID_ANNOTATION,
     SetView, claims_of_live_sets,
 };
 use super::collect::{
@@ -260,7 +260,7 @@ pub async fn reconcile(
             claim.annotations.get(SET_ANNOTATION),
             claim.annotations.get(SET_UID_ANNOTATION),
         );
-        if current == (Some(&set.name), Some(&set.uid)) {
+        if current == (Some(set.name.as_str()), Some(set.uid.as_str())) {
             continue;
         }
         if closed(&mut report) {
@@ -331,15 +331,31 @@ pub async fn reconcile(
             touched.insert((claim.namespace.clone(), claim.name.clone()));
         }
     }
+    // The orphans' claims and the sets, by key (not searched per orphan).
+    let orphan_claims: HashMap<(&str, &str), &ClaimView> = snapshot
+        .claims
+        .iter()
+        .filter(|c| orphan_keys.contains(&(c.namespace.as_str(), c.name.as_str())))
+        .map(|c| ((c.namespace.as_str(), c.name.as_str()), &**c))
+        .collect();
+    let set_by_key: HashMap<(&str, &str), &SetView> = snapshot
+        .sets
+        .iter()
+        .map(|s| ((s.namespace.as_str(), s.name.as_str()), &**s))
+        .collect();
+    let set_of = |orphan: &Orphan| {
+        set_by_key
+            .get(&(orphan.namespace.as_str(), orphan.statefulset.as_str()))
+            .copied()
+    };
     let mut due = Vec::new();
     for orphan in &orphans {
-        let claim = snapshot
-            .claims
-            .iter()
-            .find(|c| c.namespace == orphan.namespace && c.name == orphan.claim);
+        let claim = orphan_claims
+            .get(&(orphan.namespace.as_str(), orphan.claim.as_str()))
+            .copied();
         let since = claim
             .and_then(|c| c.annotations.get(ORPHANED_SINCE))
-            .and_then(|t| parse_time(t));
+            .and_then(parse_time);
         let Some(since) = since else {
             if closed(&mut report) {
                 break;
@@ -357,10 +373,7 @@ pub async fn reconcile(
                     .marked
                     .push(format!("{}/{}", orphan.namespace, orphan.claim));
                 touched.insert((orphan.namespace.clone(), orphan.claim.clone()));
-                if let Some(set) = snapshot
-                    .sets
-                    .iter()
-                    .find(|s| s.namespace == orphan.namespace && s.name == orphan.statefulset)
+                if let Some(set) = set_of(orphan)
                     && !closed(&mut report)
                 {
                     let event = Event {
@@ -389,11 +402,8 @@ pub async fn reconcile(
         {
             continue;
         }
-        let set_opted_in = snapshot
-            .sets
-            .iter()
-            .find(|s| s.namespace == orphan.namespace && s.name == orphan.statefulset)
-            .is_some_and(|s| s.annotations.get(OPT_IN).is_some_and(|v| v == "true"));
+        let set_opted_in =
+            set_of(orphan).is_some_and(|s| s.annotations.get(OPT_IN).is_some_and(|v| v == "true"));
         if orphan.verified && (set_opted_in || namespaces.contains(&orphan.namespace)) {
             due.push(orphan.clone());
         }
@@ -675,12 +685,13 @@ impl Stores {
             .collect()
     }
 
-    /// The current contents, as the classifier reads them, and the opted-in namespaces.
+    /// The current contents, as the classifier reads them (the stores' views, shared, not
+    /// copied), and the opted-in namespaces.
     pub fn snapshot(&self) -> (Snapshot, HashSet<String>) {
         let snapshot = Snapshot {
-            claims: self.claims.values().iter().map(|c| (**c).clone()).collect(),
-            sets: self.sets.values().iter().map(|s| (**s).clone()).collect(),
-            pods: self.pods.values().iter().map(|p| (**p).clone()).collect(),
+            claims: self.claims.values(),
+            sets: self.sets.values(),
+            pods: self.pods.values(),
         };
         let namespaces = self
             .namespaces
