@@ -282,8 +282,10 @@ pub fn evaluate_header(policy: &Policy, header: &Header<'_>) -> Option<Vec<Findi
     objected.then_some(findings)
 }
 
-/// The level of a violation under a rule's mode (`None`: the rule is off).
-fn level_of(mode: Mode, advisory: bool) -> Option<Level> {
+/// The level of a violation under a rule's mode (`None`: the rule is off); an advisory
+/// violation ("may still be fine") is at most a warning. The one mapping from modes to
+/// levels: the webhook, the offline commands, the scale subresource and the audit use it.
+pub fn level_of(mode: Mode, advisory: bool) -> Option<Level> {
     let effective = if advisory { mode.min(Mode::Warn) } else { mode };
     match effective {
         Mode::Enforce => Some(Level::Enforce),

@@ -4,7 +4,7 @@
 //! only ever as a warning: denying a scale could block an autoscaler or an incident response.
 use super::context::ContextKind;
 use super::rules::statefulset::{retained_claims, retained_claims_message};
-use super::{Context, Decision, Finding, Level, Mode, Policy, RuleId};
+use super::{Context, Decision, Finding, Policy, RuleId};
 
 /// The rules a scale review evaluates (the webhook entry for `statefulsets/scale` carries
 /// them; see [`super::scope`]).
@@ -29,10 +29,9 @@ pub fn evaluate_scale(policy: &Policy, review: &ScaleReview, context: &dyn Conte
         return decision;
     }
     let rule = SCALE_RULES[0];
-    let level = match policy.mode(rule) {
-        Mode::Off => return decision,
-        Mode::Audit => Level::Audit,
-        Mode::Warn | Mode::Enforce => Level::Warn,
+    // The scale subresource never denies: its finding is advisory.
+    let Some(level) = super::level_of(policy.mode(rule), true) else {
+        return decision;
     };
     let (name, before, after) = (review.name.as_str(), review.before, review.after);
     if after >= before {
