@@ -6,6 +6,7 @@
 pub mod config;
 pub mod context;
 pub mod decision;
+pub mod identity;
 pub mod labels;
 pub mod lean;
 pub mod names;

@@ -120,8 +120,8 @@ pub fn set_view(sts: &StatefulSet) -> SetView {
         namespace: sts.metadata.namespace.clone().unwrap_or_default(),
         name: sts.metadata.name.clone().unwrap_or_default(),
         uid: sts.metadata.uid.clone().unwrap_or_default(),
-        replicas: spec.replicas.unwrap_or(1),
-        ordinals_start: spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0),
+        replicas: crate::policy::identity::replicas(sts),
+        ordinals_start: crate::policy::identity::ordinals_start(sts),
         templates: spec
             .volume_claim_templates
             .iter()

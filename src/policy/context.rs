@@ -90,19 +90,17 @@ impl StatefulSetInfo {
             service_name: spec
                 .and_then(|s| s.service_name.clone())
                 .filter(|s| !s.is_empty()),
-            replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
-            ordinals_start: spec
-                .and_then(|s| s.ordinals.as_ref())
-                .and_then(|o| o.start)
-                .unwrap_or(0),
+            replicas: crate::policy::identity::replicas(sts),
+            ordinals_start: crate::policy::identity::ordinals_start(sts),
             pod_labels: spec
                 .and_then(|s| s.template.metadata.as_ref())
                 .and_then(|m| m.labels.clone())
                 .map(LabelSet::from)
                 .unwrap_or_default(),
-            claim_templates: crate::policy::rules::statefulset::claim_template_names(sts),
-            deletes_claims_on_scale_down:
-                crate::policy::rules::statefulset::deletes_claims_on_scale_down(sts),
+            claim_templates: crate::policy::identity::claim_template_names(sts),
+            deletes_claims_on_scale_down: crate::policy::identity::deletes_claims_on_scale_down(
+                sts,
+            ),
         }
     }
 }

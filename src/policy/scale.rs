@@ -3,7 +3,8 @@
 //! the set comes from the context. Only `statefulset.scale-down-retains-claims` applies, and
 //! only ever as a warning: denying a scale could block an autoscaler or an incident response.
 use super::context::ContextKind;
-use super::rules::statefulset::{retained_claims, retained_claims_message};
+use super::identity::retained_claims;
+use super::rules::statefulset::retained_claims_message;
 use super::{Context, Decision, Finding, Policy, RuleId};
 
 /// The rules a scale review evaluates (the webhook entry for `statefulsets/scale` carries

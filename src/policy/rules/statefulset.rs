@@ -32,16 +32,7 @@ pub(crate) fn pod_spec(sts: &StatefulSet) -> Option<&PodSpec> {
     spec(sts).and_then(|s| s.template.spec.as_ref())
 }
 
-pub(crate) fn replicas(sts: &StatefulSet) -> i32 {
-    spec(sts).and_then(|s| s.replicas).unwrap_or(1)
-}
-
-pub(crate) fn ordinals_start(sts: &StatefulSet) -> i32 {
-    spec(sts)
-        .and_then(|s| s.ordinals.as_ref())
-        .and_then(|o| o.start)
-        .unwrap_or(0)
-}
+pub(crate) use crate::policy::identity::{ordinals_start, replicas};
 
 pub(crate) fn template_labels(sts: &StatefulSet) -> Option<&Labels> {
     spec(sts)
@@ -1072,42 +1063,9 @@ pub fn rollout_stuck(input: &Input<'_, StatefulSet>, out: &mut Sink) {
     }
 }
 
-pub(crate) fn deletes_claims_on_scale_down(sts: &StatefulSet) -> bool {
-    spec(sts)
-        .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
-        .and_then(|p| p.when_scaled.as_deref())
-        == Some("Delete")
-}
-
-pub(crate) fn claim_template_names(sts: &StatefulSet) -> Vec<String> {
-    claim_templates(sts)
-        .iter()
-        .map(claim_name)
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The claims a scale from `before` to `after` replicas leaves behind:
-/// `<template>-<set>-<ordinal>` for each removed ordinal.
-pub(crate) fn retained_claims(
-    set: &str,
-    templates: &[String],
-    ordinals_start: i32,
-    before: i32,
-    after: i32,
-) -> Vec<String> {
-    let start = i64::from(ordinals_start);
-    let removed = (start + i64::from(after.max(0)))..(start + i64::from(before));
-    templates
-        .iter()
-        .flat_map(|t| {
-            removed
-                .clone()
-                .map(move |ordinal| format!("{t}-{set}-{ordinal}"))
-        })
-        .collect()
-}
+pub(crate) use crate::policy::identity::{
+    claim_template_names, deletes_claims_on_scale_down, retained_claims,
+};
 
 /// "scaling 5->3 keeps PVCs a, b; ...", listing at most four names.
 pub(crate) fn retained_claims_message(before: i32, after: i32, claims: &[String]) -> String {
