@@ -192,30 +192,8 @@ pub struct Orphan {
     pub requested_bytes: Option<u64>,
 }
 
-/// An ordinal as the controller writes it: decimal digits, no leading zero.
-fn parse_ordinal(digits: &str) -> Option<i64> {
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-    {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// The claim is `<template>-<set>-<ordinal>` for this template and set.
-fn ordinal_for(claim: &str, template: &str, set: &str) -> Option<i64> {
-    let rest = claim.strip_prefix(template)?.strip_prefix('-')?;
-    parse_ordinal(rest.strip_prefix(set)?.strip_prefix('-')?)
-}
-
-/// The template and ordinal of `<template>-<set>-<ordinal>` for a known set name.
-pub fn split_for_set<'a>(claim: &'a str, set: &str) -> Option<(&'a str, i64)> {
-    let (head, digits) = claim.rsplit_once('-')?;
-    let ordinal = parse_ordinal(digits)?;
-    let template = head.strip_suffix(set)?.strip_suffix('-')?;
-    (!template.is_empty() && !set.is_empty()).then_some((template, ordinal))
-}
+pub use crate::policy::identity::split_claim_for_set as split_for_set;
+use crate::policy::identity::{claim_ordinal as ordinal_for, parse_ordinal};
 
 /// How a claim name reads as `<template>-<set>-<ordinal>`: against the names of the live
 /// sets of its namespace first (the longest that fits: `data-my-db-0` with a live set

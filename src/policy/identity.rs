@@ -77,6 +77,32 @@ pub fn retained_claims(
         .collect()
 }
 
+/// An ordinal as the controller writes it: decimal digits, no leading zero ("web-01" is not
+/// ordinal 1).
+pub fn parse_ordinal(digits: &str) -> Option<i64> {
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The ordinal of `claim` when it is `<template>-<set>-<ordinal>` for this template and set.
+pub fn claim_ordinal(claim: &str, template: &str, set: &str) -> Option<i64> {
+    let rest = claim.strip_prefix(template)?.strip_prefix('-')?;
+    parse_ordinal(rest.strip_prefix(set)?.strip_prefix('-')?)
+}
+
+/// The template and ordinal of `<template>-<set>-<ordinal>` for a known set name.
+pub fn split_claim_for_set<'a>(claim: &'a str, set: &str) -> Option<(&'a str, i64)> {
+    let (head, digits) = claim.rsplit_once('-')?;
+    let ordinal = parse_ordinal(digits)?;
+    let template = head.strip_suffix(set)?.strip_suffix('-')?;
+    (!template.is_empty() && !set.is_empty()).then_some((template, ordinal))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,5 +123,11 @@ mod tests {
             ["data-web-4", "data-web-5"]
         );
         assert!(retained_claims("web", &["data".into()], 0, 2, 3).is_empty());
+        for claim in retained_claims("my-db", &["data".into()], 0, 12, 0) {
+            let (template, ordinal) = split_claim_for_set(&claim, "my-db").expect("split");
+            assert_eq!(claim_ordinal(&claim, template, "my-db"), Some(ordinal));
+            assert_eq!(claim_name(template, "my-db", ordinal), claim);
+        }
+        assert_eq!(parse_ordinal("01"), None);
     }
 }

@@ -39,17 +39,14 @@ fn is_label_name(s: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
-/// Splits `<prefix>-<ordinal>` at the last dash when the suffix is a decimal ordinal.
+/// Splits `<prefix>-<ordinal>` at the last dash when the suffix is an ordinal as the
+/// controller writes it.
 pub fn split_ordinal(name: &str) -> Option<(&str, i64)> {
     let (prefix, ordinal) = name.rsplit_once('-')?;
-    if prefix.is_empty() || ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+    if prefix.is_empty() {
         return None;
     }
-    // A leading zero is never produced by the controller ("web-01" is not ordinal 1).
-    if ordinal.len() > 1 && ordinal.starts_with('0') {
-        return None;
-    }
-    Some((prefix, ordinal.parse().ok()?))
+    Some((prefix, super::identity::parse_ordinal(ordinal)?))
 }
 
 #[cfg(test)]
