@@ -46,6 +46,11 @@ use slim::Audit;
 /// Objects per list request.
 pub const PAGE_SIZE: u32 = 500;
 
+/// StatefulSets per list request: a set is the largest object a pass reads (a page of 500
+/// of the fleet bench's sets is 8 MB of text, most of the pass's peak), so its pages are
+/// smaller.
+pub const SET_PAGE_SIZE: u32 = 100;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("cannot list {what} {scope}: {message}")]
@@ -820,14 +825,15 @@ pub async fn pass(
     let scope = scope.as_str();
     let all = ListParams::default;
     let orphans_on = level(policy.mode(RuleId::StatefulSetOrphanedClaim)).is_some();
+    let sets_page = || all().limit(SET_PAGE_SIZE);
     let mut sets = fold_all(
         client,
         namespace,
-        all(),
+        sets_page(),
         "statefulsets",
         scope,
         Sets::default,
-        |sets, sts: StatefulSet| sets.add(&sts),
+        |sets, sts: Slim<StatefulSet, Audit>| sets.add(&sts.0),
     )
     .await?;
     // The selector picks the sets to report; every set is still needed as context (and so
@@ -859,8 +865,8 @@ pub async fn pass(
         "poddisruptionbudgets",
         scope,
         Vec::new,
-        |pdbs, mut pdb: PodDisruptionBudget| {
-            pdb.metadata.managed_fields = None;
+        |pdbs, pdb: Slim<PodDisruptionBudget, Audit>| {
+            let mut pdb = pdb.0;
             pdb.status = None;
             pdbs.push(pdb);
         },
@@ -922,7 +928,8 @@ pub async fn pass(
             "services",
             scope,
             || (Evaluated::default(), Vec::new()),
-            |(out, infos), svc: Service| {
+            |(out, infos), svc: Slim<Service, Audit>| {
+                let svc = svc.0;
                 let info = ServiceInfo::from_service(&svc, "default");
                 if wanted.contains(&(info.namespace.clone(), info.name.clone())) {
                     infos.push(info);
@@ -952,11 +959,11 @@ pub async fn pass(
     let evaluated = fold_all(
         client,
         namespace,
-        all(),
+        sets_page(),
         "statefulsets",
         scope,
         Evaluated::default,
-        |out, sts: StatefulSet| known.evaluate_set(out, sts),
+        |out, sts: Slim<StatefulSet, Audit>| known.evaluate_set(out, sts.0),
     )
     .await?;
     let live_sets = sets.live_reports(policy);
