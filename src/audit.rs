@@ -384,7 +384,10 @@ struct Evaluated {
     count: usize,
 }
 
-fn live_rules() -> Vec<(RuleId, fn(&LiveInput<'_>, &mut Sink))> {
+/// A live-state rule of the rule table.
+type LiveRule = fn(&LiveInput<'_>, &mut Sink);
+
+fn live_rules() -> Vec<(RuleId, LiveRule)> {
     RULES
         .iter()
         .filter_map(|info| match info.action {
@@ -447,7 +450,7 @@ struct Known<'a> {
     claims: &'a HashMap<usize, Vec<ClaimEntry>>,
     pdbs: &'a HashMap<String, Vec<PodDisruptionBudget>>,
     nodes: &'a HashMap<&'a str, &'a Node>,
-    live_rules: &'a [(RuleId, fn(&LiveInput<'_>, &mut Sink))],
+    live_rules: &'a [(RuleId, LiveRule)],
 }
 
 impl Known<'_> {
