@@ -16,11 +16,21 @@
 //!
 //! and the child's VmHWM at start, its RSS after each list and its peak VmHWM; then once
 //! more with whole objects, to show what slimming pods, claims and nodes saves.
+//!
+//! Then the pass as `stateward audit` runs it ([`stateward::audit::pass`]): the same lists
+//! served page by page (500, `continue`) by a client without a network, whose page bodies
+//! are generated as they are requested (their generation is not counted), StatefulSets
+//! and Services evaluated page by page; then the reports built one at a time
+//! ([`stateward::audit::reports::Desired`]) against the metadata of the reports of a first
+//! pass. Its time and peak VmHWM, in a child of its own.
+use std::collections::HashMap;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use stateward::audit::reports::{desired_reports, live_set_reports, plan};
+use stateward::audit::reports::{Desired, desired_reports, live_set_reports, plan, unchanged};
 use stateward::audit::{Inventory, audit, slim};
 use stateward::policy::Policy;
 
@@ -398,6 +408,148 @@ fn child(iterations: usize, slim: bool) {
     );
 }
 
+/// One page of the list at `path` from offset `start`, as the API server answers it.
+fn page_body(path: &str, start: usize, limit: usize) -> Vec<u8> {
+    let (n, item): (usize, Box<dyn Fn(usize) -> Value>) = if path.ends_with("/statefulsets") {
+        (SETS, Box::new(set))
+    } else if path.ends_with("/services") {
+        (SETS, Box::new(service))
+    } else if path.ends_with("/poddisruptionbudgets") {
+        (SETS / 2, Box::new(|k| pdb(k * 2)))
+    } else if path.ends_with("/pods") {
+        (SETS * REPLICAS, Box::new(pod_at))
+    } else if path.ends_with("/persistentvolumeclaims") {
+        (
+            SETS * REPLICAS,
+            Box::new(|k| claim(k / REPLICAS, k % REPLICAS)),
+        )
+    } else if path.ends_with("/nodes") {
+        (NODES, Box::new(node))
+    } else {
+        (0, Box::new(|_| Value::Null))
+    };
+    let end = (start + limit).min(n);
+    let mut metadata = json!({"resourceVersion": "1"});
+    if end < n {
+        metadata["continue"] = json!(end.to_string());
+    }
+    serde_json::to_vec(
+        &json!({"kind": "List", "apiVersion": "v1", "metadata": metadata,
+        "items": (start..end).map(&item).collect::<Vec<_>>()}),
+    )
+    .unwrap_or_default()
+}
+
+/// A client whose API server generates the pages of [`page_body`]; the time spent
+/// generating them is added to `spent`.
+fn client(spent: Arc<AtomicU64>) -> kube::Client {
+    use axum::http::{Request, Response};
+    use kube::client::Body;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let t = Instant::now();
+            let uri = request.uri().clone();
+            let query: HashMap<&str, &str> = uri
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|p| p.split_once('='))
+                .collect();
+            let start = query
+                .get("continue")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let limit = query
+                .get("limit")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(500);
+            let body = page_body(uri.path(), start, limit);
+            spent.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            send.send_response(Response::new(Body::from(body)));
+        }
+    });
+    kube::Client::new(service, "default")
+}
+
+/// The child of the streamed pass: `iterations` passes and their reports.
+fn streamed(iterations: usize) {
+    let start_hwm = status_kib("VmHWM:");
+    let policy = Policy::baseline();
+    let now = 1_800_000_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut passes, mut first, mut steady) = (Vec::new(), Vec::new(), Vec::new());
+    let mut summary = String::new();
+    for _ in 0..iterations {
+        runtime.block_on(async {
+            let generating = Arc::new(AtomicU64::new(0));
+            let client = client(generating.clone());
+            let t = Instant::now();
+            let listed = stateward::audit::pass(&client, None, None, &policy, now)
+                .await
+                .expect("pass");
+            passes.push(
+                t.elapsed()
+                    .saturating_sub(Duration::from_nanos(generating.load(Ordering::Relaxed))),
+            );
+            let report = listed.report;
+            // A first pass: no report in the cluster, every report applied; what the next
+            // pass lists of them is their metadata.
+            let t = Instant::now();
+            let desired = Desired::new(&policy, &report);
+            let mut existing = HashMap::new();
+            let mut results = 0;
+            for i in 0..desired.len() {
+                if let Some(mut r) = desired.build(i, None, now) {
+                    results += r.results.len();
+                    r.results.clear();
+                    r.summary = None;
+                    existing.insert(desired.key(i), r);
+                }
+            }
+            first.push(t.elapsed());
+            let t = Instant::now();
+            let mut same = 0;
+            for i in 0..desired.len() {
+                let before = existing.get(&desired.key(i));
+                if let Some(r) = desired.build(i, before, now + 300)
+                    && unchanged(before, &r)
+                {
+                    same += 1;
+                }
+            }
+            steady.push(t.elapsed());
+            assert_eq!(same, existing.len(), "an unchanged fleet writes nothing");
+            summary = format!(
+                "{} findings, {} orphaned claims; {} reports ({} results) applied by a first \
+                 pass, {} unchanged by the next",
+                report.findings.len(),
+                report.summary.orphaned_claims,
+                existing.len(),
+                results,
+                same
+            );
+        });
+    }
+    println!("== the streamed pass (stateward::audit::pass, pages served without a network)");
+    println!("pass: {summary}");
+    println!(
+        "median of {iterations}: pass (lists, evaluation; page generation not counted) {}, \
+         reports first pass {}, unchanged fleet {}",
+        ms(median(passes)),
+        ms(median(first)),
+        ms(median(steady))
+    );
+    println!(
+        "memory: VmHWM {:.0} MiB at start, peak VmHWM {:.0} MiB",
+        mib(start_hwm),
+        mib(status_kib("VmHWM:"))
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let iterations = args
@@ -407,13 +559,21 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5usize)
         .max(1);
+    if args.iter().any(|a| a == "--streamed") {
+        streamed(iterations);
+        return;
+    }
     if args.iter().any(|a| a == "--child") {
         child(iterations, !args.iter().any(|a| a == "--whole"));
         return;
     }
     let exe = std::env::current_exe().expect("own executable");
     // The pass as it runs, then once with whole objects (what slimming saves).
-    for (extra, n) in [(None, iterations), (Some("--whole"), 1)] {
+    for (extra, n) in [
+        (Some("--streamed"), iterations),
+        (None, iterations),
+        (Some("--whole"), 1),
+    ] {
         let status = Command::new(&exe)
             .args(["--child", "--iterations", &n.to_string()])
             .args(extra)

@@ -6,7 +6,12 @@
 //! page), evaluates every StatefulSet and Service with the webhook's engine and policy as
 //! existing objects (the validation of a CREATE of the object as it is: no mutation), and
 //! adds the live-state rules of the rule table ([`crate::policy::rules::live`]) and the
-//! orphaned claims of the collector's classifier. [`audit`] is pure: the clock is an input.
+//! orphaned claims of the collector's classifier.
+//!
+//! [`pass`] streams: it keeps compact projections of the sets, pods and claims ([`index`])
+//! and sends the StatefulSets and Services through the engine page by page, keeping only
+//! findings. [`audit`] runs the same steps over objects in memory (tests, benches); it is
+//! pure: the clock is an input.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -19,7 +24,7 @@ use serde::Serialize;
 use crate::Exit;
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
-use crate::gc::classify::{Orphan, Reason, classify, split_for_set};
+use crate::gc::classify::{Classifier, Orphan, PodView, Reason, SetView, split_for_set};
 use crate::gc::collect::{claim_view, human_bytes, pod_view, set_view};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::labels::selector_matches;
@@ -29,15 +34,22 @@ use crate::policy::{
     Level, Mode, Policy, Resource, Review, RuleId, Stage, StaticContext, evaluate_stage,
 };
 
+pub mod index;
 pub mod openreports;
 pub mod reports;
 pub mod slim;
 pub mod watch;
 
+use index::{ClaimEntry, PodEntry};
 use slim::Audit;
 
 /// Objects per list request.
 pub const PAGE_SIZE: u32 = 500;
+
+/// StatefulSets per list request: a set is the largest object a pass reads (a page of 500
+/// of the fleet bench's sets is 8 MB of text, most of the pass's peak), so its pages are
+/// smaller.
+pub const SET_PAGE_SIZE: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -155,30 +167,6 @@ fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) ->
     meta.name.as_deref().unwrap_or_default()
 }
 
-/// The claims of `set`: `<template>-<set>-<ordinal>` for one of its templates, with labels
-/// matching its selector (how the controller finds a pod's claim).
-fn claims_of<'a>(
-    set: &StatefulSet,
-    claims: &[&'a PersistentVolumeClaim],
-) -> Vec<&'a PersistentVolumeClaim> {
-    let name = name_of(&set.metadata);
-    let templates = crate::policy::rules::statefulset::claim_template_names(set);
-    let empty = BTreeMap::new();
-    claims
-        .iter()
-        .filter(|c| {
-            split_for_set(name_of(&c.metadata), name).is_some_and(|(t, _)| {
-                templates.iter().any(|n| n == t)
-                    && selector_matches(
-                        &set.spec.selector,
-                        c.metadata.labels.as_ref().unwrap_or(&empty),
-                    )
-            })
-        })
-        .copied()
-        .collect()
-}
-
 fn orphan_message(o: &Orphan) -> String {
     let size = o
         .requested_bytes
@@ -203,35 +191,134 @@ fn orphan_message(o: &Orphan) -> String {
     )
 }
 
-/// One pass over `inventory` with `policy` at `now` (seconds since the Unix epoch).
-pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
-    let mut report = AuditReport {
-        policy: policy.name.clone(),
-        ..AuditReport::default()
-    };
-    let mut context = StaticContext::default();
-    for svc in &inventory.services {
-        context.add_service(ServiceInfo::from_service(svc, "default"));
+/// What a pass keeps of the StatefulSets it lists first: the webhook's projection for the
+/// context rules, the classifier's view (without annotations: the classifier reads none of
+/// a set's), the claim templates and where each set is, by namespace and name.
+#[derive(Default)]
+struct Sets {
+    context: StaticContext,
+    views: Vec<SetView>,
+    templates: Vec<Vec<String>>,
+    /// `spec.serviceName` as it is.
+    services: Vec<Option<String>>,
+    by_name: HashMap<(String, String), usize>,
+}
+
+impl Sets {
+    fn add(&mut self, sts: &StatefulSet) {
+        let info = StatefulSetInfo::from_statefulset(sts, "default");
+        let mut view = set_view(sts);
+        view.annotations = BTreeMap::new();
+        self.by_name.insert(
+            (
+                ns_of(&sts.metadata).to_owned(),
+                name_of(&sts.metadata).to_owned(),
+            ),
+            self.views.len(),
+        );
+        self.templates.push(info.claim_templates.clone());
+        self.services.push(sts.spec.service_name.clone());
+        self.views.push(view);
+        self.context.add_statefulset(info);
     }
-    for sts in &inventory.statefulsets {
-        context.add_statefulset(StatefulSetInfo::from_statefulset(sts, "default"));
+
+    fn namespace(&self, i: usize) -> &str {
+        // `set_view` keeps an unset namespace empty; the pass reads it as "default".
+        let ns = self.views[i].namespace.as_str();
+        if ns.is_empty() { "default" } else { ns }
     }
-    for pdb in &inventory.pdbs {
-        context.add_pdb(PdbInfo::from_pdb(pdb, "default"));
+
+    /// The (namespace, `serviceName`) of every set: the Services the context keeps.
+    fn service_names(&self) -> HashSet<(String, String)> {
+        (0..self.views.len())
+            .filter_map(|i| {
+                let service = self.services[i].clone()?;
+                Some((self.namespace(i).to_owned(), service))
+            })
+            .collect()
     }
-    let selected = |ns: &str, name: &str| {
-        inventory
-            .selected
-            .as_ref()
-            .is_none_or(|s| s.contains(&(ns.to_owned(), name.to_owned())))
-    };
-    let nodes: HashMap<&str, &Node> = inventory
-        .nodes
-        .iter()
-        .map(|n| (name_of(&n.metadata), n))
-        .collect();
-    let mut pods_by_owner: HashMap<&str, Vec<&Pod>> = HashMap::new();
-    for pod in &inventory.pods {
+
+    /// The (namespace, `serviceName`) of the sets the pass reports: with `-l`, only their
+    /// Services are evaluated.
+    fn reported_services(
+        &self,
+        policy: &Policy,
+        selected: &Option<HashSet<(String, String)>>,
+    ) -> Option<HashSet<(String, String)>> {
+        let selected = selected.as_ref()?;
+        Some(
+            (0..self.views.len())
+                .filter(|&i| {
+                    let ns = self.namespace(i);
+                    selected.contains(&(ns.to_owned(), self.views[i].name.clone()))
+                        && !policy.is_excluded(ns)
+                })
+                .filter_map(|i| {
+                    let service = self.services[i].clone()?;
+                    Some((self.namespace(i).to_owned(), service))
+                })
+                .collect(),
+        )
+    }
+
+    /// The sets that claim `claim`: `<template>-<set>-<ordinal>` for one of the set's
+    /// templates, in its namespace, with labels matching its selector (as
+    /// `split_for_set` and the controller read it).
+    fn claiming(&self, claim: &PersistentVolumeClaim) -> Vec<usize> {
+        let ns = ns_of(&claim.metadata);
+        let name = name_of(&claim.metadata);
+        let Some((head, _)) = name.rsplit_once('-') else {
+            return Vec::new();
+        };
+        let empty = BTreeMap::new();
+        let labels = claim.metadata.labels.as_ref().unwrap_or(&empty);
+        let mut out = Vec::new();
+        for (i, _) in head.match_indices('-') {
+            let set = &head[i + 1..];
+            let Some(&k) = self.by_name.get(&(ns.to_owned(), set.to_owned())) else {
+                continue;
+            };
+            if split_for_set(name, set).is_some_and(|(t, _)| {
+                self.templates[k].iter().any(|n| n == t)
+                    && selector_matches(&self.views[k].selector, labels)
+            }) && !out.contains(&k)
+            {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// The report of every set `policy` does not exclude (selected or not): the reports
+    /// `audit --watch` keeps.
+    fn live_reports(&self, policy: &Policy) -> HashSet<(String, String)> {
+        (0..self.views.len())
+            .filter(|&i| !policy.is_excluded(self.namespace(i)))
+            .map(|i| {
+                let view = &self.views[i];
+                (
+                    self.namespace(i).to_owned(),
+                    reports::set_report_name(&view.name, &view.uid),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What a pass keeps of the pods: the classifier's views (only when orphans are reported)
+/// and, by the uid of their controlling StatefulSet, the live rules' entries.
+#[derive(Default)]
+struct Pods {
+    views: Vec<PodView>,
+    by_owner: HashMap<String, Vec<PodEntry>>,
+    in_scope: usize,
+}
+
+impl Pods {
+    fn add(&mut self, policy: &Policy, orphans: bool, pod: &Pod) {
+        if orphans {
+            self.views.push(pod_view(pod));
+        }
         if let Some(owner) = pod
             .metadata
             .owner_references
@@ -239,27 +326,69 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
             .flatten()
             .find(|o| o.controller == Some(true) && o.kind == "StatefulSet")
         {
-            pods_by_owner
-                .entry(owner.uid.as_str())
+            self.by_owner
+                .entry(owner.uid.clone())
                 .or_default()
-                .push(pod);
+                .push(PodEntry::of(pod));
+        }
+        if !policy.is_excluded(ns_of(&pod.metadata)) {
+            self.in_scope += 1;
         }
     }
-    let mut claims_by_ns: HashMap<&str, Vec<&PersistentVolumeClaim>> = HashMap::new();
-    for claim in &inventory.claims {
-        claims_by_ns
-            .entry(ns_of(&claim.metadata))
-            .or_default()
-            .push(claim);
+}
+
+/// What a pass keeps of the claims: the live rules' entries of each set's claims, and the
+/// orphans (each claim is classified as its page comes in, then dropped).
+#[derive(Default)]
+struct Claims {
+    by_set: HashMap<usize, Vec<ClaimEntry>>,
+    orphans: Vec<Orphan>,
+    in_scope: usize,
+}
+
+impl Claims {
+    fn add(
+        &mut self,
+        policy: &Policy,
+        selected: &Option<HashSet<(String, String)>>,
+        sets: &Sets,
+        classifier: Option<&Classifier<'_>>,
+        claim: &PersistentVolumeClaim,
+    ) {
+        let claiming = sets.claiming(claim);
+        if !claiming.is_empty() {
+            let entry = ClaimEntry::of(claim);
+            for k in claiming {
+                self.by_set.entry(k).or_default().push(entry.clone());
+            }
+        }
+        if let Some(orphan) = classifier.and_then(|c| c.orphan(&claim_view(claim)))
+            && !policy.is_excluded(&orphan.namespace)
+            && selected
+                .as_ref()
+                .is_none_or(|s| s.contains(&(orphan.namespace.clone(), orphan.statefulset.clone())))
+        {
+            self.orphans.push(orphan);
+        }
+        if !policy.is_excluded(ns_of(&claim.metadata)) {
+            self.in_scope += 1;
+        }
     }
-    let mut pdbs_by_ns: HashMap<&str, Vec<&PodDisruptionBudget>> = HashMap::new();
-    for pdb in &inventory.pdbs {
-        pdbs_by_ns
-            .entry(ns_of(&pdb.metadata))
-            .or_default()
-            .push(pdb);
-    }
-    let live_rules: Vec<_> = RULES
+}
+
+/// The findings of one list evaluated (Services, or StatefulSets).
+#[derive(Default)]
+struct Evaluated {
+    findings: Vec<AuditFinding>,
+    sets: Vec<SetOutcome>,
+    count: usize,
+}
+
+/// A live-state rule of the rule table.
+type LiveRule = fn(&LiveInput<'_>, &mut Sink);
+
+fn live_rules() -> Vec<(RuleId, LiveRule)> {
+    RULES
         .iter()
         .filter_map(|info| match info.action {
             Action::Validate {
@@ -268,34 +397,93 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
             } => Some((info.id, f)),
             _ => None,
         })
-        .collect();
+        .collect()
+}
 
-    let mut named_services: HashSet<(String, String)> = HashSet::new();
-    for sts in &inventory.statefulsets {
-        let (ns, name) = (ns_of(&sts.metadata), name_of(&sts.metadata));
-        if !selected(ns, name) || policy.is_excluded(ns) {
+/// Evaluates one Service (as the webhook validates a CREATE of it), unless excluded or,
+/// with `-l`, named by no selected set.
+fn evaluate_service(
+    policy: &Policy,
+    context: &StaticContext,
+    reported: &Option<HashSet<(String, String)>>,
+    out: &mut Evaluated,
+    svc: Service,
+) {
+    let ns = ns_of(&svc.metadata).to_owned();
+    let name = name_of(&svc.metadata).to_owned();
+    if policy.is_excluded(&ns)
+        || reported
+            .as_ref()
+            .is_some_and(|r| !r.contains(&(ns.clone(), name.clone())))
+    {
+        return;
+    }
+    out.count += 1;
+    let mut review = Review::create(Resource::Service(Box::new(svc)));
+    review.namespace = ns.clone();
+    let decision = evaluate_stage(policy, &review, context, Stage::Validate);
+    for f in decision.findings {
+        if f.mode == Level::Mutate {
             continue;
         }
-        report.summary.statefulsets += 1;
-        if let Some(service) = &sts.spec.service_name {
-            named_services.insert((ns.to_owned(), service.clone()));
-        }
-        let mut review = Review::create(Resource::StatefulSet(Box::new(sts.clone())));
-        review.namespace = ns.to_owned();
-        let decision = evaluate_stage(policy, &review, &context, Stage::Validate);
-        report.sets.push(SetOutcome {
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
-            uid: sts.metadata.uid.clone().unwrap_or_default(),
-            service: sts.spec.service_name.clone(),
-            skipped: decision.skipped.clone(),
+        out.findings.push(AuditFinding {
+            kind: "Service",
+            namespace: ns.clone(),
+            name: name.clone(),
+            statefulset: None,
+            rule: f.rule,
+            mode: f.mode,
+            field: f.field,
+            message: f.message,
         });
+    }
+}
+
+/// Everything a set's evaluation reads, once the other lists are in.
+struct Known<'a> {
+    policy: &'a Policy,
+    now: i64,
+    selected: &'a Option<HashSet<(String, String)>>,
+    context: &'a StaticContext,
+    sets: &'a Sets,
+    pods: &'a HashMap<String, Vec<PodEntry>>,
+    claims: &'a HashMap<usize, Vec<ClaimEntry>>,
+    pdbs: &'a HashMap<String, Vec<PodDisruptionBudget>>,
+    nodes: &'a HashMap<&'a str, &'a Node>,
+    live_rules: &'a [(RuleId, LiveRule)],
+}
+
+impl Known<'_> {
+    /// Evaluates one StatefulSet: the webhook's rules (a CREATE of it as it is) and the
+    /// live-state rules on its pods, claims, PodDisruptionBudgets and nodes.
+    fn evaluate_set(&self, out: &mut Evaluated, sts: StatefulSet) {
+        let policy = self.policy;
+        let ns = ns_of(&sts.metadata).to_owned();
+        let name = name_of(&sts.metadata).to_owned();
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|s| !s.contains(&(ns.clone(), name.clone())))
+            || policy.is_excluded(&ns)
+        {
+            return;
+        }
+        out.count += 1;
+        let uid = sts.metadata.uid.clone().unwrap_or_default();
+        let service = sts.spec.service_name.clone();
+        let mut review = Review::create(Resource::StatefulSet(Box::new(sts)));
+        review.namespace = ns.clone();
+        let decision = evaluate_stage(policy, &review, self.context, Stage::Validate);
+        let Some(Resource::StatefulSet(sts)) = review.object.as_ref() else {
+            return;
+        };
+        let mut findings = Vec::new();
         let mut push = |rule: RuleId, mode: Level, field: String, message: String| {
-            report.findings.push(AuditFinding {
+            findings.push(AuditFinding {
                 kind: "StatefulSet",
-                namespace: ns.to_owned(),
-                name: name.to_owned(),
-                statefulset: Some(name.to_owned()),
+                namespace: ns.clone(),
+                name: name.clone(),
+                statefulset: Some(name.clone()),
                 rule,
                 mode,
                 field,
@@ -307,23 +495,38 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
                 push(f.rule, f.mode, f.field, f.message);
             }
         }
-        let uid = sts.metadata.uid.as_deref().unwrap_or_default();
-        let pods = pods_by_owner.get(uid).cloned().unwrap_or_default();
-        let claims = claims_of(
-            sts,
-            claims_by_ns.get(ns).map(Vec::as_slice).unwrap_or_default(),
-        );
-        let pdbs = pdbs_by_ns.get(ns).cloned().unwrap_or_default();
+        let pods: Vec<Pod> = self
+            .pods
+            .get(&uid)
+            .into_iter()
+            .flatten()
+            .map(PodEntry::pod)
+            .collect();
+        let pods: Vec<&Pod> = pods.iter().collect();
+        // The claims of the set as the first list knew it (a set listed only now, made
+        // between the two lists, has none yet).
+        let claims: Vec<PersistentVolumeClaim> = self
+            .sets
+            .by_name
+            .get(&(ns.clone(), name.clone()))
+            .filter(|&&k| self.sets.views[k].uid == uid)
+            .and_then(|k| self.claims.get(k))
+            .into_iter()
+            .flatten()
+            .map(ClaimEntry::claim)
+            .collect();
+        let claims: Vec<&PersistentVolumeClaim> = claims.iter().collect();
+        let pdbs: Vec<&PodDisruptionBudget> = self.pdbs.get(&ns).into_iter().flatten().collect();
         let input = LiveInput {
             policy,
             set: sts,
             pods: &pods,
             claims: &claims,
             pdbs: &pdbs,
-            nodes: &nodes,
-            now,
+            nodes: self.nodes,
+            now: self.now,
         };
-        for (id, rule) in &live_rules {
+        for (id, rule) in self.live_rules {
             let Some(mode) = level(policy.mode(*id)) else {
                 continue;
             };
@@ -341,51 +544,40 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
                 push(*id, mode, v.field, v.message);
             }
         }
+        out.findings.extend(findings);
+        out.sets.push(SetOutcome {
+            namespace: ns,
+            name,
+            uid,
+            service,
+            skipped: decision.skipped,
+        });
     }
+}
 
-    for svc in &inventory.services {
-        let (ns, name) = (ns_of(&svc.metadata), name_of(&svc.metadata));
-        if policy.is_excluded(ns)
-            || (inventory.selected.is_some()
-                && !named_services.contains(&(ns.to_owned(), name.to_owned())))
-        {
-            continue;
-        }
-        report.summary.services += 1;
-        let mut review = Review::create(Resource::Service(Box::new(svc.clone())));
-        review.namespace = ns.to_owned();
-        let decision = evaluate_stage(policy, &review, &context, Stage::Validate);
-        for f in decision.findings {
-            if f.mode == Level::Mutate {
-                continue;
-            }
-            report.findings.push(AuditFinding {
-                kind: "Service",
-                namespace: ns.to_owned(),
-                name: name.to_owned(),
-                statefulset: None,
-                rule: f.rule,
-                mode: f.mode,
-                field: f.field,
-                message: f.message,
-            });
-        }
-    }
-
+/// The report of a pass from what its lists left: the set findings, then the Service
+/// findings, then the orphans, sorted as a person reads them.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    policy: &Policy,
+    now: i64,
+    sets: Evaluated,
+    services: Evaluated,
+    mut orphans: Vec<Orphan>,
+    pods: usize,
+    claims: usize,
+    nodes: usize,
+) -> AuditReport {
+    let mut report = AuditReport {
+        policy: policy.name.clone(),
+        findings: sets.findings,
+        sets: sets.sets,
+        ..AuditReport::default()
+    };
+    report.summary.statefulsets = sets.count;
+    report.summary.services = services.count;
+    report.findings.extend(services.findings);
     if let Some(mode) = level(policy.mode(RuleId::StatefulSetOrphanedClaim)) {
-        let claims: Vec<_> = inventory.claims.iter().map(claim_view).collect();
-        let sets: Vec<_> = inventory.statefulsets.iter().map(set_view).collect();
-        let pods: Vec<_> = inventory.pods.iter().map(pod_view).collect();
-        let mut orphans: Vec<Orphan> = classify(&claims, &sets, &pods)
-            .into_iter()
-            .filter(|o| !policy.is_excluded(&o.namespace))
-            .filter(|o| {
-                inventory
-                    .selected
-                    .as_ref()
-                    .is_none_or(|s| s.contains(&(o.namespace.clone(), o.statefulset.clone())))
-            })
-            .collect();
         orphans.sort_by(|a, b| (&a.namespace, &a.claim).cmp(&(&b.namespace, &b.claim)));
         for o in orphans {
             report.summary.orphaned_claims += 1;
@@ -406,19 +598,9 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
             });
         }
     }
-
-    let in_scope = |ns: &str| !policy.is_excluded(ns);
-    report.summary.pods = inventory
-        .pods
-        .iter()
-        .filter(|p| in_scope(ns_of(&p.metadata)))
-        .count();
-    report.summary.claims = inventory
-        .claims
-        .iter()
-        .filter(|c| in_scope(ns_of(&c.metadata)))
-        .count();
-    report.summary.nodes = inventory.nodes.len();
+    report.summary.pods = pods;
+    report.summary.claims = claims;
+    report.summary.nodes = nodes;
     for f in &report.findings {
         match f.mode {
             Level::Enforce => report.summary.enforce += 1,
@@ -442,6 +624,94 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
             .then(a.field.cmp(&b.field))
     });
     report
+}
+
+fn pdbs_by_namespace(pdbs: &[PodDisruptionBudget]) -> HashMap<String, Vec<PodDisruptionBudget>> {
+    let mut by_ns: HashMap<String, Vec<PodDisruptionBudget>> = HashMap::new();
+    for pdb in pdbs {
+        by_ns
+            .entry(ns_of(&pdb.metadata).to_owned())
+            .or_default()
+            .push(pdb.clone());
+    }
+    by_ns
+}
+
+/// One pass over `inventory` with `policy` at `now` (seconds since the Unix epoch): the
+/// steps of [`pass`], in its order, over objects already in memory.
+pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
+    let orphans_on = level(policy.mode(RuleId::StatefulSetOrphanedClaim)).is_some();
+    let mut sets = Sets::default();
+    for sts in &inventory.statefulsets {
+        sets.add(sts);
+    }
+    for pdb in &inventory.pdbs {
+        sets.context.add_pdb(PdbInfo::from_pdb(pdb, "default"));
+    }
+    let pdbs = pdbs_by_namespace(&inventory.pdbs);
+    let mut pods = Pods::default();
+    for pod in &inventory.pods {
+        pods.add(policy, orphans_on, pod);
+    }
+    let mut claims = Claims::default();
+    {
+        let classifier = orphans_on.then(|| Classifier::new(&sets.views, &pods.views));
+        for claim in &inventory.claims {
+            claims.add(
+                policy,
+                &inventory.selected,
+                &sets,
+                classifier.as_ref(),
+                claim,
+            );
+        }
+    }
+    let wanted = sets.service_names();
+    let reported = sets.reported_services(policy, &inventory.selected);
+    let mut services = Evaluated::default();
+    let mut infos = Vec::new();
+    for svc in &inventory.services {
+        let info = ServiceInfo::from_service(svc, "default");
+        if wanted.contains(&(info.namespace.clone(), info.name.clone())) {
+            infos.push(info);
+        }
+        evaluate_service(policy, &sets.context, &reported, &mut services, svc.clone());
+    }
+    for info in infos {
+        sets.context.add_service(info);
+    }
+    let nodes: HashMap<&str, &Node> = inventory
+        .nodes
+        .iter()
+        .map(|n| (name_of(&n.metadata), n))
+        .collect();
+    let rules = live_rules();
+    let known = Known {
+        policy,
+        now,
+        selected: &inventory.selected,
+        context: &sets.context,
+        sets: &sets,
+        pods: &pods.by_owner,
+        claims: &claims.by_set,
+        pdbs: &pdbs,
+        nodes: &nodes,
+        live_rules: &rules,
+    };
+    let mut evaluated = Evaluated::default();
+    for sts in &inventory.statefulsets {
+        known.evaluate_set(&mut evaluated, sts.clone());
+    }
+    finish(
+        policy,
+        now,
+        evaluated,
+        services,
+        claims.orphans,
+        pods.in_scope,
+        claims.in_scope,
+        inventory.nodes.len(),
+    )
 }
 
 /// The report as a person reads it: findings grouped by StatefulSet (Services on their own),
@@ -493,117 +763,224 @@ pub fn render_text(report: &AuditReport) -> String {
     out
 }
 
-/// Lists every object of `K` in pages of [`PAGE_SIZE`] ([`paged::list`]: a list that
-/// expired while paging is listed again or fails the pass), each kept as `keep` makes it.
-async fn list_all<K, V>(
+fn list_error(what: &'static str, scope: &str, err: ListError) -> AuditError {
+    AuditError::List {
+        what,
+        scope: scope.to_owned(),
+        message: match &err {
+            ListError::Api(kube::Error::Api(status)) if status.code == 403 => {
+                format!("forbidden (RBAC): {}", status.message)
+            }
+            _ => err.to_string(),
+        },
+    }
+}
+
+/// Folds every object of `K` in pages of [`PAGE_SIZE`] ([`paged::fold`]: a list that
+/// expired while paging is listed again from a fresh state, or fails the pass).
+async fn fold_all<K, S>(
     client: &Client,
     namespace: Option<&str>,
     params: ListParams,
     what: &'static str,
     scope: &str,
-    keep: impl FnMut(K) -> V,
-) -> Result<Vec<V>, AuditError>
+    init: impl Fn() -> S,
+    step: impl FnMut(&mut S, K),
+) -> Result<S, AuditError>
 where
     K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
 {
-    paged::list(client, namespace, &params, keep)
+    paged::fold(client, namespace, &params, init, step)
         .await
-        .map_err(|err| AuditError::List {
-            what,
-            scope: scope.to_owned(),
-            message: match &err {
-                ListError::Api(kube::Error::Api(status)) if status.code == 403 => {
-                    format!("forbidden (RBAC): {}", status.message)
-                }
-                _ => err.to_string(),
-            },
-        })
+        .map(|(state, _)| state)
+        .map_err(|err| list_error(what, scope, err))
 }
 
-/// Lists what one pass reads: in `namespace`, or every namespace.
-pub async fn inventory(
+/// A pass over the cluster and the reports `audit --watch` keeps.
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub report: AuditReport,
+    /// (namespace, report name) of every StatefulSet the policy does not exclude.
+    pub live_sets: HashSet<(String, String)>,
+}
+
+/// One pass over the cluster, in `namespace` or every namespace, with `policy` at `now`.
+///
+/// Memory follows a page and the projections, not the fleet's objects: the StatefulSets
+/// are listed twice, first into the projections the context rules, the classifier and
+/// the claims read ([`Sets`]), then page by page through the engine; pods and claims are
+/// decoded sparsely into entries of a few fields ([`index`]), each claim classified as it
+/// comes in; Services go through the engine page by page as they are listed, keeping only
+/// those a set names for the context. Every list is paged; a list that expires while
+/// paging starts again from nothing, or fails the pass: no finding comes from a partial
+/// list.
+pub async fn pass(
     client: &Client,
     namespace: Option<&str>,
     selector: Option<&str>,
-) -> Result<Inventory, AuditError> {
+    policy: &Policy,
+    now: i64,
+) -> Result<Listed, AuditError> {
     let scope = match namespace {
         Some(ns) => format!("in namespace {ns}"),
         None => "in all namespaces".to_owned(),
     };
+    let scope = scope.as_str();
     let all = ListParams::default;
-    let statefulsets = list_all(
+    let orphans_on = level(policy.mode(RuleId::StatefulSetOrphanedClaim)).is_some();
+    let sets_page = || all().limit(SET_PAGE_SIZE);
+    let mut sets = fold_all(
         client,
         namespace,
-        all(),
+        sets_page(),
         "statefulsets",
-        &scope,
-        |s: StatefulSet| s,
+        scope,
+        Sets::default,
+        |sets, sts: Slim<StatefulSet, Audit>| sets.add(&sts.0),
     )
     .await?;
     // The selector picks the sets to report; every set is still needed as context (and so
     // that claims of unselected sets are not taken for orphans).
-    let selected = match selector {
+    let selected: Option<HashSet<(String, String)>> = match selector {
         Some(selector) => Some(
-            list_all(
+            fold_all(
                 client,
                 namespace,
                 all().labels(selector),
                 "statefulsets",
-                &scope,
-                |s: Slim<StatefulSet>| {
-                    (
+                scope,
+                HashSet::new,
+                |selected, s: Slim<StatefulSet>| {
+                    selected.insert((
                         ns_of(&s.0.metadata).to_owned(),
                         name_of(&s.0.metadata).to_owned(),
-                    )
+                    ));
                 },
             )
-            .await?
-            .into_iter()
-            .collect(),
+            .await?,
         ),
         None => None,
     };
-    Ok(Inventory {
-        statefulsets,
-        selected,
-        services: list_all(client, namespace, all(), "services", &scope, |s: Service| s).await?,
-        pdbs: list_all(
-            client,
-            namespace,
-            all(),
-            "poddisruptionbudgets",
-            &scope,
-            |p: PodDisruptionBudget| p,
-        )
-        .await?,
-        pods: list_all(
-            client,
-            namespace,
-            all(),
-            "pods",
-            &scope,
-            |p: Slim<Pod, Audit>| p.0,
-        )
-        .await?,
-        claims: list_all(
+    let pdbs = fold_all(
+        client,
+        namespace,
+        all(),
+        "poddisruptionbudgets",
+        scope,
+        Vec::new,
+        |pdbs, pdb: Slim<PodDisruptionBudget, Audit>| {
+            let mut pdb = pdb.0;
+            pdb.status = None;
+            pdbs.push(pdb);
+        },
+    )
+    .await?;
+    for pdb in &pdbs {
+        sets.context.add_pdb(PdbInfo::from_pdb(pdb, "default"));
+    }
+    let pdbs = pdbs_by_namespace(&pdbs);
+    let nodes = fold_all(
+        client,
+        None,
+        all(),
+        "nodes",
+        "(cluster-scoped)",
+        Vec::new,
+        |nodes, n: Slim<Node, Audit>| nodes.push(n.0),
+    )
+    .await?;
+    let pods = fold_all(
+        client,
+        namespace,
+        all(),
+        "pods",
+        scope,
+        Pods::default,
+        |pods, p: Slim<Pod, Audit>| pods.add(policy, orphans_on, &p.0),
+    )
+    .await?;
+    let claims = {
+        let classifier = orphans_on.then(|| Classifier::new(&sets.views, &pods.views));
+        let (sets, selected) = (&sets, &selected);
+        fold_all(
             client,
             namespace,
             all(),
             "persistentvolumeclaims",
-            &scope,
-            |c: Slim<PersistentVolumeClaim, Audit>| c.0,
+            scope,
+            Claims::default,
+            |claims, c: Slim<PersistentVolumeClaim, Audit>| {
+                claims.add(policy, selected, sets, classifier.as_ref(), &c.0)
+            },
         )
-        .await?,
-        nodes: list_all(
+        .await?
+    };
+    let Pods {
+        by_owner,
+        in_scope: pods_in_scope,
+        ..
+    } = pods;
+    let wanted = sets.service_names();
+    let reported = sets.reported_services(policy, &selected);
+    let (services, infos) = {
+        let (context, reported, wanted) = (&sets.context, &reported, &wanted);
+        fold_all(
             client,
-            None,
+            namespace,
             all(),
-            "nodes",
-            "(cluster-scoped)",
-            |n: Slim<Node, Audit>| n.0,
+            "services",
+            scope,
+            || (Evaluated::default(), Vec::new()),
+            |(out, infos), svc: Slim<Service, Audit>| {
+                let svc = svc.0;
+                let info = ServiceInfo::from_service(&svc, "default");
+                if wanted.contains(&(info.namespace.clone(), info.name.clone())) {
+                    infos.push(info);
+                }
+                evaluate_service(policy, context, reported, out, svc);
+            },
         )
-        .await?,
-    })
+        .await?
+    };
+    for info in infos {
+        sets.context.add_service(info);
+    }
+    let node_refs: HashMap<&str, &Node> = nodes.iter().map(|n| (name_of(&n.metadata), n)).collect();
+    let rules = live_rules();
+    let known = Known {
+        policy,
+        now,
+        selected: &selected,
+        context: &sets.context,
+        sets: &sets,
+        pods: &by_owner,
+        claims: &claims.by_set,
+        pdbs: &pdbs,
+        nodes: &node_refs,
+        live_rules: &rules,
+    };
+    let evaluated = fold_all(
+        client,
+        namespace,
+        sets_page(),
+        "statefulsets",
+        scope,
+        Evaluated::default,
+        |out, sts: Slim<StatefulSet, Audit>| known.evaluate_set(out, sts.0),
+    )
+    .await?;
+    let live_sets = sets.live_reports(policy);
+    let report = finish(
+        policy,
+        now,
+        evaluated,
+        services,
+        claims.orphans,
+        pods_in_scope,
+        claims.in_scope,
+        nodes.len(),
+    );
+    Ok(Listed { report, live_sets })
 }
 
 #[cfg(test)]

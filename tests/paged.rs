@@ -220,23 +220,26 @@ async fn a_410_on_every_continue_never_yields_an_audit_from_a_partial_list() {
         expire: usize::MAX,
         ..Server::default()
     }));
-    let err = match stateward::audit::inventory(&client(server), None, None).await {
-        Ok(inventory) => panic!(
-            "an inventory from a partial list: {} claims",
-            inventory.claims.len()
+    let policy = stateward::policy::Policy::default();
+    let err = match stateward::audit::pass(&client(server), None, None, &policy, T0).await {
+        Ok(listed) => panic!(
+            "an audit from a partial list: {} claims",
+            listed.report.summary.claims
         ),
         Err(err) => err.to_string(),
     };
     assert!(err.contains("persistentvolumeclaims"), "{err}");
     assert!(err.contains("410 Gone"), "{err}");
-    // One expiry: the audit lists the claims again and reads them all, once.
+    // One expiry: the audit lists the claims again and reads them all, once: every claim
+    // counted and classified once (the set keeps ordinals 0 to 2).
     let server = Arc::new(Mutex::new(Server {
         expire: 1,
         ..Server::default()
     }));
-    let inventory = stateward::audit::inventory(&client(server), None, None)
+    let listed = stateward::audit::pass(&client(server), None, None, &policy, T0)
         .await
-        .expect("inventory");
-    assert_eq!(inventory.claims.len(), CLAIMS);
-    assert_eq!(inventory.statefulsets.len(), 1);
+        .expect("audit");
+    assert_eq!(listed.report.summary.claims, CLAIMS);
+    assert_eq!(listed.report.summary.statefulsets, 1);
+    assert_eq!(listed.report.orphaned_claims.len(), CLAIMS - 3);
 }

@@ -454,6 +454,92 @@ fn orphans_report(
     Some(finish(report))
 }
 
+/// The reports one pass wants, built one at a time (a pass need not hold them all): the
+/// report of each set of the pass, then the orphaned-claims report of each namespace with
+/// orphans.
+pub struct Desired<'a> {
+    audit: &'a AuditReport,
+    rules: Vec<RuleId>,
+    by_set: HashMap<(&'a str, &'a str), Vec<&'a AuditFinding>>,
+    by_service: HashMap<(&'a str, &'a str), Vec<&'a AuditFinding>>,
+    namespaces: Vec<&'a str>,
+}
+
+impl<'a> Desired<'a> {
+    pub fn new(policy: &Policy, audit: &'a AuditReport) -> Desired<'a> {
+        let mut by_set: HashMap<(&str, &str), Vec<&AuditFinding>> = HashMap::new();
+        let mut by_service: HashMap<(&str, &str), Vec<&AuditFinding>> = HashMap::new();
+        for f in &audit.findings {
+            match f.kind {
+                "StatefulSet" => by_set
+                    .entry((f.namespace.as_str(), f.name.as_str()))
+                    .or_default()
+                    .push(f),
+                "Service" => by_service
+                    .entry((f.namespace.as_str(), f.name.as_str()))
+                    .or_default()
+                    .push(f),
+                _ => {}
+            }
+        }
+        let namespaces: BTreeSet<&str> = audit
+            .orphaned_claims
+            .iter()
+            .map(|o| o.orphan.namespace.as_str())
+            .collect();
+        Desired {
+            audit,
+            rules: set_rules(policy),
+            by_set,
+            by_service,
+            namespaces: namespaces.into_iter().collect(),
+        }
+    }
+
+    /// How many reports there may be.
+    pub fn len(&self) -> usize {
+        self.audit.sets.len() + self.namespaces.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The (namespace, name) of report `i`.
+    pub fn key(&self, i: usize) -> (String, String) {
+        match self.audit.sets.get(i) {
+            Some(set) => (set.namespace.clone(), set_report_name(&set.name, &set.uid)),
+            None => (
+                self.namespaces[i - self.audit.sets.len()].to_owned(),
+                ORPHANS_REPORT.to_owned(),
+            ),
+        }
+    }
+
+    /// Report `i`, keeping the first message and time of the results `existing` (the
+    /// report in the cluster) holds; `None` when it has no results to report.
+    pub fn build(&self, i: usize, existing: Option<&Report>, now: i64) -> Option<Report> {
+        let Some(set) = self.audit.sets.get(i) else {
+            let ns = self.namespaces.get(i - self.audit.sets.len())?;
+            return orphans_report(ns, self.audit, existing, now);
+        };
+        let mut findings = self
+            .by_set
+            .get(&(set.namespace.as_str(), set.name.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(service) = &set.service {
+            findings.extend(
+                self.by_service
+                    .get(&(set.namespace.as_str(), service.as_str()))
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        Some(set_report(set, &findings, &self.rules, existing, now))
+    }
+}
+
 /// The reports one pass wants, given the reports in the cluster (for the first sighting of
 /// each result).
 pub fn desired_reports(
@@ -464,52 +550,54 @@ pub fn desired_reports(
 ) -> Vec<Report> {
     let existing: HashMap<(String, String), &Report> =
         existing.iter().map(|r| (key(r), r)).collect();
-    let rules = set_rules(policy);
-    let mut by_set: HashMap<(&str, &str), Vec<&AuditFinding>> = HashMap::new();
-    let mut by_service: HashMap<(&str, &str), Vec<&AuditFinding>> = HashMap::new();
-    for f in &audit.findings {
-        match f.kind {
-            "StatefulSet" => by_set
-                .entry((f.namespace.as_str(), f.name.as_str()))
-                .or_default()
-                .push(f),
-            "Service" => by_service
-                .entry((f.namespace.as_str(), f.name.as_str()))
-                .or_default()
-                .push(f),
-            _ => {}
-        }
+    let desired = Desired::new(policy, audit);
+    (0..desired.len())
+        .filter_map(|i| desired.build(i, existing.get(&desired.key(i)).copied(), now))
+        .collect()
+}
+
+/// The hash annotation of a report.
+pub fn hash(report: &Report) -> Option<&str> {
+    report
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HASH_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// Whether `report` is what `before` (the report in the cluster) already holds.
+pub fn unchanged(before: Option<&Report>, report: &Report) -> bool {
+    before.is_some_and(|b| hash(b).is_some() && hash(b) == hash(report))
+}
+
+/// The deletion of a report in the cluster that the pass does not want (`wanted`): the
+/// report of a set that is gone (not in `live_sets`), or an orphaned-claims report.
+pub fn stale(
+    report: &Report,
+    wanted: &HashSet<(String, String)>,
+    live_sets: &HashSet<(String, String)>,
+) -> Option<Deletion> {
+    let k = key(report);
+    if wanted.contains(&k) || report.metadata.deletion_timestamp.is_some() {
+        return None;
     }
-    let mut out = Vec::with_capacity(audit.sets.len());
-    for set in &audit.sets {
-        let mut findings = by_set
-            .get(&(set.namespace.as_str(), set.name.as_str()))
-            .cloned()
-            .unwrap_or_default();
-        if let Some(service) = &set.service {
-            findings.extend(
-                by_service
-                    .get(&(set.namespace.as_str(), service.as_str()))
-                    .into_iter()
-                    .flatten(),
-            );
-        }
-        let name = set_report_name(&set.name, &set.uid);
-        let before = existing.get(&(set.namespace.clone(), name)).copied();
-        out.push(set_report(set, &findings, &rules, before, now));
-    }
-    let namespaces: BTreeSet<&str> = audit
-        .orphaned_claims
-        .iter()
-        .map(|o| o.orphan.namespace.as_str())
-        .collect();
-    for ns in namespaces {
-        let before = existing
-            .get(&(ns.to_owned(), ORPHANS_REPORT.to_owned()))
-            .copied();
-        out.extend(orphans_report(ns, audit, before, now));
-    }
-    out
+    let kind = report
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(REPORT_LABEL))
+        .map(String::as_str);
+    let stale = match kind {
+        Some("statefulset") => !live_sets.contains(&k),
+        Some("orphaned-claims") => true,
+        _ => false,
+    };
+    stale.then(|| Deletion {
+        namespace: k.0,
+        name: k.1,
+        uid: report.metadata.uid.clone(),
+    })
 }
 
 /// A report to delete, with the uid it had when listed (a precondition).
@@ -546,44 +634,16 @@ pub fn plan(
     let wanted: HashSet<(String, String)> = desired.iter().map(key).collect();
     let mut plan = Plan::default();
     for report in desired {
-        let hash = |r: &Report| {
-            r.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(HASH_ANNOTATION))
-                .cloned()
-        };
-        match current.get(&key(&report)) {
-            Some(before) if hash(before).is_some() && hash(before) == hash(&report) => {
-                plan.unchanged += 1
-            }
-            _ => plan.apply.push(report),
+        if unchanged(current.get(&key(&report)).copied(), &report) {
+            plan.unchanged += 1
+        } else {
+            plan.apply.push(report)
         }
     }
-    for report in existing {
-        let k = key(report);
-        if wanted.contains(&k) || report.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let kind = report
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(REPORT_LABEL))
-            .map(String::as_str);
-        let stale = match kind {
-            Some("statefulset") => !live_sets.contains(&k),
-            Some("orphaned-claims") => true,
-            _ => false,
-        };
-        if stale {
-            plan.delete.push(Deletion {
-                namespace: k.0,
-                name: k.1,
-                uid: report.metadata.uid.clone(),
-            });
-        }
-    }
+    plan.delete = existing
+        .iter()
+        .filter_map(|r| stale(r, &wanted, live_sets))
+        .collect();
     plan
 }
 

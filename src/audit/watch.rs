@@ -1,13 +1,15 @@
 //! `stateward audit --watch`: the audit pass every `--interval`, its findings as metrics,
 //! and OpenReports `Report`s kept in step with them ([`super::reports`]).
 //!
-//! A pass lists what the one-shot audit lists (500 per page: the pass needs whole objects,
-//! and one list every few minutes costs the API server less than watches holding every
-//! pod and claim in memory), evaluates it with the policy file as it is now (re-read every
-//! pass; a bad file keeps the last good one), sets the metrics, then lists the reports
-//! stateward manages and writes only what changed: server-side apply with one field
-//! manager (`stateward-audit`, forced), deletions with a uid precondition. An unchanged
-//! fleet causes no write at all.
+//! A pass is the one-shot audit's ([`super::pass`]: 500 per page, StatefulSets and Services
+//! through the engine page by page; one list every few minutes costs the API server less
+//! than watches holding every pod and claim in memory), with the policy file as it is now
+//! (re-read every pass; a bad file keeps the last good one); it sets the metrics, then
+//! lists the metadata of the reports stateward manages (not their results) and writes only
+//! what changed, building one report at a time: server-side apply with one field manager
+//! (`stateward-audit`, forced), deletions with a uid precondition. A report whose content
+//! hash differs from the one in the cluster is read whole first, so that results found
+//! before keep their first message and time. An unchanged fleet causes no write at all.
 //!
 //! Without the OpenReports CRDs (the API answers 404 for the resource) the pass keeps to
 //! logs and metrics: one warning says how to install them, later passes look again
@@ -15,10 +17,11 @@
 //!
 //! Several replicas elect a leader over a Lease ([`crate::leader`], its own name,
 //! `stateward-audit` by default); only the leader runs passes and writes.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -26,11 +29,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Deserializer};
 
 use super::openreports::Report;
-use super::reports::{self, Deletion, FIELD_MANAGER, Plan, SELECTOR};
-use super::{AuditReport, PAGE_SIZE, audit, inventory};
+use super::reports::{self, Deletion, Desired, FIELD_MANAGER, HASH_ANNOTATION, SELECTOR};
+use super::{AuditReport, pass};
 use crate::cli::AuditArgs;
+use crate::cluster::Slim;
+use crate::cluster::paged::{self, ListError};
 use crate::gc::collect::now_seconds;
 use crate::leader::{LeaseSettings, default_identity};
 use crate::policy::Policy;
@@ -152,7 +158,7 @@ pub enum WatchError {
     #[error(transparent)]
     Audit(#[from] super::AuditError),
     #[error("cannot list reports: {0}")]
-    Reports(kube::Error),
+    Reports(ListError),
 }
 
 /// The settings of `audit --watch`, checked before anything starts.
@@ -223,56 +229,132 @@ pub struct Written {
     pub stopped: Option<&'static str>,
 }
 
-fn not_found(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == 404)
+/// The reader of the reports in the cluster: their metadata only.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Digest;
+
+/// The metadata a pass reads of a report in the cluster: its key, uid, labels, content
+/// hash and deletion; never its results.
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct DigestMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(deserialize_with = "hash_only")]
+    annotations: Option<BTreeMap<String, String>>,
+    deletion_timestamp: Option<Time>,
 }
 
-/// Every report stateward manages in scope (500 per page); `Ok(None)` when the CRD is not
-/// served.
-async fn existing_reports(
-    client: &Client,
-    namespace: Option<&str>,
-) -> Result<Option<Vec<Report>>, kube::Error> {
-    let api: Api<Report> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let mut params = ListParams::default().labels(SELECTOR).limit(PAGE_SIZE);
-    let mut items = Vec::new();
-    loop {
-        let page = match api.list(&params).await {
-            Ok(page) => page,
-            Err(err) if not_found(&err) => return Ok(None),
-            Err(err) => return Err(err),
-        };
-        items.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(Some(items)),
-        }
+fn hash_only<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    crate::cluster::annotations_where(deserializer, |key| key == HASH_ANNOTATION)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DigestObject {
+    metadata: DigestMeta,
+}
+
+impl<'de> Deserialize<'de> for Slim<Report, Digest> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let m = DigestObject::deserialize(deserializer)?.metadata;
+        Ok(Slim::new(Report::new(ObjectMeta {
+            name: m.name,
+            namespace: m.namespace,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            labels: m.labels,
+            annotations: m.annotations,
+            deletion_timestamp: m.deletion_timestamp,
+            ..ObjectMeta::default()
+        })))
     }
 }
 
-/// Writes `plan` while `gate` stays open (checked before every write).
+/// The metadata of every report stateward manages in scope (500 per page, a `410` on a
+/// continue lists again: [`paged`]); `Ok(None)` when the CRD is not served.
+async fn existing_reports(
+    client: &Client,
+    namespace: Option<&str>,
+) -> Result<Option<Vec<Report>>, ListError> {
+    let params = ListParams::default().labels(SELECTOR);
+    match paged::list(client, namespace, &params, |r: Slim<Report, Digest>| r.0).await {
+        Ok(reports) => Ok(Some(reports)),
+        Err(err) if err.status() == Some(404) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Builds the reports of `desired` one at a time and writes those that changed, then
+/// deletes the stale ones of `existing` (metadata only), while `gate` stays open (checked
+/// before every write).
 pub async fn write(
     client: &Client,
-    plan: Plan,
+    desired: &Desired<'_>,
+    existing: &[Report],
+    live_sets: &HashSet<(String, String)>,
+    now: i64,
     metrics: &AuditMetrics,
     gate: &(dyn Fn() -> Option<&'static str> + Sync),
 ) -> Written {
-    let mut written = Written {
-        unchanged: plan.unchanged,
-        ..Written::default()
-    };
+    let mut written = Written::default();
+    let current: HashMap<(String, String), &Report> = existing
+        .iter()
+        .map(|r| {
+            (
+                (
+                    r.metadata.namespace.clone().unwrap_or_default(),
+                    r.metadata.name.clone().unwrap_or_default(),
+                ),
+                r,
+            )
+        })
+        .collect();
+    let mut wanted = HashSet::new();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for report in plan.apply {
+    for i in 0..desired.len() {
+        let (ns, name) = desired.key(i);
+        let before = current.get(&(ns.clone(), name.clone())).copied();
+        // The listed report has no results: nothing to carry over yet.
+        let Some(mut report) = desired.build(i, before, now) else {
+            continue;
+        };
+        wanted.insert((ns.clone(), name.clone()));
+        if reports::unchanged(before, &report) {
+            written.unchanged += 1;
+            continue;
+        }
+        let api: Api<Report> = Api::namespaced(client.clone(), &ns);
+        if before.is_some() {
+            // Results found before keep their first message and time: read it whole.
+            match api.get_opt(&name).await {
+                Ok(Some(full)) => {
+                    if let Some(again) = desired.build(i, Some(&full), now) {
+                        report = again;
+                    }
+                    if reports::unchanged(Some(&full), &report) {
+                        written.unchanged += 1;
+                        continue;
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    metrics.write("apply", false);
+                    written.failed += 1;
+                    tracing::warn!(report = %format!("{ns}/{name}"), error = %err, "cannot read report");
+                    continue;
+                }
+            }
+        }
         if let Some(why) = gate() {
             written.stopped = Some(why);
             return written;
         }
-        let ns = report.metadata.namespace.clone().unwrap_or_default();
-        let name = report.metadata.name.clone().unwrap_or_default();
-        let api: Api<Report> = Api::namespaced(client.clone(), &ns);
         match api.patch(&name, &params, &Patch::Apply(&report)).await {
             Ok(_) => {
                 metrics.write("apply", true);
@@ -289,7 +371,9 @@ pub async fn write(
         namespace,
         name,
         uid,
-    } in plan.delete
+    } in existing
+        .iter()
+        .filter_map(|r| reports::stale(r, &wanted, live_sets))
     {
         if let Some(why) = gate() {
             written.stopped = Some(why);
@@ -414,29 +498,37 @@ impl Pass {
         let started = Instant::now();
         self.reload_policy();
         let ns = self.settings.namespace.clone();
-        let inventory = inventory(
+        let now = now_seconds();
+        let policy = self.policy.clone();
+        let listed = pass(
             &self.client,
             ns.as_deref(),
             self.settings.selector.as_deref(),
+            &policy,
+            now,
         )
         .await?;
-        let now = now_seconds();
-        let policy = self.policy.clone();
-        let report = tokio::task::block_in_place(|| audit(&policy, &inventory, now));
+        let report = listed.report;
         self.metrics.set_findings(&report, &mut self.published);
         let mut written = Written::default();
         match existing_reports(&self.client, ns.as_deref()).await {
             Ok(None) => self.crds_seen(false),
             Ok(Some(existing)) => {
                 self.crds_seen(true);
-                let live = reports::live_set_reports(&policy, &inventory);
-                let desired = reports::desired_reports(&policy, &report, &existing, now);
-                let plan = reports::plan(desired, &existing, &live);
-                written = write(&self.client, plan, &self.metrics, gate).await;
+                let desired = Desired::new(&policy, &report);
+                written = write(
+                    &self.client,
+                    &desired,
+                    &existing,
+                    &listed.live_sets,
+                    now,
+                    &self.metrics,
+                    gate,
+                )
+                .await;
             }
             Err(err) => return Err(WatchError::Reports(err)),
         }
-        drop(inventory);
         self.metrics.last_pass.set(now_seconds());
         self.metrics
             .pass_seconds

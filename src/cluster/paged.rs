@@ -99,7 +99,8 @@ where
 }
 
 /// Folds every object of the list into a state made by `init` (made afresh when the list
-/// restarts after a `410 Gone`); returns it with the list's resourceVersion.
+/// restarts after a `410 Gone`); returns it with the list's resourceVersion. Pages hold
+/// `params.limit` objects when set (a smaller page for large objects), else [`PAGE_SIZE`].
 pub async fn fold<K, S>(
     client: &Client,
     namespace: Option<&str>,
@@ -116,7 +117,8 @@ where
         attempts += 1;
         let mut state = init();
         let mut version = None;
-        let mut params = params.clone().limit(PAGE_SIZE);
+        let limit = params.limit.unwrap_or(PAGE_SIZE);
+        let mut params = params.clone().limit(limit);
         params.continue_token = None;
         loop {
             let http = request

@@ -46,20 +46,28 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         } else {
             args.namespace.as_deref()
         };
-        let inventory =
-            match crate::audit::inventory(&client, namespace, args.selector.as_deref()).await {
-                Ok(inventory) => inventory,
+        let now = crate::gc::collect::now_seconds();
+        let listed =
+            match crate::audit::pass(&client, namespace, args.selector.as_deref(), &policy, now)
+                .await
+            {
+                Ok(listed) => listed,
                 Err(err) => {
                     eprintln!("error: {err}");
                     return Ok(Exit::Usage);
                 }
             };
-        let report = crate::audit::audit(&policy, &inventory, crate::gc::collect::now_seconds());
-        let text = match args.output {
-            OutputFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
-            OutputFormat::Text => crate::audit::render_text(&report),
-        };
-        std::io::stdout().write_all(text.as_bytes())?;
+        let report = listed.report;
+        // Written as it is serialized: the text of the fleet's report is never held whole.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        match args.output {
+            OutputFormat::Json => {
+                serde_json::to_writer_pretty(&mut out, &report)?;
+                out.write_all(b"\n")?;
+            }
+            OutputFormat::Text => out.write_all(crate::audit::render_text(&report).as_bytes())?,
+        }
+        out.flush()?;
         Ok(report.exit())
     })
 }
