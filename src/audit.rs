@@ -150,13 +150,9 @@ impl AuditReport {
     }
 }
 
+/// The level of a rule's non-advisory finding (`None`: the rule is off).
 fn level(mode: Mode) -> Option<Level> {
-    match mode {
-        Mode::Off => None,
-        Mode::Audit => Some(Level::Audit),
-        Mode::Warn => Some(Level::Warn),
-        Mode::Enforce => Some(Level::Enforce),
-    }
+    crate::policy::level_of(mode, false)
 }
 
 fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
@@ -208,7 +204,7 @@ impl Sets {
     fn add(&mut self, sts: &StatefulSet) {
         let info = StatefulSetInfo::from_statefulset(sts, "default");
         let mut view = set_view(sts);
-        view.annotations = BTreeMap::new();
+        view.annotations = Default::default();
         self.by_name.insert(
             (
                 ns_of(&sts.metadata).to_owned(),
@@ -527,21 +523,16 @@ impl Known<'_> {
             now: self.now,
         };
         for (id, rule) in self.live_rules {
-            let Some(mode) = level(policy.mode(*id)) else {
-                continue;
-            };
-            if decision.skipped.contains(id) {
+            let mode = policy.mode(*id);
+            if level(mode).is_none() || decision.skipped.contains(id) {
                 continue;
             }
             let mut sink = Sink::default();
             rule(&input, &mut sink);
             for v in sink.violations {
-                let mode = if v.advisory {
-                    mode.min(Level::Warn)
-                } else {
-                    mode
-                };
-                push(*id, mode, v.field, v.message);
+                if let Some(level) = crate::policy::level_of(mode, v.advisory) {
+                    push(*id, level, v.field, v.message);
+                }
             }
         }
         out.findings.extend(findings);
