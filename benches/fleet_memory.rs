@@ -399,9 +399,17 @@ async fn audit_watch(
     let pass_ms = std::fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|l| l["message"] == "audit pass")
-        .and_then(|l| l["duration_ms"].as_f64())
+        .find(|l| l.contains("audit pass"))
+        // The text log's field: `duration_ms=1234`.
+        .and_then(|l| {
+            l.split_once("duration_ms=")
+                .map(|(_, rest)| rest.to_owned())
+        })
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|ms| ms.parse::<f64>().ok())
+        })
         .unwrap_or(f64::NAN);
     println!(
         "  {label}: audit --watch: first pass done {ready:.2} s after start (the pass {:.2} s), RSS {rss:.1} MiB (peak {peak:.1} MiB) 2 s later",
