@@ -24,14 +24,14 @@ use serde::Serialize;
 use crate::Exit;
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
-use crate::gc::classify::{Classifier, Orphan, PodView, Reason, SetView, split_for_set};
+use crate::gc::classify::{Classifier, Orphan, PodView, SetView, split_for_set};
 use crate::gc::collect::{claim_view, human_bytes, pod_view, set_view};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::labels::selector_matches;
 use crate::policy::rules::live::LiveInput;
-use crate::policy::rules::{Action, Check, RULES, Sink};
 use crate::policy::{
-    Level, Mode, Policy, Resource, Review, RuleId, Stage, StaticContext, evaluate_stage,
+    Level, Live, Policy, Resource, Review, RuleId, Stage, StaticContext, evaluate_live,
+    evaluate_stage, reads_orphans,
 };
 
 pub mod index;
@@ -150,41 +150,12 @@ impl AuditReport {
     }
 }
 
-/// The level of a rule's non-advisory finding (`None`: the rule is off).
-fn level(mode: Mode) -> Option<Level> {
-    crate::policy::level_of(mode, false)
-}
-
 fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 
 fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or_default()
-}
-
-fn orphan_message(o: &Orphan) -> String {
-    let size = o
-        .requested_bytes
-        .map(human_bytes)
-        .unwrap_or_else(|| "no size".into());
-    let why = match o.reason {
-        Reason::ScaledDown => format!(
-            "ordinal {} is outside the replicas of StatefulSet {} (scaled down)",
-            o.ordinal, o.statefulset
-        ),
-        Reason::SetDeleted => format!("its StatefulSet {} no longer exists", o.statefulset),
-    };
-    let verified = if o.verified {
-        ""
-    } else {
-        " (unverified: only its name and labels point at the set)"
-    };
-    format!(
-        "claim {} ({size} requested, template {}) is orphaned: {why}{verified}; its volume is \
-         kept and billed. Review it with: stateward gc -n {}, and delete it with --delete",
-        o.claim, o.template, o.namespace
-    )
 }
 
 /// What a pass keeps of the StatefulSets it lists first: the webhook's projection for the
@@ -380,22 +351,6 @@ struct Evaluated {
     count: usize,
 }
 
-/// A live-state rule of the rule table.
-type LiveRule = fn(&LiveInput<'_>, &mut Sink);
-
-fn live_rules() -> Vec<(RuleId, LiveRule)> {
-    RULES
-        .iter()
-        .filter_map(|info| match info.action {
-            Action::Validate {
-                check: Check::Live(f),
-                ..
-            } => Some((info.id, f)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Evaluates one Service (as the webhook validates a CREATE of it), unless excluded or,
 /// with `-l`, named by no selected set.
 fn evaluate_service(
@@ -446,7 +401,6 @@ struct Known<'a> {
     claims: &'a HashMap<usize, Vec<ClaimEntry>>,
     pdbs: &'a HashMap<String, Vec<PodDisruptionBudget>>,
     nodes: &'a HashMap<&'a str, &'a Node>,
-    live_rules: &'a [(RuleId, LiveRule)],
 }
 
 impl Known<'_> {
@@ -522,18 +476,8 @@ impl Known<'_> {
             nodes: self.nodes,
             now: self.now,
         };
-        for (id, rule) in self.live_rules {
-            let mode = policy.mode(*id);
-            if level(mode).is_none() || decision.skipped.contains(id) {
-                continue;
-            }
-            let mut sink = Sink::default();
-            rule(&input, &mut sink);
-            for v in sink.violations {
-                if let Some(level) = crate::policy::level_of(mode, v.advisory) {
-                    push(*id, level, v.field, v.message);
-                }
-            }
+        for f in evaluate_live(policy, Live::Set(&input), &decision.skipped) {
+            push(f.rule, f.mode, f.field, f.message);
         }
         out.findings.extend(findings);
         out.sets.push(SetOutcome {
@@ -568,26 +512,30 @@ fn finish(
     report.summary.statefulsets = sets.count;
     report.summary.services = services.count;
     report.findings.extend(services.findings);
-    if let Some(mode) = level(policy.mode(RuleId::StatefulSetOrphanedClaim)) {
-        orphans.sort_by(|a, b| (&a.namespace, &a.claim).cmp(&(&b.namespace, &b.claim)));
-        for o in orphans {
-            report.summary.orphaned_claims += 1;
-            report.summary.orphaned_bytes += o.requested_bytes.unwrap_or(0);
+    orphans.sort_by(|a, b| (&a.namespace, &a.claim).cmp(&(&b.namespace, &b.claim)));
+    for o in orphans {
+        let found = evaluate_live(policy, Live::Orphan(&o), &[]);
+        if found.is_empty() {
+            continue;
+        }
+        report.summary.orphaned_claims += 1;
+        report.summary.orphaned_bytes += o.requested_bytes.unwrap_or(0);
+        for f in found {
             report.findings.push(AuditFinding {
                 kind: "PersistentVolumeClaim",
                 namespace: o.namespace.clone(),
                 name: o.claim.clone(),
                 statefulset: Some(o.statefulset.clone()),
-                rule: RuleId::StatefulSetOrphanedClaim,
-                mode,
-                field: format!("persistentvolumeclaims/{}", o.claim),
-                message: orphan_message(&o),
-            });
-            report.orphaned_claims.push(OrphanRow {
-                age_seconds: o.created.map(|c| now - c),
-                orphan: o,
+                rule: f.rule,
+                mode: f.mode,
+                field: f.field,
+                message: f.message,
             });
         }
+        report.orphaned_claims.push(OrphanRow {
+            age_seconds: o.created.map(|c| now - c),
+            orphan: o,
+        });
     }
     report.summary.pods = pods;
     report.summary.claims = claims;
@@ -631,7 +579,7 @@ fn pdbs_by_namespace(pdbs: &[PodDisruptionBudget]) -> HashMap<String, Vec<PodDis
 /// One pass over `inventory` with `policy` at `now` (seconds since the Unix epoch): the
 /// steps of [`pass`], in its order, over objects already in memory.
 pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
-    let orphans_on = level(policy.mode(RuleId::StatefulSetOrphanedClaim)).is_some();
+    let orphans_on = reads_orphans(policy);
     let mut sets = Sets::default();
     for sts in &inventory.statefulsets {
         sets.add(sts);
@@ -676,7 +624,6 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
         .iter()
         .map(|n| (name_of(&n.metadata), n))
         .collect();
-    let rules = live_rules();
     let known = Known {
         policy,
         now,
@@ -687,7 +634,6 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
         claims: &claims.by_set,
         pdbs: &pdbs,
         nodes: &nodes,
-        live_rules: &rules,
     };
     let mut evaluated = Evaluated::default();
     for sts in &inventory.statefulsets {
@@ -818,7 +764,7 @@ pub async fn pass(
     };
     let scope = scope.as_str();
     let all = ListParams::default;
-    let orphans_on = level(policy.mode(RuleId::StatefulSetOrphanedClaim)).is_some();
+    let orphans_on = reads_orphans(policy);
     let sets_page = || all().limit(SET_PAGE_SIZE);
     let mut sets = fold_all(
         client,
@@ -937,7 +883,6 @@ pub async fn pass(
         sets.context.add_service(info);
     }
     let node_refs: HashMap<&str, &Node> = nodes.iter().map(|n| (name_of(&n.metadata), n)).collect();
-    let rules = live_rules();
     let known = Known {
         policy,
         now,
@@ -948,7 +893,6 @@ pub async fn pass(
         claims: &claims.by_set,
         pdbs: &pdbs,
         nodes: &node_refs,
-        live_rules: &rules,
     };
     let evaluated = fold_all(
         client,

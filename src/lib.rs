@@ -25,6 +25,7 @@ pub mod gc;
 pub mod leader;
 pub mod metrics;
 pub mod policy;
+pub mod quantity;
 pub mod telemetry;
 pub mod webhook;
 

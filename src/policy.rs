@@ -3,6 +3,7 @@
 //!
 //! Order, as the API server admits an object: mutations first (CREATE only), then every
 //! validation rule on the mutated object.
+pub mod cel;
 pub mod config;
 pub mod context;
 pub mod decision;
@@ -14,20 +15,21 @@ pub mod native;
 pub mod patch;
 pub mod review;
 pub mod rules;
-pub mod scale;
 pub mod scope;
 pub mod settings;
 #[cfg(test)]
 pub mod testkit;
 
-pub use config::{Policy, PolicyError};
+pub use config::PolicyError;
 pub use context::{Context, NoContext, StaticContext};
 pub use decision::{Decision, Finding, Level};
-pub use review::{Kind, Operation, Resource, Review};
+pub use review::{Kind, Operation, Resource, Review, ScaleReview};
+pub use rules::Policy;
 pub use rules::{Header, Mode, RuleId};
-pub use scale::{ScaleReview, evaluate_scale};
 
-use rules::{Action, Check, Input, Mutation, RULES, Sink};
+use identity::Orphan;
+use rules::live::LiveInput;
+use rules::{Action, Check, Input, Mutation, RULES, ScaleInput, Sink};
 
 /// Annotation that lists rule ids to skip for one object (only rules the policy marks
 /// skippable are honoured).
@@ -232,18 +234,81 @@ fn validate(policy: &Policy, review: &Review, context: &dyn Context, decision: &
             ),
             _ => {}
         }
-        for violation in sink.violations {
-            let Some(level) = level_of(mode, violation.advisory) else {
-                continue;
-            };
-            decision.findings.push(Finding {
-                rule: info.id,
-                mode: level,
-                field: violation.field,
-                message: violation.message,
-            });
-        }
+        push_violations(&mut decision.findings, info.id, mode, false, sink);
     }
+}
+
+/// Evaluates a change of a StatefulSet's replicas through its scale subresource: the
+/// rules that declare a scale check ([`rules::Rule::on_scale`]), each at most a warning.
+pub fn evaluate_scale(policy: &Policy, review: &ScaleReview, context: &dyn Context) -> Decision {
+    let mut decision = Decision::default();
+    if policy.is_excluded(&review.namespace) {
+        decision.excluded = true;
+        return decision;
+    }
+    let input = ScaleInput {
+        policy,
+        review,
+        context,
+    };
+    for info in RULES {
+        let Some(check) = rules::scale_check(info.id) else {
+            continue;
+        };
+        let mode = policy.mode(info.id);
+        if mode == Mode::Off {
+            continue;
+        }
+        let mut sink = Sink::default();
+        check(&input, &mut sink);
+        push_violations(&mut decision.findings, info.id, mode, true, sink);
+    }
+    decision
+}
+
+/// What a live-state rule judges: a set as it runs, or a claim a set left behind.
+#[derive(Clone, Copy)]
+pub enum Live<'a> {
+    Set(&'a LiveInput<'a>),
+    Orphan(&'a Orphan),
+}
+
+/// Evaluates the live-state rules (`stateward audit`) on one set with its pods, claims,
+/// PodDisruptionBudgets and nodes, or on one orphaned claim; `skipped`: the rules the set's
+/// skip annotation switched off (see [`Decision::skipped`]).
+pub fn evaluate_live(policy: &Policy, live: Live<'_>, skipped: &[RuleId]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for info in RULES {
+        let Action::Validate { check, .. } = info.action else {
+            continue;
+        };
+        let mode = policy.mode(info.id);
+        if mode == Mode::Off || skipped.contains(&info.id) {
+            continue;
+        }
+        let mut sink = Sink::default();
+        match (check, live) {
+            (Check::Live(f), Live::Set(input)) => f(input, &mut sink),
+            (Check::Orphan(f), Live::Orphan(orphan)) => f(orphan, &mut sink),
+            _ => continue,
+        }
+        push_violations(&mut findings, info.id, mode, false, sink);
+    }
+    findings
+}
+
+/// Whether a live-state rule on orphaned claims is on: the audit classifies claims only
+/// then.
+pub fn reads_orphans(policy: &Policy) -> bool {
+    RULES.iter().any(|info| {
+        matches!(
+            info.action,
+            Action::Validate {
+                check: Check::Orphan(_),
+                ..
+            }
+        ) && policy.mode(info.id) != Mode::Off
+    })
 }
 
 /// Evaluates the header rules (apiVersion and kind, before decoding) on a document of a
@@ -268,17 +333,7 @@ pub fn evaluate_header(policy: &Policy, header: &Header<'_>) -> Option<Vec<Findi
         let mut sink = Sink::default();
         f(header, &mut sink);
         objected |= !sink.violations.is_empty();
-        let mode = policy.mode(info.id);
-        for violation in sink.violations {
-            if let Some(level) = level_of(mode, violation.advisory) {
-                findings.push(Finding {
-                    rule: info.id,
-                    mode: level,
-                    field: violation.field,
-                    message: violation.message,
-                });
-            }
-        }
+        push_violations(&mut findings, info.id, policy.mode(info.id), false, sink);
     }
     objected.then_some(findings)
 }
@@ -293,6 +348,27 @@ pub fn level_of(mode: Mode, advisory: bool) -> Option<Level> {
         Mode::Warn => Some(Level::Warn),
         Mode::Audit => Some(Level::Audit),
         Mode::Off => None,
+    }
+}
+
+/// A rule's violations as findings at the levels its mode gives them ([`level_of`]);
+/// `advisory`: all of them at most warnings (the scale subresource).
+fn push_violations(
+    findings: &mut Vec<Finding>,
+    rule: RuleId,
+    mode: Mode,
+    advisory: bool,
+    sink: Sink,
+) {
+    for violation in sink.violations {
+        if let Some(level) = level_of(mode, advisory || violation.advisory) {
+            findings.push(Finding {
+                rule,
+                mode: level,
+                field: violation.field,
+                message: violation.message,
+            });
+        }
     }
 }
 
@@ -438,5 +514,92 @@ mod tests {
         let obj = sts("web").set("/spec/replicas", json!("three"));
         let err = Resource::decode(Kind::StatefulSet, obj.value()).expect_err("must fail");
         assert!(err.to_string().contains("spec.replicas"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::policy::context::StatefulSetInfo;
+    use crate::policy::testkit::{full_context, sts, with_set};
+    use crate::policy::{NoContext, Resource};
+
+    fn scale(before: i32, after: i32) -> ScaleReview {
+        ScaleReview {
+            namespace: "default".into(),
+            name: "web".into(),
+            before,
+            after,
+        }
+    }
+
+    #[test]
+    fn a_scale_down_warns_with_the_claims_of_the_set_in_the_cache() {
+        let ctx = with_set(full_context(), &sts("web").replicas(3));
+        let d = evaluate_scale(&Policy::default(), &scale(3, 1), &ctx);
+        assert!(d.allowed());
+        let warnings = d.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("data-web-1, data-web-2"),
+            "{warnings:?}"
+        );
+        // Up, or unchanged: nothing.
+        assert!(
+            evaluate_scale(&Policy::default(), &scale(1, 3), &ctx)
+                .findings
+                .is_empty()
+        );
+        assert!(
+            evaluate_scale(&Policy::default(), &scale(2, 2), &ctx)
+                .findings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_set_deleting_its_claims_or_having_none_is_not_warned() {
+        let deleting = sts("web").set(
+            "/spec/persistentVolumeClaimRetentionPolicy/whenScaled",
+            json!("Delete"),
+        );
+        let ctx = with_set(full_context(), &deleting);
+        assert!(
+            evaluate_scale(&Policy::default(), &scale(3, 1), &ctx)
+                .findings
+                .is_empty()
+        );
+        let Resource::StatefulSet(set) = sts("web").remove("/spec/volumeClaimTemplates").resource()
+        else {
+            unreachable!()
+        };
+        let info = StatefulSetInfo::from_statefulset(&set, "default");
+        assert!(info.claim_templates.is_empty());
+    }
+
+    #[test]
+    fn without_the_set_a_shorter_warning_and_never_a_denial() {
+        let d = evaluate_scale(&Policy::default(), &scale(3, 1), &NoContext);
+        assert!(d.allowed());
+        assert_eq!(d.warnings().len(), 1);
+        assert!(d.warnings()[0].contains("3->1"), "{:?}", d.warnings());
+        // Enforce in a policy still only warns here.
+        let with_mode = |mode: &str| {
+            let text = format!(
+                "apiVersion: stateward.io/v1alpha1\nkind: Policy\nmetadata: {{name: t}}\n\
+                 spec:\n  rules:\n    statefulset.scale-down-retains-claims: {{mode: {mode}}}\n"
+            );
+            Policy::from_yaml(&text, "test.yaml").expect("policy parses")
+        };
+        let d = evaluate_scale(&with_mode("enforce"), &scale(3, 1), &NoContext);
+        assert!(d.allowed() && d.warnings().len() == 1);
+        let off = with_mode("off");
+        assert!(
+            evaluate_scale(&off, &scale(3, 1), &NoContext)
+                .findings
+                .is_empty()
+        );
     }
 }

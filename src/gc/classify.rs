@@ -17,7 +17,6 @@ use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use serde::Serialize;
 
 use kube::core::{Selector, SelectorExt};
 
@@ -155,44 +154,8 @@ pub struct PodView {
     pub claims: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    ScaledDown,
-    SetDeleted,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::ScaledDown => "scaled-down",
-            Reason::SetDeleted => "set-deleted",
-        }
-    }
-}
-
-/// A claim that may be collected.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Orphan {
-    pub namespace: String,
-    pub claim: String,
-    pub statefulset: String,
-    pub template: String,
-    pub ordinal: i64,
-    pub reason: Reason,
-    /// A live set claims it (scaled-down), or provenance annotations name its deleted set
-    /// (set-deleted); otherwise only the name pattern and labels point at a deleted set.
-    pub verified: bool,
-    #[serde(skip)]
-    pub uid: String,
-    #[serde(skip)]
-    pub resource_version: String,
-    #[serde(skip)]
-    pub created: Option<i64>,
-    pub requested_bytes: Option<u64>,
-}
-
 pub use crate::policy::identity::split_claim_for_set as split_for_set;
+pub use crate::policy::identity::{Orphan, Reason};
 use crate::policy::identity::{claim_ordinal as ordinal_for, parse_ordinal};
 
 /// How a claim name reads as `<template>-<set>-<ordinal>`: against the names of the live

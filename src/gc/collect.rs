@@ -18,6 +18,7 @@ use crate::Exit;
 use crate::cli::{GcArgs, OutputFormat};
 use crate::cluster::paged::{self, ListError};
 use crate::cluster::{ANNOTATION_PREFIX, Collector, Slim};
+pub use crate::quantity::{human_bytes, quantity_bytes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -35,35 +36,6 @@ pub fn parse_duration_flag(flag: &'static str, text: &str) -> Result<i64, GcErro
         flag,
         value: text.to_owned(),
     })
-}
-
-/// Parses a Kubernetes quantity (`10Gi`, `500M`, `1e3`, `1.5Ti`) into bytes.
-pub fn quantity_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let value: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "m" => 1e-3,
-        _ => return None,
-    };
-    let bytes = value * factor;
-    (bytes.is_finite() && bytes >= 0.0).then(|| bytes.ceil() as u64)
 }
 
 /// The annotations under `stateward.io/`: the only ones the collector reads.
@@ -443,22 +415,6 @@ fn human_bytes_or_dash(bytes: Option<u64>) -> String {
     bytes.map_or_else(|| "-".into(), human_bytes)
 }
 
-/// Bytes in binary units as Kubernetes quantities write them (`2Gi`, `1.5Mi`).
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    let units = ["", "Ki", "Mi", "Gi", "Ti", "Pi"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value.fract() == 0.0 {
-        format!("{value}{}", units[unit])
-    } else {
-        format!("{value:.1}{}", units[unit])
-    }
-}
-
 fn human_age(seconds: Option<i64>) -> String {
     match seconds {
         None => "-".into(),
@@ -573,18 +529,4 @@ pub fn now_seconds() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities_parse() {
-        assert_eq!(quantity_bytes("10Gi"), Some(10 * 1024 * 1024 * 1024));
-        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
-        assert_eq!(quantity_bytes("1e3"), Some(1000));
-        assert_eq!(quantity_bytes("1.5Ki"), Some(1536));
-        assert_eq!(quantity_bytes("lots"), None);
-    }
 }

@@ -9,108 +9,19 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 
-use super::rules::{Action, Mode, RULES, Rule, RuleId};
-use super::settings::{AnySettings, Invalid, Settings};
+use super::rules::{Policy, RULES, RuleId};
+use super::settings::{AnySettings, Invalid};
 
 /// The built-in policy: the text of `policies/baseline.yaml`.
 pub const BASELINE_YAML: &str = include_str!("../../policies/baseline.yaml");
 
 pub const API_VERSION: &str = "stateward.io/v1alpha1";
 
-/// A policy ready for evaluation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    pub name: String,
-    pub excluded_namespaces: Vec<String>,
-    modes: [Mode; RuleId::COUNT],
-    enabled: [bool; RuleId::COUNT],
-    skippable: [bool; RuleId::COUNT],
-    /// Rules the API server evaluates itself (the chart's `hybrid` mode): the engine leaves
-    /// them out of reviews it covers (see [`Policy::set_native`]).
-    native: [bool; RuleId::COUNT],
-    /// Each rule's settings (its declared type), in [`RuleId`] order.
-    settings: Vec<Box<dyn AnySettings>>,
-}
-
-impl Default for Policy {
-    /// The rule catalogue's defaults (the same as `policies/baseline.yaml`).
-    fn default() -> Self {
-        let mut policy = Policy {
-            name: "baseline".into(),
-            excluded_namespaces: default_excluded_namespaces(),
-            modes: [Mode::Off; RuleId::COUNT],
-            enabled: [false; RuleId::COUNT],
-            skippable: [false; RuleId::COUNT],
-            native: [false; RuleId::COUNT],
-            settings: RuleId::ALL
-                .iter()
-                .map(|id| super::rules::default_settings(*id))
-                .collect(),
-        };
-        for info in RULES {
-            let i = info.id.index();
-            policy.skippable[i] = info.skippable;
-            match info.action {
-                Action::Validate { default, .. } => policy.modes[i] = default,
-                Action::Mutate { default_on, .. } => policy.enabled[i] = default_on,
-            }
-        }
-        policy
-    }
-}
-
-fn default_excluded_namespaces() -> Vec<String> {
-    vec!["kube-system".into(), "kube-node-lease".into()]
-}
-
 impl Policy {
     /// The built-in baseline policy.
     pub fn baseline() -> Policy {
         // The embedded file is checked by a unit test, so this never falls back in practice.
         Policy::from_yaml(BASELINE_YAML, "<built-in baseline>").unwrap_or_default()
-    }
-
-    pub fn mode(&self, id: RuleId) -> Mode {
-        self.modes[id.index()]
-    }
-
-    pub fn enabled(&self, id: RuleId) -> bool {
-        self.enabled[id.index()]
-    }
-
-    pub fn skippable(&self, id: RuleId) -> bool {
-        self.skippable[id.index()]
-    }
-
-    /// A rule's settings, as its declaration types them (`None` only if `rule` is not in
-    /// the table, which a test rules out).
-    pub fn settings<S: Settings>(&self, rule: &Rule<S>) -> Option<&S> {
-        self.settings
-            .get(rule.info.id.index())
-            .and_then(|s| s.as_any().downcast_ref())
-    }
-
-    /// A rule's settings, to change (tests and tools that build policies in code).
-    pub fn settings_mut<S: Settings>(&mut self, rule: &Rule<S>) -> Option<&mut S> {
-        self.settings
-            .get_mut(rule.info.id.index())
-            .and_then(|s| s.as_any_mut().downcast_mut())
-    }
-
-    /// Marks a rule as evaluated by the API server's native policies (the chart's `hybrid`
-    /// mode): `evaluate` leaves it out, so each request is judged by one of the two. The
-    /// scale subresource, which the native policies cannot judge (a Scale carries no claim
-    /// templates), still evaluates it.
-    pub fn set_native(&mut self, id: RuleId) {
-        self.native[id.index()] = true;
-    }
-
-    pub fn is_native(&self, id: RuleId) -> bool {
-        self.native[id.index()]
-    }
-
-    pub fn is_excluded(&self, namespace: &str) -> bool {
-        self.excluded_namespaces.iter().any(|n| n == namespace)
     }
 
     /// Parses a policy from YAML text; `source_name` names it in errors.
@@ -473,7 +384,8 @@ impl PolicyFile {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rules::{defaults, live, statefulset};
+    use super::super::rules::{Mode, Rule, defaults, live, statefulset};
+    use super::super::settings::Settings;
     use super::*;
 
     fn settings<'p, S: Settings>(policy: &'p Policy, rule: &Rule<S>) -> &'p S {

@@ -5,6 +5,7 @@
 //! "which claims belong to this set" is made here. The engine's ground floor: it imports
 //! nothing from the rest of the crate.
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use serde::Serialize;
 
 /// `spec.replicas` when unset, as the API server defaults it.
 pub const DEFAULT_REPLICAS: i32 = 1;
@@ -101,6 +102,45 @@ pub fn split_claim_for_set<'a>(claim: &'a str, set: &str) -> Option<(&'a str, i6
     let ordinal = parse_ordinal(digits)?;
     let template = head.strip_suffix(set)?.strip_suffix('-')?;
     (!template.is_empty() && !set.is_empty()).then_some((template, ordinal))
+}
+
+/// Why a claim is orphaned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    ScaledDown,
+    SetDeleted,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ScaledDown => "scaled-down",
+            Reason::SetDeleted => "set-deleted",
+        }
+    }
+}
+
+/// A claim a set left behind (found by the collector's classifier): what may be collected,
+/// and what `statefulset.orphaned-claim` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Orphan {
+    pub namespace: String,
+    pub claim: String,
+    pub statefulset: String,
+    pub template: String,
+    pub ordinal: i64,
+    pub reason: Reason,
+    /// A live set claims it (scaled-down), or provenance annotations name its deleted set
+    /// (set-deleted); otherwise only the name pattern and labels point at a deleted set.
+    pub verified: bool,
+    #[serde(skip)]
+    pub uid: String,
+    #[serde(skip)]
+    pub resource_version: String,
+    #[serde(skip)]
+    pub created: Option<i64>,
+    pub requested_bytes: Option<u64>,
 }
 
 #[cfg(test)]

@@ -28,13 +28,14 @@
 use serde_json::{Value, json};
 
 use super::SKIP_ANNOTATION;
-use super::config::Policy;
+use super::cel::cel_string;
 use super::review::Operation;
+use super::rules::Policy;
 use super::rules::{
     Action, CelCheck, CelMutation, Check, Mode, NativeRule, RULES, RuleId, RuleInfo, native,
     sent_when,
 };
-use super::scope::{admission_target, cel_string};
+use super::scope::admission_target;
 
 /// The label every compiled object carries (what `kubectl delete -l` and the chart select).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "stateward");
@@ -93,7 +94,7 @@ pub fn placement(id: RuleId) -> &'static str {
         ) => "offline",
         (
             Action::Validate {
-                check: Check::Live(_) | Check::OrphanedClaims,
+                check: Check::Live(_) | Check::Orphan(_),
                 ..
             },
             _,

@@ -226,3 +226,14 @@ fn walk_unknown(input: &Value, typed: &Value, path: &mut String, out: &mut Vec<S
         _ => {}
     }
 }
+
+/// A change of a StatefulSet's replicas through its scale subresource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleReview {
+    pub namespace: String,
+    /// The StatefulSet's name.
+    pub name: String,
+    /// `spec.replicas` before (`oldObject`) and after (`object`).
+    pub before: i32,
+    pub after: i32,
+}

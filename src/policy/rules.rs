@@ -15,11 +15,12 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod, core::v1::Service};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::config::Policy;
 use super::context::Context;
-use super::review::{Kind, Operation, Resource, Review};
+use super::identity::Orphan;
+use super::review::{Kind, Operation, Resource, Review, ScaleReview};
+pub use super::settings::Mode;
 use super::settings::{AnySettings, Settings};
 
 pub mod defaults;
@@ -27,39 +28,6 @@ pub mod live;
 pub mod pod;
 pub mod service;
 pub mod statefulset;
-
-/// A rule's mode in a policy.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Off,
-    Audit,
-    Warn,
-    Enforce,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Audit => "audit",
-            Mode::Warn => "warn",
-            Mode::Enforce => "enforce",
-        }
-    }
-}
 
 /// Collects the declarations into the table: the [`RuleId`] enum (one variant per
 /// declaration, in table order), [`RULES`], and the functions that reach each rule's
@@ -102,6 +70,12 @@ macro_rules! rules {
         /// How a rule runs natively in the API server under `policy` (see [`Rule::native`]).
         pub(crate) fn native(id: RuleId, policy: &Policy) -> NativeRule {
             match id { $(RuleId::$variant => $rule.native_rule(policy),)* }
+        }
+
+        /// The rule's check of a scale subresource change, if it declares one (see
+        /// [`Rule::on_scale`]).
+        pub(crate) fn scale_check(id: RuleId) -> Option<ScaleCheck> {
+            match id { $(RuleId::$variant => $rule.scale,)* }
         }
 
         /// The JSON Schema of a rule's settings type (a reference to its definition).
@@ -250,6 +224,17 @@ impl<T> Input<'_, T> {
     }
 }
 
+/// What a rule's scale check sees: the change of replicas, and the cluster context (a
+/// Scale carries no claim templates; the set comes from the context).
+pub struct ScaleInput<'a> {
+    pub policy: &'a Policy,
+    pub review: &'a ScaleReview,
+    pub context: &'a dyn Context,
+}
+
+/// A rule's check of a scale subresource change.
+pub type ScaleCheck = fn(&ScaleInput<'_>, &mut Sink);
+
 /// A validation rule's function, by kind.
 #[derive(Clone, Copy)]
 pub enum Check {
@@ -263,15 +248,15 @@ pub enum Check {
     /// A live-state rule: evaluated only by `stateward audit`, on a set with its pods,
     /// claims, PodDisruptionBudgets and nodes.
     Live(fn(&live::LiveInput<'_>, &mut Sink)),
-    /// Orphaned claims, from the collector's classifier: evaluated only by `stateward
-    /// audit`.
-    OrphanedClaims,
+    /// A live-state rule on one claim the collector's classifier found orphaned:
+    /// evaluated only by `stateward audit`.
+    Orphan(fn(&Orphan, &mut Sink)),
 }
 
 impl Check {
     /// Only `stateward audit` evaluates the rule (it reads live state).
     pub fn is_live(self) -> bool {
-        matches!(self, Check::Live(_) | Check::OrphanedClaims)
+        matches!(self, Check::Live(_) | Check::Orphan(_))
     }
 }
 
@@ -358,6 +343,7 @@ pub struct Rule<S> {
     settings: PhantomData<fn() -> S>,
     sent_when: Option<fn(&S) -> String>,
     native: Native<S>,
+    scale: Option<ScaleCheck>,
 }
 
 /// One check a rule runs in the API server itself (a `ValidatingAdmissionPolicy`
@@ -432,7 +418,17 @@ impl<S: Settings> Rule<S> {
             settings: PhantomData,
             sent_when: None,
             native: Native::Undeclared,
+            scale: None,
         }
+    }
+
+    /// Declares what the rule says of a change of replicas through the scale subresource
+    /// (`kubectl scale`, autoscalers), where the object is a Scale, not the StatefulSet.
+    /// Its violations are at most warnings: denying a scale could block an autoscaler or
+    /// an incident response.
+    pub const fn on_scale(mut self, check: ScaleCheck) -> Rule<S> {
+        self.scale = Some(check);
+        self
     }
 
     /// Declares the rule's checks in CEL, beside its Rust: `stateward policy native` compiles
@@ -519,6 +515,96 @@ pub const fn mutate(default_on: bool, mutate: Mutation, target: Target) -> Actio
         default_on,
         mutate,
         target,
+    }
+}
+
+/// The table under one policy: each rule's mode or switch, whether objects may skip it,
+/// and its settings, read from a policy file by [`config`](super::config).
+/// A policy ready for evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub excluded_namespaces: Vec<String>,
+    pub(super) modes: [Mode; RuleId::COUNT],
+    pub(super) enabled: [bool; RuleId::COUNT],
+    pub(super) skippable: [bool; RuleId::COUNT],
+    /// Rules the API server evaluates itself (the chart's `hybrid` mode): the engine leaves
+    /// them out of reviews it covers (see [`Policy::set_native`]).
+    pub(super) native: [bool; RuleId::COUNT],
+    /// Each rule's settings (its declared type), in [`RuleId`] order.
+    pub(super) settings: Vec<Box<dyn AnySettings>>,
+}
+
+impl Default for Policy {
+    /// The rule catalogue's defaults (the same as `policies/baseline.yaml`).
+    fn default() -> Self {
+        let mut policy = Policy {
+            name: "baseline".into(),
+            excluded_namespaces: default_excluded_namespaces(),
+            modes: [Mode::Off; RuleId::COUNT],
+            enabled: [false; RuleId::COUNT],
+            skippable: [false; RuleId::COUNT],
+            native: [false; RuleId::COUNT],
+            settings: RuleId::ALL.iter().map(|id| default_settings(*id)).collect(),
+        };
+        for info in RULES {
+            let i = info.id.index();
+            policy.skippable[i] = info.skippable;
+            match info.action {
+                Action::Validate { default, .. } => policy.modes[i] = default,
+                Action::Mutate { default_on, .. } => policy.enabled[i] = default_on,
+            }
+        }
+        policy
+    }
+}
+
+pub(super) fn default_excluded_namespaces() -> Vec<String> {
+    vec!["kube-system".into(), "kube-node-lease".into()]
+}
+
+impl Policy {
+    pub fn mode(&self, id: RuleId) -> Mode {
+        self.modes[id.index()]
+    }
+
+    pub fn enabled(&self, id: RuleId) -> bool {
+        self.enabled[id.index()]
+    }
+
+    pub fn skippable(&self, id: RuleId) -> bool {
+        self.skippable[id.index()]
+    }
+
+    /// A rule's settings, as its declaration types them (`None` only if `rule` is not in
+    /// the table, which a test rules out).
+    pub fn settings<S: Settings>(&self, rule: &Rule<S>) -> Option<&S> {
+        self.settings
+            .get(rule.info.id.index())
+            .and_then(|s| s.as_any().downcast_ref())
+    }
+
+    /// A rule's settings, to change (tests and tools that build policies in code).
+    pub fn settings_mut<S: Settings>(&mut self, rule: &Rule<S>) -> Option<&mut S> {
+        self.settings
+            .get_mut(rule.info.id.index())
+            .and_then(|s| s.as_any_mut().downcast_mut())
+    }
+
+    /// Marks a rule as evaluated by the API server's native policies (the chart's `hybrid`
+    /// mode): `evaluate` leaves it out, so each request is judged by one of the two. The
+    /// scale subresource, which the native policies cannot judge (a Scale carries no claim
+    /// templates), still evaluates it.
+    pub fn set_native(&mut self, id: RuleId) {
+        self.native[id.index()] = true;
+    }
+
+    pub fn is_native(&self, id: RuleId) -> bool {
+        self.native[id.index()]
+    }
+
+    pub fn is_excluded(&self, namespace: &str) -> bool {
+        self.excluded_namespaces.iter().any(|n| n == namespace)
     }
 }
 

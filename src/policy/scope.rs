@@ -19,8 +19,8 @@
 //! checked by a test). Pure: no I/O.
 use serde::Serialize;
 
-use super::config::Policy;
 use super::review::{Kind, Operation};
+use super::rules::Policy;
 use super::rules::{Action, Check, Mode, Mutation, RULES, RuleId, RuleInfo, sent_when};
 
 /// A pod a StatefulSet controls (what every pod rule reads first): `object` on CREATE,
@@ -35,28 +35,6 @@ const SCALE_DOWN: &str = "oldObject != null && has(oldObject.spec.replicas) && \
 
 /// The name of the matchCondition that keeps the requests some rule reads.
 pub const READ_BY_A_RULE: &str = "read-by-a-rule";
-
-/// Quotes `text` as a CEL string literal.
-pub fn cel_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('\'');
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("\\'"),
-            '\n' => out.push_str("\\n"),
-            _ => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
-
-/// A CEL list literal of strings.
-pub fn cel_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| cel_string(s)).collect();
-    format!("[{}]", quoted.join(", "))
-}
 
 /// Which webhook an entry belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -173,7 +151,7 @@ const ENTRIES: &[EntrySpec] = &[
         group: "apps",
         resource: "statefulsets/scale",
         base: Some(("scale-downs-only", SCALE_DOWN)),
-        carries: |info| super::scale::SCALE_RULES.contains(&info.id),
+        carries: |info| super::rules::scale_check(info.id).is_some(),
         operations: Some(&[Operation::Update]),
         may_deny: false,
     },
@@ -475,10 +453,5 @@ mod tests {
         assert!(ids.contains(&"pod.force-delete"));
         assert!(!ids.contains(&"statefulset.api-version"));
         assert!(!ids.contains(&"service.headless-in-use"));
-    }
-
-    #[test]
-    fn cel_strings_are_escaped() {
-        assert_eq!(cel_string(r"a'b\c"), r"'a\'b\\c'");
     }
 }

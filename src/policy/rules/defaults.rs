@@ -25,10 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use super::statefulset::HOSTNAME_KEY;
 use super::{Added, CelMutation, Mutation, Rule, RuleId, RuleInfo, Target, mutate};
-use crate::policy::config::Policy;
 use crate::policy::labels::selector_is_empty;
 use crate::policy::review::Resource;
 use crate::policy::review::{Kind, Operation};
+use crate::policy::rules::Policy;
 use crate::policy::settings::{Invalid, Settings, Switch, Toggle, check_not_empty};
 
 fn typed<T: serde::Serialize>(value: Option<&T>) -> Option<Value> {
@@ -340,7 +340,7 @@ const DEFAULTED_BEFORE_ADMISSION: &str = "the API server defaults this field bef
 /// Natively: the same preferred term, added where [`anti_affinity`] adds it. A JSON patch,
 /// because Kubernetes merges neither the list of terms nor a label selector.
 fn native_anti_affinity(params: &AntiAffinityToggle) -> CelMutation {
-    let key = crate::policy::scope::cel_string(params.topology_key());
+    let key = crate::policy::cel::cel_string(params.topology_key());
     CelMutation {
         conditions: vec![
             (
@@ -588,7 +588,7 @@ pub static IDENTITY_LABELS: Rule<IdentityLabelsToggle> = Rule::new(RuleInfo {
 /// Natively: each label [`identity_labels`] adds, when the pod does not carry it (the map
 /// of labels merges key by key).
 fn native_identity_labels(params: &IdentityLabelsToggle) -> CelMutation {
-    use crate::policy::scope::cel_string;
+    use crate::policy::cel::cel_string;
     let absent = |key: &str| {
         let key = cel_string(key);
         format!("!(has(object.metadata.labels) && {key} in object.metadata.labels)")

@@ -14,11 +14,13 @@ use serde::Deserialize;
 
 use super::{Check, Mode, Rule, RuleId, RuleInfo, Sink, validate};
 use crate::policy::Policy;
+use crate::policy::identity::{Orphan, Reason};
 use crate::policy::labels::selector_matches;
 use crate::policy::review::Kind;
 use crate::policy::settings::{
     DURATION_PATTERN, Invalid, Plain, Settings, Switch, check_duration, duration_seconds,
 };
+use crate::quantity::human_bytes;
 
 /// The seconds of an optional duration parameter (checked when the policy was read; an
 /// explicit null keeps the default).
@@ -564,10 +566,39 @@ pub static ORPHANED_CLAIM: Rule<Plain> = Rule::new(RuleInfo {
     name: "statefulset.orphaned-claim",
     kind: Kind::StatefulSet,
     operations: &[],
-    action: validate(Mode::Warn, Check::OrphanedClaims),
+    action: validate(Mode::Warn, Check::Orphan(orphaned_claim)),
     skippable: false,
     summary: "audit only: a claim left by a scale-down or a deleted set (the collector's classifier), with its size",
 });
+
+/// `statefulset.orphaned-claim`: one finding per claim the classifier found, with its size
+/// and how to collect it.
+pub fn orphaned_claim(o: &Orphan, out: &mut Sink) {
+    let size = o
+        .requested_bytes
+        .map(human_bytes)
+        .unwrap_or_else(|| "no size".into());
+    let why = match o.reason {
+        Reason::ScaledDown => format!(
+            "ordinal {} is outside the replicas of StatefulSet {} (scaled down)",
+            o.ordinal, o.statefulset
+        ),
+        Reason::SetDeleted => format!("its StatefulSet {} no longer exists", o.statefulset),
+    };
+    let verified = if o.verified {
+        ""
+    } else {
+        " (unverified: only its name and labels point at the set)"
+    };
+    out.violation(
+        format!("persistentvolumeclaims/{}", o.claim),
+        format!(
+            "claim {} ({size} requested, template {}) is orphaned: {why}{verified}; its volume \
+             is kept and billed. Review it with: stateward gc -n {}, and delete it with --delete",
+            o.claim, o.template, o.namespace
+        ),
+    );
+}
 
 #[cfg(test)]
 mod tests {

@@ -113,7 +113,7 @@ fn native_force_delete(settings: &ForceDeleteRule) -> Vec<CelCheck> {
              oldObject.metadata.ownerReferences.filter(r, r.kind == 'StatefulSet' && has(r.controller) && r.controller)[0].name + \
              '\" on node \"' + oldObject.spec.nodeName + '\" (grace period 0) can run two pods with one \
              identity; delete it normally, or, once the node is confirmed down, annotate it ' + {} + '=true'",
-            crate::policy::scope::cel_string(settings.override_annotation())
+            crate::policy::cel::cel_string(settings.override_annotation())
         ),
     )]
 }
@@ -124,7 +124,7 @@ fn native_force_delete(settings: &ForceDeleteRule) -> Vec<CelCheck> {
 /// pod entry's own condition.) Everything else, among it the kubelet's final DELETE and
 /// the API server's grace-0 deletion of unscheduled and finished pods, is never sent.
 fn sent_force_delete(settings: &ForceDeleteRule) -> String {
-    use crate::policy::scope::{cel_list, cel_string};
+    use crate::policy::cel::{cel_list, cel_string};
     let annotation = cel_string(settings.override_annotation());
     let mut condition = String::from(
         "has(request.options) && has(request.options.gracePeriodSeconds) && \

@@ -39,7 +39,7 @@ fn sent_headless_shape(_: &Plain) -> String {
 fn sent_pod_name_selector(_: &Plain) -> String {
     format!(
         "object != null && has(object.spec.selector) && {} in object.spec.selector",
-        crate::policy::scope::cel_string(POD_NAME_LABEL)
+        crate::policy::cel::cel_string(POD_NAME_LABEL)
     )
 }
 
