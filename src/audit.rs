@@ -24,9 +24,10 @@ use serde::Serialize;
 use crate::Exit;
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
-use crate::gc::classify::{Classifier, Orphan, PodView, SetView, split_for_set};
+use crate::gc::classify::{Classifier, Orphan, PodView, SetView};
 use crate::gc::collect::{claim_view, human_bytes, pod_view, set_view};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
+use crate::policy::identity::claim_of_set;
 use crate::policy::labels::selector_matches;
 use crate::policy::rules::live::LiveInput;
 use crate::policy::{
@@ -230,7 +231,7 @@ impl Sets {
 
     /// The sets that claim `claim`: `<template>-<set>-<ordinal>` for one of the set's
     /// templates, in its namespace, with labels matching its selector (as
-    /// `split_for_set` and the controller read it).
+    /// [`claim_of_set`] and the controller read it).
     fn claiming(&self, claim: &PersistentVolumeClaim) -> Vec<usize> {
         let ns = ns_of(&claim.metadata);
         let name = name_of(&claim.metadata);
@@ -245,10 +246,9 @@ impl Sets {
             let Some(&k) = self.by_name.get(&(ns.to_owned(), set.to_owned())) else {
                 continue;
             };
-            if split_for_set(name, set).is_some_and(|(t, _)| {
-                self.templates[k].iter().any(|n| n == t)
-                    && selector_matches(&self.views[k].selector, labels)
-            }) && !out.contains(&k)
+            if claim_of_set(name, set, &self.templates[k]).is_some()
+                && selector_matches(&self.views[k].selector, labels)
+                && !out.contains(&k)
             {
                 out.push(k);
             }

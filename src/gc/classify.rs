@@ -156,7 +156,7 @@ pub struct PodView {
 
 pub use crate::policy::identity::split_claim_for_set as split_for_set;
 pub use crate::policy::identity::{Orphan, Reason};
-use crate::policy::identity::{claim_ordinal as ordinal_for, parse_ordinal};
+use crate::policy::identity::{claim_of_set, claim_ordinal as ordinal_for, parse_ordinal};
 
 /// How a claim name reads as `<template>-<set>-<ordinal>`: against the names of the live
 /// sets of its namespace first (the longest that fits: `data-my-db-0` with a live set
@@ -323,15 +323,13 @@ impl<'a> LiveSets<'a> {
         // The labels as a map, made once and only for a claim whose name is a set's.
         let mut labels = None;
         candidates.iter().find_map(|(set, selector)| {
-            set.templates.iter().find_map(|t| {
-                ordinal_for(&claim.name, t, &set.name)
-                    .filter(|_| {
-                        selector.as_ref().is_some_and(|s| {
-                            s.matches(labels.get_or_insert_with(|| claim.labels.to_map()))
-                        })
+            claim_of_set(&claim.name, &set.name, &set.templates)
+                .filter(|_| {
+                    selector.as_ref().is_some_and(|s| {
+                        s.matches(labels.get_or_insert_with(|| claim.labels.to_map()))
                     })
-                    .map(|n| (*set, n))
-            })
+                })
+                .map(|(_, n)| (*set, n))
         })
     }
 }

@@ -104,6 +104,16 @@ pub fn split_claim_for_set<'a>(claim: &'a str, set: &str) -> Option<(&'a str, i6
     (!template.is_empty() && !set.is_empty()).then_some((template, ordinal))
 }
 
+/// Whether `claim` is, by its name, one of the claims of set `set` whose claim templates
+/// are `templates`: `<template>-<set>-<ordinal>` for one of them (the template and the
+/// ordinal, in range or not). The one test of "this claim belongs to this set by name";
+/// callers add the set's selector, as the StatefulSet controller does.
+pub fn claim_of_set<'t>(claim: &str, set: &str, templates: &'t [String]) -> Option<(&'t str, i64)> {
+    templates
+        .iter()
+        .find_map(|t| claim_ordinal(claim, t, set).map(|n| (t.as_str(), n)))
+}
+
 /// Why a claim is orphaned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
