@@ -49,6 +49,7 @@
 //! unless `STATEWARD_E2E_BIN` names another. Without `STATEWARD_K8S_ASSETS` or
 //! `STATEWARD_HELM` the bench prints what is missing and exits 0; under
 //! `cargo test --benches` (no `--bench` argument) it does nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;

@@ -23,6 +23,7 @@
 //! and Services evaluated page by page; then the reports built one at a time
 //! ([`stateward::audit::reports::Desired`]) against the metadata of the reports of a first
 //! pass. Its time and peak VmHWM, in a child of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! through a scripted API server, as the webhook holds them (projections only).
 //! Run: `cargo bench --bench cluster_memory [-- N_SERVICES N_SETS]`. The same on a real
 //! API server, with the whole `stateward serve` process: `benches/apiserver.rs --scale`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::time::{Duration, Instant};
 
 use axum::http::{Request, Response};

@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the pure engine: one StatefulSet CREATE (mutations + every rule)
 //! with its headless Service and PDB in context, and the decode step before it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

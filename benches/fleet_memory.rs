@@ -27,6 +27,7 @@
 //! image's `GLIBC_TUNABLES`. `--wait-for FILE` waits, once the cluster is populated, until
 //! FILE exists (populate while the binaries build). `--only` runs only the commands of
 //! those names (`gc` is `gc -A` and `gc --watch`). Under `cargo test --benches` (no `--bench`) it does nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[allow(dead_code)]
 #[path = "../tests/e2e/harness.rs"]
 mod harness;

@@ -1,5 +1,6 @@
 //! Classification of 100,000 claims against 10,000 StatefulSets (and 20,000 pods).
 //! Run: `cargo bench --bench gc_classify`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::collections::BTreeMap;
 use std::hint::black_box;
 

@@ -14,6 +14,7 @@
 //!
 //! The no-op baseline is the cheapest honest webhook on the same stack (tokio-rustls,
 //! hyper-util, axum): decode the body into a `serde_json::Value`, echo the uid, allow.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[path = "support/noop.rs"]
 mod noop;
 

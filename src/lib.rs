@@ -13,7 +13,6 @@
 //! - [`cluster`]: the Kubernetes client and the watch-fed caches (webhook context and the
 //!   collector's stores); [`leader`]: Lease election.
 //! - [`policy`]: the pure engine (rules, policy files, patches). No I/O.
-#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod audit;

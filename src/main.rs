@@ -1,7 +1,6 @@
 //! `stateward`: wiring only. Every subcommand lives in its own module of
 //! [`stateward::commands`]; this file parses the command line and maps the result to an exit
 //! status.
-#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

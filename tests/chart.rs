@@ -2,6 +2,7 @@
 //! one from `scripts/install-tools.sh`, a test never downloads it): lint, every certificate
 //! mode, GC on and off, the Kubernetes version, objects checked against the Kubernetes API
 //! types, and the chart checked by stateward. Without the tier every test here is skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[path = "support/tiers.rs"]
 mod tiers;
 

@@ -1,4 +1,5 @@
 //! The `stateward` binary as users and scripts call it: exit statuses, reports, output.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

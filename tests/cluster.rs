@@ -1,6 +1,7 @@
 //! The cluster caches against a scripted API server (`tower_test` behind `kube::Client`):
 //! lists and watches are answered by the test, so sync, updates, watch errors and recovery
 //! happen exactly when the test says.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,7 @@
 //! (`stateward rules --markdown readme|docs`) and must be current; a stale copy fails with
 //! the command that refreshes it. Reads the checked-in files; writes them only when
 //! STATEWARD_BLESS=1 asks for a refresh.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::path::Path;
 
 #[path = "support/binary.rs"]

@@ -14,6 +14,7 @@
 //! own namespace and its own task (a failing case does not stop the others). Every process
 //! runs under a wrapper that kills it when the test process goes away; on failure the
 //! temporary directory with all logs is kept and its path printed.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[path = "e2e/audit.rs"]
 mod audit;
 #[path = "e2e/cases.rs"]

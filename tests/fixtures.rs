@@ -1,4 +1,5 @@
 //! Runs every file under tests/fixtures through the offline engine (see its README).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! `stateward check -o sarif|junit|github`: the CI report formats, read back the way CI
 //! systems read them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::process::Output;
 
 use serde_json::Value;

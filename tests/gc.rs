@@ -1,5 +1,6 @@
 //! `stateward gc` against a scripted, stateful API server (`tower_test` behind
 //! `kube::Client`): every request is recorded with its method, path and body.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 

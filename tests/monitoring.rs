@@ -3,6 +3,7 @@
 //! see tests/support/tiers.rs): `promtool check rules`, and `promtool test rules` firing and
 //! clearing every alert. The end-to-end proof against a real Prometheus scraping the real
 //! processes is the `monitoring_every_panel_and_alert_has_data` case of `tests/e2e.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[path = "support/promql.rs"]
 mod promql;
 #[path = "support/tiers.rs"]

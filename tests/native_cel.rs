@@ -8,6 +8,7 @@
 //!
 //! The real API server runs the same policies in the end-to-end differential; this is the
 //! fast, exhaustive check of the CEL each rule declares.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[path = "support/tiers.rs"]
 mod tiers;
 

@@ -1,5 +1,6 @@
 //! The OpenReports CRDs in the chart are the ones stateward's types generate, and they are
 //! valid CustomResourceDefinitions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::path::Path;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

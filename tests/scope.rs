@@ -6,6 +6,7 @@
 //!
 //! The real API server runs the same expressions in the end-to-end suite
 //! (`tests/e2e/outage.rs`); this is the fast, exhaustive check of each condition.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 #[path = "support/cel.rs"]
 mod cel_support;
 use cel_support::to_cel;

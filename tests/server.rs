@@ -1,5 +1,6 @@
 //! The webhook over real TLS: start the server on 127.0.0.1:0 with generated certificates
 //! and call it with a rustls client that trusts only the test CA.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
