@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 
-use crate::Exit;
 use crate::admin::admin_router;
-use crate::audit::watch::{AuditMetrics, LoadPolicy, Pass, settings};
+use crate::audit::watch::{AuditMetrics, LoadPolicy, Options, Pass};
 use crate::cli::{AuditArgs, OutputFormat};
+use crate::commands::Exit;
 use crate::gc::shutdown::Shutdown;
+use crate::leader::{LeaseSettings, default_identity};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 
@@ -46,7 +47,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         } else {
             args.namespace.as_deref()
         };
-        let now = crate::gc::collect::now_seconds();
+        let now = crate::cluster::views::now_seconds();
         let listed =
             match crate::audit::pass(&client, namespace, args.selector.as_deref(), &policy, now)
                 .await
@@ -68,7 +69,11 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
             OutputFormat::Text => out.write_all(crate::audit::render_text(&report).as_bytes())?,
         }
         out.flush()?;
-        Ok(report.exit())
+        Ok(if report.has_enforce() {
+            Exit::Failure
+        } else {
+            Exit::Ok
+        })
     })
 }
 
@@ -102,7 +107,7 @@ async fn watch(
     client: Client,
     shutdown: Shutdown,
 ) -> anyhow::Result<Exit> {
-    let settings = match settings(&args) {
+    let settings = match options(&args) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("error: {err}");
@@ -178,4 +183,60 @@ async fn watch(
     }
     tracing::info!("stopped");
     Ok(Exit::Ok)
+}
+
+/// A duration flag of at least `min` seconds.
+fn duration(flag: &'static str, text: &str, min: i64) -> Result<Duration, String> {
+    match crate::duration::seconds(text) {
+        Some(seconds) if seconds >= min => Ok(Duration::from_secs(seconds as u64)),
+        _ => Err(format!(
+            "invalid {flag}: {text:?} (a duration such as 90s, 5m, 1h)"
+        )),
+    }
+}
+
+/// The options of `audit --watch` per its flags, checked before anything starts.
+fn options(args: &AuditArgs) -> Result<Options, String> {
+    let namespace = if args.all_namespaces {
+        None
+    } else {
+        args.namespace.clone()
+    };
+    let interval = duration("--interval", &args.interval, 1)?;
+    let lease = if args.leader_elect {
+        let lease_duration = duration("--lease-duration (at least 3s)", &args.lease_duration, 3)?;
+        let lease_namespace =
+            crate::leader::lease_namespace(args.lease_namespace.as_deref(), namespace.as_deref());
+        Some(LeaseSettings::new(
+            &args.lease_name,
+            &lease_namespace,
+            &default_identity(),
+            lease_duration,
+        ))
+    } else {
+        None
+    };
+    Ok(Options {
+        interval,
+        lease,
+        namespace,
+        selector: args.selector.clone(),
+        policy: args.policy.policy.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_checked() {
+        assert_eq!(
+            duration("--interval", "5m", 1).ok(),
+            Some(Duration::from_secs(300))
+        );
+        assert!(duration("--interval", "0s", 1).is_err());
+        assert!(duration("--interval", "5", 1).is_err());
+        assert!(duration("--lease-duration", "2s", 3).is_err());
+    }
 }

@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
+use serde::Serialize;
 
-use crate::Exit;
 use crate::admin::{ReadyCheck, admin_router};
-use crate::cli::GcArgs;
+use crate::cli::{GcArgs, OutputFormat};
 use crate::cluster::MAX_BACKOFF;
-use crate::gc::collect::{GcError, now_seconds, parse_duration_flag, run_once_gated};
+use crate::cluster::views::now_seconds;
+use crate::commands::Exit;
+use crate::gc::classify::Orphan;
+use crate::gc::collect::{Gate, GcError, Outcome, collect, open_gate, parse_duration_flag};
 use crate::gc::shutdown::Shutdown;
 use crate::gc::watch::{
     GcMetrics, PassContext, PassOptions, PassOutcome, Scope, Stores, grace_seconds, pass,
@@ -37,7 +40,14 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
             return watch(args, client, shutdown).await;
         }
         let gate = move || shutdown.requested().then_some("stopped by a signal");
-        match run_once_gated(&args, client, now_seconds(), &gate).await {
+        let options = match options(&args) {
+            Ok(options) => options,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(Exit::Usage);
+            }
+        };
+        match run_once_gated(&options, args.output, client, now_seconds(), &gate).await {
             Ok((text, exit)) => {
                 std::io::stdout().write_all(text.as_bytes())?;
                 Ok(exit)
@@ -51,6 +61,139 @@ pub fn run(args: GcArgs) -> anyhow::Result<Exit> {
     // Watches and the admin server end with the runtime; nothing of theirs is awaited.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     exit
+}
+
+/// The collector's options per the flags of `gc`.
+pub fn options(args: &GcArgs) -> Result<crate::gc::Options, GcError> {
+    Ok(crate::gc::Options {
+        namespace: if args.all_namespaces {
+            None
+        } else {
+            args.namespace.clone()
+        },
+        selector: args.selector.clone(),
+        min_age_seconds: match args.min_age.as_deref() {
+            Some(text) => parse_duration_flag("--min-age", text)?,
+            None => 0,
+        },
+        delete: args.delete,
+        include_unverified: args.include_unverified,
+    })
+}
+
+/// The one-shot `gc`: the plan (and the deletions) rendered as `format`, and the exit
+/// status: 1 when a deletion failed.
+pub async fn run_once(
+    options: &crate::gc::Options,
+    format: OutputFormat,
+    client: Client,
+    now: i64,
+) -> Result<(String, Exit), GcError> {
+    run_once_gated(options, format, client, now, &open_gate).await
+}
+
+/// [`run_once`], with deletions stopped when `gate` closes (a signal).
+pub async fn run_once_gated(
+    options: &crate::gc::Options,
+    format: OutputFormat,
+    client: Client,
+    now: i64,
+    gate: Gate<'_>,
+) -> Result<(String, Exit), GcError> {
+    let collected = collect(options, &client, now, gate).await?;
+    let exit = if collected.failed() {
+        Exit::Failure
+    } else {
+        Exit::Ok
+    };
+    let text = render(
+        &collected.orphans,
+        collected.outcomes.as_deref(),
+        now,
+        format,
+    );
+    Ok((text, exit))
+}
+
+fn human_bytes_or_dash(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "-".into(), crate::quantity::human_bytes)
+}
+
+fn human_age(seconds: Option<i64>) -> String {
+    match seconds {
+        None => "-".into(),
+        Some(s) if s < 3600 => format!("{}m", s / 60),
+        Some(s) if s < 86_400 => format!("{}h", s / 3600),
+        Some(s) => format!("{}d", s / 86_400),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    #[serde(flatten)]
+    orphan: &'a Orphan,
+    age_seconds: Option<i64>,
+}
+
+/// Renders the plan (and the outcomes of `--delete`).
+pub fn render(
+    orphans: &[Orphan],
+    outcomes: Option<&[Outcome]>,
+    now: i64,
+    format: OutputFormat,
+) -> String {
+    match format {
+        OutputFormat::Json => {
+            let rows: Vec<JsonRow> = orphans
+                .iter()
+                .map(|o| JsonRow {
+                    orphan: o,
+                    age_seconds: o.created.map(|c| now - c),
+                })
+                .collect();
+            let mut doc = serde_json::json!({"candidates": rows});
+            if let Some(outcomes) = outcomes {
+                doc["results"] = serde_json::to_value(outcomes).unwrap_or_default();
+            }
+            format!("{doc:#}\n")
+        }
+        OutputFormat::Text => {
+            if orphans.is_empty() {
+                return "no orphaned claims\n".into();
+            }
+            let mut out = format!(
+                "{:20} {:40} {:24} {:>7} {:12} {:>6} {:>8} {}\n",
+                "NAMESPACE", "CLAIM", "STATEFULSET", "ORDINAL", "REASON", "AGE", "SIZE", "VERIFIED"
+            );
+            for o in orphans {
+                out.push_str(&format!(
+                    "{:20} {:40} {:24} {:>7} {:12} {:>6} {:>8} {}\n",
+                    o.namespace,
+                    o.claim,
+                    o.statefulset,
+                    o.ordinal,
+                    o.reason.as_str(),
+                    human_age(o.created.map(|c| now - c)),
+                    human_bytes_or_dash(o.requested_bytes),
+                    if o.verified { "yes" } else { "no" }
+                ));
+            }
+            match outcomes {
+                None => out.push_str(&format!(
+                    "\n{} candidate(s); nothing was changed. Run again with --delete to delete the verified ones.\n",
+                    orphans.len()
+                )),
+                Some(outcomes) => {
+                    out.push('\n');
+                    for r in outcomes {
+                        let reason = if r.reason.is_empty() { String::new() } else { format!(": {}", r.reason) };
+                        out.push_str(&format!("{:8} {}/{}{reason}\n", r.result, r.namespace, r.claim));
+                    }
+                }
+            }
+            out
+        }
+    }
 }
 
 /// The settings of `gc --watch`, checked before anything starts.
@@ -95,7 +238,14 @@ fn settings(args: &GcArgs, scope: &Scope) -> Result<Settings, GcError> {
 }
 
 async fn watch(args: GcArgs, client: Client, shutdown: Shutdown) -> anyhow::Result<Exit> {
-    let scope = Scope::of(&args);
+    let scope = Scope {
+        namespace: if args.all_namespaces {
+            None
+        } else {
+            args.namespace.clone()
+        },
+        selector: args.selector.clone(),
+    };
     let Settings {
         grace,
         min_age,

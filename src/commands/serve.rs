@@ -11,10 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::Exit;
 use crate::admin::{ReadyCheck, admin_router};
-use crate::cli::{ClusterMode, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::cluster::ClusterContext;
+use crate::commands::Exit;
 use crate::metrics::Metrics;
 use crate::policy::{Context, NoContext, Policy};
 use crate::webhook::admission::Admission;
@@ -266,7 +266,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
 /// Cluster context per `--cluster`: watch-fed caches when a cluster is configured (under
 /// `required`, readiness waits for them), otherwise none (context rules warn, never deny).
 async fn cluster_context(
-    mode: ClusterMode,
+    mode: crate::cluster::Mode,
     kubeconfig: Option<&Path>,
     kube_context: Option<&str>,
     metrics: &mut Metrics,
@@ -277,7 +277,7 @@ async fn cluster_context(
     };
     let context = ClusterContext::spawn(client, metrics.registry_mut(), shutdown);
     let mut checks = Vec::new();
-    if mode == ClusterMode::Required {
+    if mode == crate::cluster::Mode::Required {
         let caches = context.clone();
         checks.push(ReadyCheck {
             name: "cluster caches",
@@ -397,7 +397,7 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
     let mut metrics = Metrics::new();
     let (stop_watches, watches_stopped) = watch::channel(false);
     let (context, ready_checks) = cluster_context(
-        args.cluster,
+        args.cluster.into(),
         args.kubeconfig.as_deref(),
         args.context.as_deref(),
         &mut metrics,
