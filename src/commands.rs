@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod daemon;
 pub mod gc;
 pub mod generate;
 pub mod policy;
@@ -14,9 +15,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use kube::Client;
-use prometheus_client::metrics::gauge::Gauge;
-
-use crate::leader::{Elector, Leadership, LeaseSettings};
 
 /// The client of a command that needs a cluster (`gc`, `audit`): `None` after printing
 /// why there is none (the command then exits 2).
@@ -47,24 +45,6 @@ pub async fn spawn_admin(addr: SocketAddr, router: axum::Router) -> Option<()> {
         Err(err) => {
             eprintln!("error: cannot listen on {addr}: {err}");
             None
-        }
-    }
-}
-
-/// Starts leader election over `lease`, or leads alone without one (`leader` is set to 1).
-pub fn lead(
-    client: &Client,
-    lease: Option<LeaseSettings>,
-    leader: Gauge,
-) -> (Leadership, Option<Elector>) {
-    match lease {
-        Some(settings) => {
-            let (leadership, elector) = Elector::spawn(client.clone(), settings, leader);
-            (leadership, Some(elector))
-        }
-        None => {
-            leader.set(1);
-            (Leadership::always(), None)
         }
     }
 }

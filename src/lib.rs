@@ -22,7 +22,8 @@
 //! - [`policy`]: the pure engine (rules, policy files, patches). No I/O.
 //!
 //! Beside the layers, used by any of them: [`duration`] and [`quantity`] (pure parsers and
-//! formatters), [`metrics`] and [`telemetry`] (logging set-up).
+//! formatters), [`metrics`], [`telemetry`] (logging set-up) and [`shutdown`] (the one
+//! signal listener of a process).
 
 pub mod admin;
 pub mod audit;
@@ -35,5 +36,6 @@ pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;
+pub mod shutdown;
 pub mod telemetry;
 pub mod webhook;

@@ -943,8 +943,11 @@ fn watch_flags_that_do_not_apply_are_usage_errors() {
     let (code, _) = err(&["stateward", "gc", "--lease-duration", "6s"]);
     assert_eq!(code, 2);
     let args = gc_args(&["--watch", "-n", "shop", "-l", "app=db", "--min-age", "1h"]);
-    assert!(args.leader_elect, "leader election is on by default");
-    assert_eq!(args.lease_duration, "15s");
+    assert!(args.lease.leader_elect, "leader election is on by default");
+    assert_eq!(
+        args.lease.lease_duration,
+        std::time::Duration::from_secs(15)
+    );
     let args = gc_args(&["--watch", "--leader-elect=false"]);
-    assert!(!args.leader_elect);
+    assert!(!args.lease.leader_elect);
 }

@@ -19,7 +19,7 @@
 //! `stateward-audit` by default); only the leader runs passes and writes.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -37,7 +37,6 @@ use super::{AuditReport, pass};
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
 use crate::cluster::views::now_seconds;
-use crate::leader::LeaseSettings;
 use crate::policy::Policy;
 
 /// How to install the CRDs, for the one warning.
@@ -158,12 +157,10 @@ pub enum WatchError {
     Reports(ListError),
 }
 
-/// What `audit --watch` audits and how often, and its Lease (built by `stateward audit`
-/// from its flags).
+/// What `audit --watch` audits (built by `stateward audit` from its flags; how often and
+/// under which Lease is the daemon's).
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub interval: Duration,
-    pub lease: Option<LeaseSettings>,
     pub namespace: Option<String>,
     pub selector: Option<String>,
     pub policy: Option<PathBuf>,

@@ -23,16 +23,6 @@ pub enum GcError {
     List { what: &'static str, message: String },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error("invalid {flag} `{value}`: use a number with s, m, h or d (e.g. 30m, 7d)")]
-    Duration { flag: &'static str, value: String },
-}
-
-/// Parses `--flag` as a duration in seconds (`90s`, `30m`, `12h`, `7d`).
-pub fn parse_duration_flag(flag: &'static str, text: &str) -> Result<i64, GcError> {
-    crate::duration::seconds(text).ok_or_else(|| GcError::Duration {
-        flag,
-        value: text.to_owned(),
-    })
 }
 
 /// Everything the classifier needs, listed from the API or taken from the stores of

@@ -47,7 +47,7 @@ use super::classify::{
     ClaimView, OPT_IN, ORPHANED_SINCE, Orphan, PodView, Reason, SET_ANNOTATION, SET_UID_ANNOTATION,
     SetView, claims_of_live_sets,
 };
-use super::collect::{Deletion, Gate, GcError, Snapshot, delete, parse_duration_flag, plan};
+use super::collect::{Deletion, Gate, GcError, Snapshot, delete, plan};
 use crate::cluster::views::{api, claim_view, pod_view, set_view};
 use crate::cluster::{Cache, CacheMetrics, Collector, Project, Slim, feed, paged};
 
@@ -446,11 +446,6 @@ pub fn recorder(client: &Client) -> Recorder {
             instance: std::env::var("POD_NAME").ok(),
         },
     )
-}
-
-/// Parses `--grace` (`30m`, `1h`, `2d`).
-pub fn grace_seconds(text: &str) -> Result<i64, GcError> {
-    parse_duration_flag("--grace", text)
 }
 
 /// What `gc --watch` watches: one namespace or all, and which claims.
