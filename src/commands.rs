@@ -1,6 +1,8 @@
 //! The subcommands, one module each, every one entered through `run`-style functions that
 //! `main` calls. Only this layer prints to the terminal, picks exit statuses ([`Exit`])
-//! and reports errors with `anyhow`; the layers below return typed errors.
+//! and reports errors with `anyhow`; the layers below return typed errors and plain facts
+//! (a failed deletion, an enforce finding) from which the commands choose the status. The
+//! long-running `gc --watch` and `audit --watch` share one scaffold ([`daemon`]).
 pub mod audit;
 pub mod certs;
 pub mod check;
