@@ -1,6 +1,7 @@
-//! The plain-HTTP admin port of the long-running commands (`serve`, `gc --watch`):
-//! `GET /healthz`, `GET /readyz` (named readiness checks) and `GET /metrics`. Read-only: it
-//! changes nothing and answers from memory.
+//! The plain-HTTP admin port of the long-running commands (`serve`, `gc --watch`,
+//! `audit --watch`): `GET /healthz`, `GET /readyz` (named readiness checks) and
+//! `GET /metrics` (the webhook's metrics, or a loop's own). Read-only: it changes nothing
+//! and answers from memory.
 use std::sync::Arc;
 
 use axum::Router;
@@ -9,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::metrics::Metrics;
+use crate::metrics::Exposition;
 use crate::webhook::routes::{method_not_allowed, not_found};
 
 /// A named readiness condition.
@@ -20,12 +21,12 @@ pub struct ReadyCheck {
 
 #[derive(Clone)]
 struct AdminState {
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn Exposition>,
     checks: Arc<Vec<ReadyCheck>>,
 }
 
 /// The admin router: `GET /healthz`, `GET /readyz`, `GET /metrics`. Read-only.
-pub fn admin_router(metrics: Arc<Metrics>, checks: Vec<ReadyCheck>) -> Router {
+pub fn admin_router(metrics: Arc<dyn Exposition>, checks: Vec<ReadyCheck>) -> Router {
     Router::new()
         .route(
             "/healthz",

@@ -21,11 +21,10 @@ use kube::Client;
 use kube::api::ListParams;
 use serde::Serialize;
 
-use crate::Exit;
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
+use crate::cluster::views::{claim_view, pod_view, set_view};
 use crate::gc::classify::{Classifier, Orphan, PodView, SetView};
-use crate::gc::collect::{claim_view, human_bytes, pod_view, set_view};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::identity::claim_of_set;
 use crate::policy::labels::selector_matches;
@@ -34,6 +33,7 @@ use crate::policy::{
     Level, Live, Policy, Resource, Review, RuleId, Stage, StaticContext, evaluate_live,
     evaluate_stage, reads_orphans,
 };
+use crate::quantity::human_bytes;
 
 pub mod index;
 pub mod openreports;
@@ -141,13 +141,9 @@ pub struct AuditReport {
 }
 
 impl AuditReport {
-    /// 1 when any finding is at enforce, as `check`.
-    pub fn exit(&self) -> Exit {
-        if self.summary.enforce > 0 {
-            Exit::Failure
-        } else {
-            Exit::Ok
-        }
+    /// Whether any finding is at enforce (the command then exits 1, as `check`).
+    pub fn has_enforce(&self) -> bool {
+        self.summary.enforce > 0
     }
 }
 
@@ -975,7 +971,7 @@ mod tests {
             f.rule == RuleId::StatefulSetTerminationGracePeriod && f.mode == Level::Enforce
         }));
         assert!(report.findings.iter().all(|f| f.mode != Level::Mutate));
-        assert_eq!(report.exit(), Exit::Failure);
+        assert!(report.has_enforce());
         assert_eq!(report.orphaned_claims.len(), 1);
         assert_eq!(report.orphaned_claims[0].orphan.claim, "data-web-1");
         assert_eq!(report.summary.orphaned_bytes, 2 * 1024 * 1024 * 1024);
@@ -1025,6 +1021,6 @@ mod tests {
             "db's claim is not an orphan"
         );
         assert_eq!(report.summary.statefulsets, 1);
-        assert_eq!(report.exit(), Exit::Ok);
+        assert!(!report.has_enforce());
     }
 }

@@ -450,88 +450,21 @@ pub struct CertsArgs {
     pub force: bool,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct AuditArgs {
-    /// Only this namespace (a Role there is enough, plus read access to nodes).
-    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
-    pub namespace: Option<String>,
-    /// Every namespace (the default when no --namespace is given).
-    #[arg(short = 'A', long)]
-    pub all_namespaces: bool,
-    /// Only StatefulSets with these labels (e.g. `app=db,tier!=cache`), the Services they
-    /// name and their orphaned claims.
-    #[arg(short = 'l', long)]
-    pub selector: Option<String>,
-    #[command(flatten)]
-    pub policy: PolicyArgs,
-    /// Output format: a table grouped by StatefulSet, or one JSON object.
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-    /// Kubeconfig file (otherwise in-cluster, KUBECONFIG or ~/.kube/config).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use (as kubectl's --context; the current context
-    /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
-    #[arg(long, value_name = "NAME")]
-    pub context: Option<String>,
-    /// Print the OpenReports CRDs (Report, ClusterReport) that `--watch` writes to, as
-    /// generated from stateward's types, and exit (`| kubectl apply -f -`).
-    #[arg(long, exclusive = true)]
-    pub print_crds: bool,
-    /// Keep running: a pass every --interval, one OpenReports Report per StatefulSet and
-    /// one per namespace with orphaned claims (written only when they change), and
-    /// metrics. Without the OpenReports CRDs: logs and metrics only.
-    #[arg(long, conflicts_with = "output")]
-    pub watch: bool,
-    /// With --watch: time between passes (`90s`, `5m`, `1h`).
-    #[arg(long, default_value = "5m", requires = "watch")]
-    pub interval: String,
-    /// With --watch: plain HTTP address for /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080", requires = "watch")]
-    pub admin_listen: std::net::SocketAddr,
-    /// With --watch: elect a leader over a coordination.k8s.io/v1 Lease so that of several
-    /// replicas only one runs passes and writes (`--leader-elect=false` for a single
-    /// replica without a Lease).
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set,
-        num_args = 0..=1, default_missing_value = "true", requires = "watch")]
-    pub leader_elect: bool,
-    /// With --watch: the Lease's name.
-    #[arg(long, default_value = "stateward-audit", requires = "watch")]
-    pub lease_name: String,
-    /// With --watch: the Lease's namespace (default: POD_NAMESPACE, else --namespace, else
-    /// `default`).
-    #[arg(long, requires = "watch")]
-    pub lease_namespace: Option<String>,
-    /// With --watch: how long a Lease stays valid without renewal (`15s`).
-    #[arg(long, default_value = "15s", requires = "watch")]
-    pub lease_duration: String,
+/// A duration flag: a duration (`90s`, `30m`, `1h30m`, `7d`) in whole seconds, or a bare
+/// number of seconds (`30`).
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let seconds = match text.parse::<u64>() {
+        Ok(seconds) => Some(seconds),
+        Err(_) => crate::duration::seconds(text).and_then(|s| u64::try_from(s).ok()),
+    };
+    seconds.map(std::time::Duration::from_secs).ok_or_else(|| {
+        "use a number of seconds, or a number with s, m, h or d (e.g. 90s, 30m, 7d)".to_owned()
+    })
 }
 
+/// The cluster of `gc` and `audit`.
 #[derive(Debug, Clone, Args)]
-pub struct GcArgs {
-    /// Only this namespace (with --watch: only this namespace is watched, so a Role in it
-    /// is enough; namespace annotations are then not read).
-    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
-    pub namespace: Option<String>,
-    /// Every namespace (the default when no --namespace is given).
-    #[arg(short = 'A', long)]
-    pub all_namespaces: bool,
-    /// Only claims with these labels (e.g. `app=db,tier!=cache`).
-    #[arg(short = 'l', long)]
-    pub selector: Option<String>,
-    /// Only claims older than this (`90s`, `30m`, `12h`, `7d`).
-    #[arg(long)]
-    pub min_age: Option<String>,
-    /// Delete the planned claims (verified ones; see --include-unverified).
-    #[arg(long)]
-    pub delete: bool,
-    /// With --delete, also delete claims of deleted sets known only by name pattern and
-    /// labels (no provenance annotations).
-    #[arg(long, requires = "delete")]
-    pub include_unverified: bool,
-    /// Output format of the plan (not with --watch, which only logs).
-    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, conflicts_with = "watch")]
-    pub output: OutputFormat,
+pub struct ClusterArgs {
     /// Kubeconfig file (otherwise in-cluster, KUBECONFIG or ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -539,19 +472,44 @@ pub struct GcArgs {
     /// otherwise). Implies reading a kubeconfig rather than in-cluster config.
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// Run the reconcile loop: provenance annotations, orphan metrics and events, and
-    /// deletion of opted-in orphans after --grace.
-    #[arg(long, conflicts_with_all = ["delete", "include_unverified"])]
-    pub watch: bool,
-    /// With --watch: how long a claim must stay an orphan before it is deleted.
-    #[arg(long, default_value = "1h", requires = "watch")]
-    pub grace: String,
+}
+
+/// Which objects `gc` and `audit` look at (each command says more in its help).
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    /// Only this namespace.
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Every namespace (the default when no --namespace is given).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Only objects with these labels (e.g. `app=db,tier!=cache`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+}
+
+impl ScopeArgs {
+    /// The namespace looked at: `None` for every namespace.
+    pub fn namespace(&self) -> Option<&str> {
+        if self.all_namespaces {
+            None
+        } else {
+            self.namespace.as_deref()
+        }
+    }
+}
+
+/// The admin port of `gc --watch` and `audit --watch`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
     /// With --watch: plain HTTP address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080", requires = "watch")]
     pub admin_listen: std::net::SocketAddr,
-    /// With --watch: seconds between reconciles.
-    #[arg(long, default_value_t = 30, requires = "watch")]
-    pub interval: u64,
+}
+
+/// Leader election of `gc --watch` and `audit --watch` (each command names its Lease).
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
     /// With --watch: elect a leader over a coordination.k8s.io/v1 Lease so that of several
     /// replicas only one writes (`--leader-elect=false` for a single replica without a
     /// Lease).
@@ -568,6 +526,80 @@ pub struct GcArgs {
     /// With --watch: how long a Lease stays valid without renewal (`15s`); the leader
     /// renews every third of it and stops writing when it could not renew within two
     /// thirds of it.
-    #[arg(long, default_value = "15s", requires = "watch")]
-    pub lease_duration: String,
+    #[arg(long, default_value = "15s", value_parser = duration, requires = "watch")]
+    pub lease_duration: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("namespace", |a| a.help("Only this namespace (a Role there is enough, plus read access to nodes)")),
+    mut_arg("selector", |a| a.help("Only StatefulSets with these labels (e.g. `app=db,tier!=cache`), the Services they name and their orphaned claims")),
+    mut_arg("leader_elect", |a| a.help("With --watch: elect a leader over a coordination.k8s.io/v1 Lease so that of several replicas only one runs passes and writes (`--leader-elect=false` for a single replica without a Lease)")),
+    mut_arg("lease_name", |a| a.default_value("stateward-audit")),
+)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Output format: a table grouped by StatefulSet, or one JSON object.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Print the OpenReports CRDs (Report, ClusterReport) that `--watch` writes to, as
+    /// generated from stateward's types, and exit (`| kubectl apply -f -`).
+    #[arg(long, exclusive = true)]
+    pub print_crds: bool,
+    /// Keep running: a pass every --interval, one OpenReports Report per StatefulSet and
+    /// one per namespace with orphaned claims (written only when they change), and
+    /// metrics. Without the OpenReports CRDs: logs and metrics only.
+    #[arg(long, conflicts_with = "output")]
+    pub watch: bool,
+    /// With --watch: time between passes (`90s`, `5m`, `1h`).
+    #[arg(long, default_value = "5m", value_parser = duration, requires = "watch")]
+    pub interval: std::time::Duration,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    mut_arg("namespace", |a| a.help("Only this namespace (with --watch: only this namespace is watched, so a Role in it is enough; namespace annotations are then not read)")),
+    mut_arg("selector", |a| a.help("Only claims with these labels (e.g. `app=db,tier!=cache`)")),
+)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Only claims older than this (`90s`, `30m`, `12h`, `7d`).
+    #[arg(long, value_parser = duration)]
+    pub min_age: Option<std::time::Duration>,
+    /// Delete the planned claims (verified ones; see --include-unverified).
+    #[arg(long)]
+    pub delete: bool,
+    /// With --delete, also delete claims of deleted sets known only by name pattern and
+    /// labels (no provenance annotations).
+    #[arg(long, requires = "delete")]
+    pub include_unverified: bool,
+    /// Output format of the plan (not with --watch, which only logs).
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Text, conflicts_with = "watch")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Run the reconcile loop: provenance annotations, orphan metrics and events, and
+    /// deletion of opted-in orphans after --grace.
+    #[arg(long, conflicts_with_all = ["delete", "include_unverified"])]
+    pub watch: bool,
+    /// With --watch: how long a claim must stay an orphan before it is deleted.
+    #[arg(long, default_value = "1h", value_parser = duration, requires = "watch")]
+    pub grace: std::time::Duration,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// With --watch: seconds between reconciles.
+    #[arg(long, default_value = "30", value_parser = duration, requires = "watch")]
+    pub interval: std::time::Duration,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
 }

@@ -37,13 +37,13 @@ use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as signal;
 
-use crate::cli::ClusterMode;
 use crate::policy::Context;
 use crate::policy::context::{ContextKind, PdbInfo, ServiceInfo, StatefulSetInfo};
 
 mod collector;
 pub mod paged;
 mod slim;
+pub mod views;
 pub(crate) use collector::annotations_where;
 pub use collector::{ANNOTATION_PREFIX, Collector};
 pub use slim::{Slim, Webhook};
@@ -55,6 +55,17 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A page is read whole before it is decoded, and StatefulSets are large (pod templates
 /// of several KB, of which the cache keeps a few fields): 100 keeps a page under 1 MB.
 pub const STATEFULSET_PAGE_SIZE: u32 = 100;
+
+/// Whether a command uses a cluster (`serve --cluster`; `gc` and `audit` require one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In-cluster config or a kubeconfig when one is found, else no cluster.
+    Auto,
+    /// A cluster is needed.
+    Required,
+    /// Never contact a cluster.
+    Off,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -70,11 +81,11 @@ pub enum ClusterError {
 /// cluster. As with kubectl, `--context` picks a context of the kubeconfig (the file given,
 /// else `KUBECONFIG` or `~/.kube/config`) and so never falls back to in-cluster config.
 pub async fn client(
-    mode: ClusterMode,
+    mode: Mode,
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<Option<Client>, ClusterError> {
-    if mode == ClusterMode::Off {
+    if mode == Mode::Off {
         return Ok(None);
     }
     let options = kube::config::KubeConfigOptions {
@@ -103,7 +114,7 @@ pub async fn client(
         }
         (None, None) => match kube::Config::infer().await {
             Ok(config) => config,
-            Err(err) if mode == ClusterMode::Auto => {
+            Err(err) if mode == Mode::Auto => {
                 tracing::info!(reason = %err, "no cluster configuration found; running without cluster context");
                 return Ok(None);
             }

@@ -3,16 +3,27 @@
 //!
 //! The crate is layered; each layer may use the ones below it, never the ones above:
 //!
-//! - [`commands`]: one module per subcommand (`check`, `mutate`, `rules`, `policy`,
-//!   `serve`, `certs`, `gc`, `audit`, completions and man pages). The only code that
-//!   prints, chooses exit statuses and reports errors with `anyhow`.
+//! - [`commands`] (with [`cli`], the clap definitions): one module per subcommand
+//!   (`check`, `mutate`, `rules`, `policy`, `serve`, `certs`, `gc`, `audit`, completions
+//!   and man pages). The only code that reads the command line, prints (the renderings of
+//!   `gc` and `audit` included), chooses exit statuses ([`commands::Exit`]) and reports
+//!   errors with `anyhow`. It turns flags into the option structs of the layers below
+//!   ([`gc::Options`], [`audit::watch::Options`], [`cluster::Mode`],
+//!   [`telemetry::Options`]) and turns their plain answers (a failed deletion, an enforce
+//!   finding) into exit statuses.
 //! - [`webhook`]: the HTTPS transport of `serve`: admission decoding and answers, routes,
 //!   TLS and live reload. [`admin`]: the plain admin port (health, readiness, metrics).
 //! - [`gc`]: the collector of orphaned claims; [`audit`]: passes over the live fleet and
-//!   their OpenReports reports.
-//! - [`cluster`]: the Kubernetes client and the watch-fed caches (webhook context and the
-//!   collector's stores); [`leader`]: Lease election.
+//!   their OpenReports reports. The audit borrows only the classifier ([`gc::classify`])
+//!   from the collector; what both read of the cluster is in [`cluster::views`].
+//! - [`cluster`]: the Kubernetes client, the watch-fed caches (webhook context and the
+//!   collector's stores) and the collector's projections of claims, sets and pods
+//!   ([`cluster::views`]); [`leader`]: Lease election.
 //! - [`policy`]: the pure engine (rules, policy files, patches). No I/O.
+//!
+//! Beside the layers, used by any of them: [`duration`] and [`quantity`] (pure parsers and
+//! formatters), [`metrics`], [`telemetry`] (logging set-up) and [`shutdown`] (the one
+//! signal listener of a process).
 
 pub mod admin;
 pub mod audit;
@@ -25,22 +36,6 @@ pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod quantity;
+pub mod shutdown;
 pub mod telemetry;
 pub mod webhook;
-
-/// Process exit statuses shared by every subcommand (see `interface.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Success, or nothing at enforce level.
-    Ok = 0,
-    /// At least one `enforce` violation (check) or one failed deletion (gc).
-    Failure = 1,
-    /// Usage error, unreadable input, invalid policy or connection error.
-    Usage = 2,
-}
-
-impl From<Exit> for std::process::ExitCode {
-    fn from(exit: Exit) -> Self {
-        std::process::ExitCode::from(exit as u8)
-    }
-}

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let name = stateward::cli::display_name(argv0.as_deref());
     let matches = stateward::cli::command(&name).get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    stateward::telemetry::init(&cli.global);
+    stateward::telemetry::init(&(&cli.global).into());
     let result = match cli.command {
         Command::Check(args) => stateward::commands::check::run_check(args),
         Command::Mutate(args) => stateward::commands::check::run_mutate(args),
@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(err) => {
             eprintln!("error: {err:#}");
-            stateward::Exit::Usage.into()
+            stateward::commands::Exit::Usage.into()
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Prometheus metrics. Every label has a small, fixed set of values (rule ids, kinds,
-//! operations, decisions): never object names.
+//! operations, decisions): never object names. [`Metrics`] are the webhook's (`serve`);
+//! [`Process`] is the registry of the loops (`gc --watch`, `audit --watch`), which
+//! register their own families in it and export nothing of the webhook's.
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,6 +59,55 @@ const LATENCY_BUCKETS: [f64; 15] = [
 
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
+}
+
+/// What the admin port's `/metrics` serves: the Prometheus text exposition of a registry.
+pub trait Exposition: Send + Sync {
+    fn encode(&self) -> String;
+}
+
+fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// The metrics registry of a loop (`gc --watch`, `audit --watch`): empty until the loop
+/// registers its families (prefix `stateward_`, as the webhook's).
+pub struct Process {
+    registry: Registry,
+}
+
+impl Default for Process {
+    fn default() -> Self {
+        Process::new()
+    }
+}
+
+impl Process {
+    pub fn new() -> Process {
+        Process {
+            registry: Registry::with_prefix("stateward"),
+        }
+    }
+
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+}
+
+impl Exposition for Process {
+    fn encode(&self) -> String {
+        encode(&self.registry)
+    }
+}
+
+impl Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
 }
 
 pub struct Metrics {
@@ -150,11 +201,7 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        encode(&self.registry)
     }
 
     /// Publishes certificate expiries as `(certificate, notAfter)`.

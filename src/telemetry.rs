@@ -7,10 +7,24 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{GlobalArgs, LogFormat};
+/// The log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
 
-pub fn init(args: &GlobalArgs) {
-    let filter = match &args.log_level {
+/// How to log (built from `--log-format` and `--log-level`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub format: Format,
+    /// A level or filter directive; without it `RUST_LOG`, else `info`.
+    pub level: Option<String>,
+}
+
+pub fn init(options: &Options) {
+    let filter = match &options.level {
         Some(level) => EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
@@ -22,9 +36,9 @@ pub fn init(args: &GlobalArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let result = match args.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let result = match options.format {
+        Format::Json => builder.json().flatten_event(true).try_init(),
+        Format::Text => builder.try_init(),
     };
     // A second initialisation (tests) keeps the first subscriber.
     let _ = result;

@@ -8,9 +8,12 @@ use axum::http::{Method, Request, Response, StatusCode};
 use clap::Parser;
 use kube::client::Body;
 use serde_json::{Value, json};
-use stateward::Exit;
+use stateward::cli::OutputFormat::{Json, Text};
 use stateward::cli::{Cli, Command, GcArgs};
-use stateward::gc::collect::{open_gate, run_once, run_once_gated, snapshot};
+use stateward::commands::Exit;
+use stateward::commands::gc::{run_once, run_once_gated};
+use stateward::gc::Options;
+use stateward::gc::collect::{open_gate, snapshot};
 use stateward::gc::watch::{
     GcMetrics, PassContext, PassOptions, PassOutcome, PassReport, Scope, Stores,
     opted_in_namespaces, pass, reconcile,
@@ -253,6 +256,22 @@ async fn listed_pass(
     .expect("pass")
 }
 
+/// The collector's options for namespace `shop` (`-n shop`).
+fn shop() -> Options {
+    Options {
+        namespace: Some("shop".into()),
+        ..Options::default()
+    }
+}
+
+/// `-n shop --delete`.
+fn shop_delete() -> Options {
+    Options {
+        delete: true,
+        ..shop()
+    }
+}
+
 fn gc_args(extra: &[&str]) -> GcArgs {
     let mut argv = vec!["stateward", "gc"];
     argv.extend_from_slice(extra);
@@ -288,7 +307,7 @@ fn scenario() -> Shared {
 #[tokio::test]
 async fn the_plan_lists_orphans_and_writes_nothing() {
     let state = scenario();
-    let (text, exit) = run_once(&gc_args(&["-n", "shop"]), client(state.clone()), T0)
+    let (text, exit) = run_once(&shop(), Text, client(state.clone()), T0)
         .await
         .expect("plan");
     assert_eq!(exit, Exit::Ok);
@@ -311,7 +330,7 @@ async fn the_plan_lists_orphans_and_writes_nothing() {
         c.uri
             .starts_with("/api/v1/namespaces/shop/persistentvolumeclaims")
     }));
-    let (json_text, _) = run_once(&gc_args(&["-n", "shop", "-o", "json"]), client(state), T0)
+    let (json_text, _) = run_once(&shop(), Json, client(state), T0)
         .await
         .expect("plan");
     let doc: Value = serde_json::from_str(&json_text).expect("json");
@@ -339,13 +358,9 @@ async fn delete_uses_preconditions_and_reports_conflicts_as_skipped() {
         .expect("state")
         .delete_status
         .insert("data-gone-0".into(), 404);
-    let (text, exit) = run_once(
-        &gc_args(&["-n", "shop", "--delete"]),
-        client(state.clone()),
-        T0,
-    )
-    .await
-    .expect("delete");
+    let (text, exit) = run_once(&shop_delete(), Text, client(state.clone()), T0)
+        .await
+        .expect("delete");
     assert_eq!(exit, Exit::Ok, "{text}");
     let calls = state.lock().expect("state").calls.clone();
     let deletes: Vec<&Call> = calls
@@ -394,14 +409,14 @@ async fn failed_deletions_exit_one_and_api_errors_are_reported() {
         .expect("state")
         .delete_status
         .insert("data-db-3".into(), 500);
-    let (text, exit) = run_once(&gc_args(&["-n", "shop", "--delete"]), client(state), T0)
+    let (text, exit) = run_once(&shop_delete(), Text, client(state), T0)
         .await
         .expect("delete");
     assert_eq!(exit, Exit::Failure, "{text}");
     assert!(text.contains("failed   shop/data-db-3"), "{text}");
     let state = scenario();
     state.lock().expect("state").list_status = Some(403);
-    let err = match run_once(&gc_args(&["-A"]), client(state), T0).await {
+    let err = match run_once(&Options::default(), Text, client(state), T0).await {
         Err(err) => err.to_string(),
         Ok((text, _)) => panic!("expected an error, got {text}"),
     };
@@ -415,14 +430,12 @@ async fn failed_deletions_exit_one_and_api_errors_are_reported() {
 async fn include_unverified_deletes_guessed_orphans_too() {
     let state = scenario();
     let (_, exit) = run_once(
-        &gc_args(&[
-            "-n",
-            "shop",
-            "--delete",
-            "--include-unverified",
-            "--min-age",
-            "1d",
-        ]),
+        &Options {
+            include_unverified: true,
+            min_age_seconds: 86_400,
+            ..shop_delete()
+        },
+        Text,
         client(state.clone()),
         T0,
     )
@@ -867,7 +880,7 @@ async fn a_closed_gate_finishes_the_write_in_flight_and_skips_the_rest() {
         }
     };
     let gate = move || (counter() >= 1).then_some("stopped by a signal");
-    let (text, exit) = run_once_gated(&gc_args(&["-n", "shop", "--delete"]), one_shot, T0, &gate)
+    let (text, exit) = run_once_gated(&shop_delete(), Text, one_shot, T0, &gate)
         .await
         .expect("delete");
     assert_eq!(exit, Exit::Ok, "{text}");
@@ -892,13 +905,9 @@ async fn a_live_sets_claims_are_verified_without_annotations() {
         keep["metadata"]["uid"] = json!("uid-data-db-4");
         s.claims.insert("data-db-4".into(), keep);
     }
-    let (text, _) = run_once(
-        &gc_args(&["-n", "shop", "-o", "json"]),
-        client(state.clone()),
-        T0,
-    )
-    .await
-    .expect("plan");
+    let (text, _) = run_once(&shop(), Json, client(state.clone()), T0)
+        .await
+        .expect("plan");
     let doc: Value = serde_json::from_str(&text).expect("json");
     let db: Vec<&Value> = doc["candidates"]
         .as_array()
@@ -910,13 +919,9 @@ async fn a_live_sets_claims_are_verified_without_annotations() {
     assert_eq!(db.len(), 1, "{text}");
     assert_eq!(db[0]["claim"], "data-db-3");
     assert_eq!(db[0]["verified"], true);
-    let (text, exit) = run_once(
-        &gc_args(&["-n", "shop", "--delete"]),
-        client(state.clone()),
-        T0,
-    )
-    .await
-    .expect("delete");
+    let (text, exit) = run_once(&shop_delete(), Text, client(state.clone()), T0)
+        .await
+        .expect("delete");
     assert_eq!(exit, Exit::Ok, "{text}");
     assert!(text.contains("deleted  shop/data-db-3"), "{text}");
     let s = state.lock().expect("state");
@@ -938,8 +943,11 @@ fn watch_flags_that_do_not_apply_are_usage_errors() {
     let (code, _) = err(&["stateward", "gc", "--lease-duration", "6s"]);
     assert_eq!(code, 2);
     let args = gc_args(&["--watch", "-n", "shop", "-l", "app=db", "--min-age", "1h"]);
-    assert!(args.leader_elect, "leader election is on by default");
-    assert_eq!(args.lease_duration, "15s");
+    assert!(args.lease.leader_elect, "leader election is on by default");
+    assert_eq!(
+        args.lease.lease_duration,
+        std::time::Duration::from_secs(15)
+    );
     let args = gc_args(&["--watch", "--leader-elect=false"]);
-    assert!(!args.leader_elect);
+    assert!(!args.lease.leader_elect);
 }

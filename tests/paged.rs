@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use axum::http::{Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
-use stateward::gc::collect::{plan, run_once, snapshot};
+use stateward::commands::gc::run_once;
+use stateward::gc::Options;
+use stateward::gc::collect::{plan, snapshot};
 
 const T0: i64 = 1_795_000_000;
 /// More than one page of 500.
@@ -94,13 +96,8 @@ fn client(server: Arc<Mutex<Server>>) -> kube::Client {
     kube::Client::new(service, "default")
 }
 
-fn gc_args() -> stateward::cli::GcArgs {
-    use clap::Parser;
-    match stateward::cli::Cli::parse_from(["stateward", "gc", "-A", "-o", "json"]).command {
-        stateward::cli::Command::Gc(args) => args,
-        _ => unreachable!(),
-    }
-}
+/// `gc -A -o json`: every namespace, the plan as JSON.
+const JSON: stateward::cli::OutputFormat = stateward::cli::OutputFormat::Json;
 
 #[tokio::test]
 async fn lists_are_paged_by_500() {
@@ -154,7 +151,7 @@ async fn a_410_on_every_continue_never_yields_a_plan_from_a_partial_list() {
         expire: usize::MAX,
         ..Server::default()
     }));
-    let err = match run_once(&gc_args(), client(server.clone()), T0).await {
+    let err = match run_once(&Options::default(), JSON, client(server.clone()), T0).await {
         Ok((text, _)) => panic!("a plan from a partial list:\n{text}"),
         Err(err) => err.to_string(),
     };
@@ -197,7 +194,7 @@ async fn the_streamed_plan_is_the_snapshots_plan() {
         expire: 1,
         ..Server::default()
     }));
-    let (text, _) = run_once(&gc_args(), client(server.clone()), T0)
+    let (text, _) = run_once(&Options::default(), JSON, client(server.clone()), T0)
         .await
         .expect("plan");
     let doc: Value = serde_json::from_str(&text).expect("json");

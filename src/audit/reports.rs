@@ -29,9 +29,9 @@ use super::openreports::{
 };
 use super::{AuditFinding, AuditReport, Inventory, SetOutcome};
 use crate::gc::classify::Reason;
-use crate::gc::collect::human_bytes;
 use crate::policy::rules::{Action, Check, RULES};
 use crate::policy::{Kind, Level, Mode, Operation, Policy, RuleId};
+use crate::quantity::human_bytes;
 
 /// The field manager of every write (server-side apply).
 pub const FIELD_MANAGER: &str = "stateward-audit";

@@ -283,7 +283,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::gc::collect::pod_view;
+    use crate::cluster::views::pod_view;
 
     #[test]
     fn a_slim_pod_reads_as_the_pod_for_the_classifier_and_the_live_rules() {

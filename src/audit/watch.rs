@@ -19,7 +19,7 @@
 //! `stateward-audit` by default); only the leader runs passes and writes.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -34,11 +34,9 @@ use serde::{Deserialize, Deserializer};
 use super::openreports::Report;
 use super::reports::{self, Deletion, Desired, FIELD_MANAGER, HASH_ANNOTATION, SELECTOR};
 use super::{AuditReport, pass};
-use crate::cli::AuditArgs;
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
-use crate::gc::collect::now_seconds;
-use crate::leader::{LeaseSettings, default_identity};
+use crate::cluster::views::now_seconds;
 use crate::policy::Policy;
 
 /// How to install the CRDs, for the one warning.
@@ -153,61 +151,19 @@ impl AuditMetrics {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
-    #[error("invalid {flag}: {value:?} (a duration such as 90s, 5m, 1h)")]
-    Duration { flag: &'static str, value: String },
     #[error(transparent)]
     Audit(#[from] super::AuditError),
     #[error("cannot list reports: {0}")]
     Reports(ListError),
 }
 
-/// The settings of `audit --watch`, checked before anything starts.
+/// What `audit --watch` audits (built by `stateward audit` from its flags; how often and
+/// under which Lease is the daemon's).
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub interval: Duration,
-    pub lease: Option<LeaseSettings>,
+pub struct Options {
     pub namespace: Option<String>,
     pub selector: Option<String>,
     pub policy: Option<PathBuf>,
-}
-
-fn duration(flag: &'static str, text: &str, min: i64) -> Result<Duration, WatchError> {
-    match crate::duration::seconds(text) {
-        Some(seconds) if seconds >= min => Ok(Duration::from_secs(seconds as u64)),
-        _ => Err(WatchError::Duration {
-            flag,
-            value: text.to_owned(),
-        }),
-    }
-}
-
-pub fn settings(args: &AuditArgs) -> Result<Settings, WatchError> {
-    let namespace = if args.all_namespaces {
-        None
-    } else {
-        args.namespace.clone()
-    };
-    let interval = duration("--interval", &args.interval, 1)?;
-    let lease = if args.leader_elect {
-        let lease_duration = duration("--lease-duration (at least 3s)", &args.lease_duration, 3)?;
-        let lease_namespace =
-            crate::leader::lease_namespace(args.lease_namespace.as_deref(), namespace.as_deref());
-        Some(LeaseSettings::new(
-            &args.lease_name,
-            &lease_namespace,
-            &default_identity(),
-            lease_duration,
-        ))
-    } else {
-        None
-    };
-    Ok(Settings {
-        interval,
-        lease,
-        namespace,
-        selector: args.selector.clone(),
-        policy: args.policy.policy.clone(),
-    })
 }
 
 /// Whether the OpenReports CRDs were there at the last look.
@@ -411,7 +367,7 @@ pub type LoadPolicy = fn(&std::path::Path) -> Result<Policy, crate::policy::Poli
 /// State kept across passes.
 pub struct Pass {
     pub client: Client,
-    pub settings: Settings,
+    pub options: Options,
     pub metrics: AuditMetrics,
     pub policy: Policy,
     pub crds: Crds,
@@ -423,7 +379,7 @@ pub struct Pass {
 impl Pass {
     pub fn new(
         client: Client,
-        settings: Settings,
+        options: Options,
         metrics: AuditMetrics,
         policy: Policy,
         load: LoadPolicy,
@@ -431,7 +387,7 @@ impl Pass {
         Pass {
             load,
             client,
-            settings,
+            options,
             metrics,
             policy,
             crds: Crds::Unknown,
@@ -443,7 +399,7 @@ impl Pass {
     /// The policy file as it is now; a bad file keeps the last good policy (logged once per
     /// distinct error).
     fn reload_policy(&mut self) {
-        let Some(path) = self.settings.policy.as_deref() else {
+        let Some(path) = self.options.policy.as_deref() else {
             return;
         };
         match (self.load)(path) {
@@ -497,13 +453,13 @@ impl Pass {
     ) -> Result<Written, WatchError> {
         let started = Instant::now();
         self.reload_policy();
-        let ns = self.settings.namespace.clone();
+        let ns = self.options.namespace.clone();
         let now = now_seconds();
         let policy = self.policy.clone();
         let listed = pass(
             &self.client,
             ns.as_deref(),
-            self.settings.selector.as_deref(),
+            self.options.selector.as_deref(),
             &policy,
             now,
         )
@@ -598,16 +554,5 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(!text.contains("namespace=\"b\""), "{text}");
         assert!(text.contains("namespace=\"a\"} 1"), "{text}");
-    }
-
-    #[test]
-    fn durations_are_checked() {
-        assert_eq!(
-            duration("--interval", "5m", 1).ok(),
-            Some(Duration::from_secs(300))
-        );
-        assert!(duration("--interval", "0s", 1).is_err());
-        assert!(duration("--interval", "5", 1).is_err());
-        assert!(duration("--lease-duration", "2s", 3).is_err());
     }
 }

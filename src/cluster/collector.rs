@@ -10,9 +10,9 @@
 //! selector and the opt-in annotation. The audit reads pods and claims through the
 //! live-state rules (conditions, owners, nodes), so it keeps its own (`audit::slim`).
 //!
-//! [`claim_view`]: crate::gc::collect::claim_view
-//! [`set_view`]: crate::gc::collect::set_view
-//! [`pod_view`]: crate::gc::collect::pod_view
+//! [`claim_view`]: super::views::claim_view
+//! [`set_view`]: super::views::set_view
+//! [`pod_view`]: super::views::pod_view
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -276,8 +276,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::gc::classify::Pairs;
-    use crate::gc::collect::{claim_view, pod_view, set_view};
+    use crate::cluster::views::{Pairs, claim_view, pod_view, set_view};
 
     fn both<K: serde::de::DeserializeOwned>(value: Value) -> (K, Slim<K, Collector>)
     where

@@ -1,19 +1,17 @@
 //! `stateward audit`: the one-shot pass (a table or JSON, exit 0/1 as `check`), `--watch`
-//! (passes every `--interval`, OpenReports reports, metrics, leader election) and
-//! `--print-crds`. Wiring only: the pass is [`crate::audit`], the loop's passes are
+//! (passes every `--interval` on the daemon scaffold: OpenReports reports, metrics, leader
+//! election) and `--print-crds`. Wiring only: the pass is [`crate::audit`], the loop's passes are
 //! [`crate::audit::watch`].
 use std::io::Write;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kube::Client;
+use prometheus_client::metrics::gauge::Gauge;
 
-use crate::Exit;
-use crate::admin::admin_router;
-use crate::audit::watch::{AuditMetrics, LoadPolicy, Pass, settings};
+use super::daemon::{self, Loop, Start};
+use crate::audit::watch::{AuditMetrics, LoadPolicy, Options, Pass};
 use crate::cli::{AuditArgs, OutputFormat};
-use crate::gc::shutdown::Shutdown;
-use crate::metrics::Metrics;
+use crate::commands::Exit;
+use crate::gc::collect::Gate;
 use crate::policy::Policy;
 
 pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
@@ -35,28 +33,31 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let Some(client) =
-            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
-                .await
+        let Some(client) = crate::commands::command_client(
+            args.cluster.kubeconfig.as_deref(),
+            args.cluster.context.as_deref(),
+        )
+        .await
         else {
             return Ok(Exit::Usage);
         };
-        let namespace = if args.all_namespaces {
-            None
-        } else {
-            args.namespace.as_deref()
+        let namespace = args.scope.namespace();
+        let now = crate::cluster::views::now_seconds();
+        let listed = match crate::audit::pass(
+            &client,
+            namespace,
+            args.scope.selector.as_deref(),
+            &policy,
+            now,
+        )
+        .await
+        {
+            Ok(listed) => listed,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(Exit::Usage);
+            }
         };
-        let now = crate::gc::collect::now_seconds();
-        let listed =
-            match crate::audit::pass(&client, namespace, args.selector.as_deref(), &policy, now)
-                .await
-            {
-                Ok(listed) => listed,
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return Ok(Exit::Usage);
-                }
-            };
         let report = listed.report;
         // Written as it is serialized: the text of the fleet's report is never held whole.
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -68,114 +69,91 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
             OutputFormat::Text => out.write_all(crate::audit::render_text(&report).as_bytes())?,
         }
         out.flush()?;
-        Ok(report.exit())
+        Ok(if report.has_enforce() {
+            Exit::Failure
+        } else {
+            Exit::Ok
+        })
     })
 }
 
-/// `audit --watch` on a runtime of its own (two workers: a pass evaluates on one while the
-/// other serves /metrics and renews the lease).
+/// `audit --watch` on the daemon scaffold ([`super::daemon`]): a pass every `--interval`
+/// while this replica leads.
 fn run_watch(args: AuditArgs, policy: Policy) -> anyhow::Result<Exit> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let exit = runtime.block_on(async {
-        // The one signal listener of the process, before anything else.
-        let shutdown = crate::gc::shutdown::Shutdown::install();
-        let Some(client) =
-            crate::commands::command_client(args.kubeconfig.as_deref(), args.context.as_deref())
-                .await
-        else {
-            return Ok(Exit::Usage);
-        };
-        let load = crate::commands::check::read_policy;
-        watch(args, policy, load, client, shutdown).await
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    exit
-}
-
-async fn watch(
-    args: AuditArgs,
-    policy: Policy,
-    load: LoadPolicy,
-    client: Client,
-    shutdown: Shutdown,
-) -> anyhow::Result<Exit> {
-    let settings = match settings(&args) {
-        Ok(settings) => settings,
+    let namespace = args.scope.namespace().map(str::to_owned);
+    let lease = match daemon::lease(&args.lease, namespace.as_deref()) {
+        Ok(lease) => lease,
         Err(err) => {
             eprintln!("error: {err}");
             return Ok(Exit::Usage);
         }
     };
-    let mut metrics = Metrics::new();
-    let audit_metrics = AuditMetrics::register(metrics.registry_mut());
-    let admin = admin_router(Arc::new(metrics), Vec::new());
-    if super::spawn_admin(args.admin_listen, admin).await.is_none() {
+    if args.interval < Duration::from_secs(1) {
+        eprintln!(
+            "error: invalid --interval: {}s (at least 1s)",
+            args.interval.as_secs()
+        );
         return Ok(Exit::Usage);
     }
-    let (leadership, elector) = super::lead(
-        &client,
-        settings.lease.clone(),
-        audit_metrics.leader.clone(),
-    );
-    tracing::info!(
-        namespace = settings.namespace.as_deref().unwrap_or("(all)"),
-        selector = settings.selector.as_deref().unwrap_or(""),
-        interval_seconds = settings.interval.as_secs(),
-        leader_elect = elector.is_some(),
-        identity = leadership.identity(),
-        "audit --watch started"
-    );
-    let mut pass = Pass::new(client, settings.clone(), audit_metrics, policy, load);
-    // A pass at once when this replica leads (also when it becomes the leader), then
-    // every interval; leadership is looked at every second at least.
-    let mut leading = false;
-    let mut next = Instant::now();
-    loop {
-        let wait = if leading {
-            next.saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1))
-        } else {
-            Duration::from_millis(200)
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait() => break,
-        }
-        if !leadership.is_leader() {
-            if leading {
-                pass.step_down();
-                leading = false;
+    let settings = daemon::Settings {
+        admin_listen: args.admin.admin_listen,
+        lease,
+        interval: args.interval,
+    };
+    let options = Options {
+        namespace,
+        selector: args.scope.selector.clone(),
+        policy: args.policy.policy.clone(),
+    };
+    let interval = args.interval;
+    daemon::run(
+        args.cluster.kubeconfig.as_deref(),
+        args.cluster.context.as_deref(),
+        settings,
+        |client, process| {
+            let metrics = AuditMetrics::register(process.registry_mut());
+            let load: LoadPolicy = crate::commands::check::read_policy;
+            Start {
+                checks: Vec::new(),
+                pass: Audit {
+                    pass: Pass::new(client.clone(), options, metrics, policy, load),
+                    interval,
+                },
             }
-            continue;
-        }
-        if leading && Instant::now() < next {
-            continue;
-        }
-        leading = true;
-        let gate = || {
-            if shutdown.requested() {
-                Some("stopped by a signal")
-            } else if !leadership.is_leader() {
-                Some("this replica is not the leader any more")
-            } else {
-                None
-            }
-        };
-        if let Err(err) = pass.run(&gate).await {
-            pass.metrics.errors.inc();
+        },
+    )
+}
+
+/// The loop of `audit --watch`.
+struct Audit {
+    pass: Pass,
+    interval: Duration,
+}
+
+impl Loop for Audit {
+    fn leader_gauge(&self) -> Gauge {
+        self.pass.metrics.leader.clone()
+    }
+
+    fn started(&self, leader_elect: bool, identity: &str) {
+        tracing::info!(
+            namespace = self.pass.options.namespace.as_deref().unwrap_or("(all)"),
+            selector = self.pass.options.selector.as_deref().unwrap_or(""),
+            interval_seconds = self.interval.as_secs(),
+            leader_elect,
+            identity,
+            "audit --watch started"
+        );
+    }
+
+    async fn pass(&mut self, gate: Gate<'_>) {
+        if let Err(err) = self.pass.run(gate).await {
+            self.pass.metrics.errors.inc();
             tracing::error!(error = %err, "audit pass failed; retrying at the next interval");
         }
-        next = Instant::now() + settings.interval;
-        if shutdown.requested() {
-            break;
-        }
     }
-    if let Some(elector) = elector {
-        elector.release(Duration::from_millis(800)).await;
+
+    fn step_down(&mut self) {
+        self.pass.step_down();
     }
-    tracing::info!("stopped");
-    Ok(Exit::Ok)
 }

@@ -11,8 +11,8 @@ use rcgen::{
 };
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::Exit;
 use crate::cli::CertsArgs;
+use crate::commands::Exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {

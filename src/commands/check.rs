@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use self::manifest::{Document, ReadError, Source};
-use crate::Exit;
 use crate::cli::{CheckArgs, CheckOutput, ColorChoice, MutateArgs};
+use crate::commands::Exit;
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::review::unknown_fields;
 use crate::policy::{

@@ -2,8 +2,8 @@
 //! (`stateward completions SHELL`) and man pages (`stateward man`).
 use std::io::Write;
 
-use crate::Exit;
 use crate::cli::{Cli, CompletionsArgs, ManArgs};
+use crate::commands::Exit;
 use clap::CommandFactory;
 
 /// The completion script for `shell`, completing the program file `bin_name`.

@@ -3,8 +3,8 @@
 //! engine ([`crate::policy::config`]).
 use std::io::Write;
 
-use crate::Exit;
 use crate::cli::{PolicyCheckArgs, PolicyCommand, PolicyWebhooksArgs};
+use crate::commands::Exit;
 use crate::policy::Policy;
 use crate::policy::config::BASELINE_YAML;
 use crate::policy::scope::{Scope, scope};

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::Exit;
 use crate::cli::{OutputFormat, RulesArgs, RulesDoc};
+use crate::commands::Exit;
 use crate::policy::rules::{Action, RULES, RuleInfo};
 use crate::policy::{Mode, Policy};
 

@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::Exit;
 use crate::admin::{ReadyCheck, admin_router};
-use crate::cli::{ClusterMode, ServeArgs};
+use crate::cli::ServeArgs;
 use crate::cluster::ClusterContext;
+use crate::commands::Exit;
 use crate::metrics::Metrics;
 use crate::policy::{Context, NoContext, Policy};
+use crate::shutdown::Shutdown;
 use crate::webhook::admission::Admission;
 use crate::webhook::routes::webhook_router;
 use crate::webhook::tls::{
@@ -266,7 +267,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
 /// Cluster context per `--cluster`: watch-fed caches when a cluster is configured (under
 /// `required`, readiness waits for them), otherwise none (context rules warn, never deny).
 async fn cluster_context(
-    mode: ClusterMode,
+    mode: crate::cluster::Mode,
     kubeconfig: Option<&Path>,
     kube_context: Option<&str>,
     metrics: &mut Metrics,
@@ -277,7 +278,7 @@ async fn cluster_context(
     };
     let context = ClusterContext::spawn(client, metrics.registry_mut(), shutdown);
     let mut checks = Vec::new();
-    if mode == ClusterMode::Required {
+    if mode == crate::cluster::Mode::Required {
         let caches = context.clone();
         checks.push(ReadyCheck {
             name: "cluster caches",
@@ -287,63 +288,12 @@ async fn cluster_context(
     Ok((Arc::new(context), checks))
 }
 
-/// SIGTERM/SIGINT, registered before the server announces itself so that a signal sent
-/// right after start-up is never lost to the default action. A signal that cannot be
-/// registered keeps its default action (the process ends).
-struct Signals {
-    #[cfg(unix)]
-    term: Option<tokio::signal::unix::Signal>,
-    #[cfg(unix)]
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Signals {
-    fn register() -> Signals {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            Signals {
-                term: signal(SignalKind::terminate()).ok(),
-                int: signal(SignalKind::interrupt()).ok(),
-            }
-        }
-        #[cfg(not(unix))]
-        Signals {}
-    }
-
-    /// Waits for the next signal and names it.
-    #[cfg(unix)]
-    async fn next(&mut self) -> &'static str {
-        async fn recv(signal: Option<&mut tokio::signal::unix::Signal>) {
-            if let Some(signal) = signal
-                && signal.recv().await.is_some()
-            {
-                return;
-            }
-            std::future::pending().await
-        }
-        tokio::select! {
-            _ = recv(self.term.as_mut()) => "SIGTERM",
-            _ = recv(self.int.as_mut()) => "SIGINT",
-        }
-    }
-
-    /// Waits for the next Ctrl-C.
-    #[cfg(not(unix))]
-    async fn next(&mut self) -> &'static str {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        "Ctrl-C"
-    }
-}
-
 /// On the first signal: not ready at once, but keep serving for `delay` (endpoints and
 /// the API server's routing need a moment to drop this pod; requests already routed here
 /// still get answers); a second signal cuts the delay short. Then stop accepting and
 /// drain.
-async fn stop_on_signal(mut signals: Signals, running: Running, delay: Duration) {
-    let signal = signals.next().await;
+async fn stop_on_signal(shutdown: Shutdown, running: Running, delay: Duration) {
+    let signal = shutdown.wait().await;
     running.set_shutting_down();
     if delay.is_zero() {
         tracing::info!("{signal} received; shutting down");
@@ -355,7 +305,7 @@ async fn stop_on_signal(mut signals: Signals, running: Running, delay: Duration)
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            second = signals.next() => {
+            second = shutdown.wait_for(2) => {
                 tracing::info!("{second} received; skipping the rest of the shutdown delay");
             }
         }
@@ -397,7 +347,7 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
     let mut metrics = Metrics::new();
     let (stop_watches, watches_stopped) = watch::channel(false);
     let (context, ready_checks) = cluster_context(
-        args.cluster,
+        args.cluster.into(),
         args.kubeconfig.as_deref(),
         args.context.as_deref(),
         &mut metrics,
@@ -424,12 +374,14 @@ async fn run_async(args: ServeArgs) -> anyhow::Result<Exit> {
         ready_checks,
         metrics,
     };
-    let signals = Signals::register();
+    // Registered before the server announces itself, so that a signal sent right after
+    // start-up is never lost to the default action.
+    let shutdown = Shutdown::install();
     let running = start(config).await?;
     if args.dev {
         print_dev_help(running.tls_addr, running.admin_addr);
     }
-    stop_on_signal(signals, running, args.shutdown_delay()).await;
+    stop_on_signal(shutdown, running, args.shutdown_delay()).await;
     let _ = stop_watches.send(true);
     tracing::info!("stopped");
     Ok(Exit::Ok)

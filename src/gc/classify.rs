@@ -13,146 +13,15 @@
 //! how the StatefulSet controller itself finds a pod's claim) is verified by the set. A
 //! claim of a *deleted* set is verified by stateward's provenance annotations (written by
 //! `gc --watch` while the set was alive); without them it is a guess from the name.
-use std::borrow::{Borrow, Cow};
-use std::collections::{BTreeMap, HashMap, HashSet};
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
 
 use kube::core::{Selector, SelectorExt};
 
-pub const KEEP: &str = "stateward.io/keep";
-pub const SET_ANNOTATION: &str = "stateward.io/statefulset";
-pub const SET_UID_ANNOTATION: &str = "stateward.io/statefulset-uid";
-pub const ORPHANED_SINCE: &str = "stateward.io/orphaned-since";
-pub const OPT_IN: &str = "stateward.io/collect-orphaned-claims";
-
-/// Keys held by many objects, kept without an allocation of their own.
-const COMMON_KEYS: [&str; 10] = [
-    KEEP,
-    SET_ANNOTATION,
-    SET_UID_ANNOTATION,
-    ORPHANED_SINCE,
-    OPT_IN,
-    "app",
-    "app.kubernetes.io/name",
-    "app.kubernetes.io/instance",
-    "app.kubernetes.io/component",
-    "app.kubernetes.io/part-of",
-];
-
-fn key(text: String) -> Cow<'static, str> {
-    match COMMON_KEYS.iter().find(|k| **k == text) {
-        Some(k) => Cow::Borrowed(k),
-        None => Cow::Owned(text),
-    }
-}
-
-/// Labels or annotations: a map as a slice of pairs sorted by key. An object has a few,
-/// and a `BTreeMap` allocates a node of about 550 bytes for the first one; the common keys
-/// (`app`, stateward's annotations) are not allocated at all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pairs(Box<[(Cow<'static, str>, Box<str>)]>);
-
-impl Pairs {
-    fn position(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(key))
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.position(key).ok().map(|i| &*self.0[i].1)
-    }
-
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.position(key).is_ok()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Sets `key` to `value` (replacing a value it had).
-    pub fn insert(&mut self, key: String, value: String) {
-        match self.position(&key) {
-            Ok(i) => self.0[i].1 = value.into(),
-            Err(i) => {
-                let mut pairs = std::mem::take(&mut self.0).into_vec();
-                pairs.insert(i, (self::key(key), value.into()));
-                self.0 = pairs.into_boxed_slice();
-            }
-        }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
-    }
-
-    /// As a map (what label selectors match against).
-    pub fn to_map(&self) -> BTreeMap<String, String> {
-        self.iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
-    }
-}
-
-impl From<BTreeMap<String, String>> for Pairs {
-    fn from(map: BTreeMap<String, String>) -> Pairs {
-        // A map's keys are sorted and unique already.
-        Pairs(map.into_iter().map(|(k, v)| (key(k), v.into())).collect())
-    }
-}
-
-impl FromIterator<(String, String)> for Pairs {
-    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Pairs {
-        Pairs::from(pairs.into_iter().collect::<BTreeMap<_, _>>())
-    }
-}
-
-/// What classification needs of a claim.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClaimView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
-    pub labels: Pairs,
-    /// Only stateward's (`stateward.io/`): no other is read.
-    pub annotations: Pairs,
-    /// Seconds since the Unix epoch.
-    pub created: Option<i64>,
-    pub requested_bytes: Option<u64>,
-    pub deleting: bool,
-    /// (kind, uid) of each owner reference.
-    pub owners: Vec<(String, String)>,
-}
-
-/// What classification needs of a StatefulSet.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SetView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub replicas: i32,
-    pub ordinals_start: i32,
-    pub templates: Vec<String>,
-    pub selector: LabelSelector,
-    pub when_scaled_delete: bool,
-    /// Only stateward's (`stateward.io/`): no other is read.
-    pub annotations: Pairs,
-}
-
-/// What classification needs of a pod.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PodView {
-    pub namespace: String,
-    pub uid: String,
-    /// The phases Kubernetes defines are not allocated.
-    pub phase: Cow<'static, str>,
-    pub claims: Vec<String>,
-}
+pub use crate::cluster::views::{
+    ClaimView, KEEP, OPT_IN, ORPHANED_SINCE, Pairs, PodView, SET_ANNOTATION, SET_UID_ANNOTATION,
+    SetView,
+};
 
 pub use crate::policy::identity::split_claim_for_set as split_for_set;
 pub use crate::policy::identity::{Orphan, Reason};

@@ -1,10 +1,8 @@
 //! The one-shot collector: list claims, sets and pods ([`snapshot`]), plan the orphans
-//! ([`plan`]), render the plan, and delete the planned claims with uid and resourceVersion
+//! ([`plan`]), and delete the planned claims with uid and resourceVersion
 //! preconditions ([`delete`]), so a claim re-created or changed since the plan is never
 //! removed; a closed gate (a signal) finishes the deletion in flight and skips the rest.
 //! It prints nothing and reads no flags: `stateward gc` ([`crate::commands::gc`]) does.
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -13,12 +11,11 @@ use kube::api::{DeleteParams, ListParams, Preconditions, VersionMatch};
 use kube::{Api, Client};
 use serde::Serialize;
 
-use super::classify::{ClaimView, Classifier, Orphan, Pairs, PodIndex, PodView, SetView};
-use crate::Exit;
-use crate::cli::{GcArgs, OutputFormat};
+use super::Options;
+use super::classify::{ClaimView, Classifier, Orphan, PodIndex, PodView, SetView};
 use crate::cluster::paged::{self, ListError};
-use crate::cluster::{ANNOTATION_PREFIX, Collector, Slim};
-pub use crate::quantity::{human_bytes, quantity_bytes};
+use crate::cluster::views::{claim_view, pod_view, set_view};
+use crate::cluster::{Collector, Slim};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -26,111 +23,6 @@ pub enum GcError {
     List { what: &'static str, message: String },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
-    #[error("invalid {flag} `{value}`: use a number with s, m, h or d (e.g. 30m, 7d)")]
-    Duration { flag: &'static str, value: String },
-}
-
-/// Parses `--flag` as a duration in seconds (`90s`, `30m`, `12h`, `7d`).
-pub fn parse_duration_flag(flag: &'static str, text: &str) -> Result<i64, GcError> {
-    crate::duration::seconds(text).ok_or_else(|| GcError::Duration {
-        flag,
-        value: text.to_owned(),
-    })
-}
-
-/// The annotations under `stateward.io/`: the only ones the collector reads.
-fn stateward_annotations(annotations: Option<&BTreeMap<String, String>>) -> Pairs {
-    annotations
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// A pod phase, not allocated when it is one Kubernetes defines.
-fn phase(text: &str) -> Cow<'static, str> {
-    match ["Pending", "Running", "Succeeded", "Failed", "Unknown"]
-        .into_iter()
-        .find(|p| *p == text)
-    {
-        Some(p) => Cow::Borrowed(p),
-        None => Cow::Owned(text.to_owned()),
-    }
-}
-
-pub fn claim_view(pvc: &PersistentVolumeClaim) -> ClaimView {
-    let meta = &pvc.metadata;
-    ClaimView {
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-        uid: meta.uid.clone().unwrap_or_default(),
-        resource_version: meta.resource_version.clone().unwrap_or_default(),
-        labels: meta.labels.clone().unwrap_or_default().into(),
-        annotations: stateward_annotations(meta.annotations.as_ref()),
-        created: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()),
-        requested_bytes: pvc
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .and_then(|q| quantity_bytes(&q.0)),
-        deleting: meta.deletion_timestamp.is_some(),
-        owners: meta
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|o| (o.kind.clone(), o.uid.clone()))
-            .collect(),
-    }
-}
-
-pub fn set_view(sts: &StatefulSet) -> SetView {
-    let spec = &sts.spec;
-    SetView {
-        namespace: sts.metadata.namespace.clone().unwrap_or_default(),
-        name: sts.metadata.name.clone().unwrap_or_default(),
-        uid: sts.metadata.uid.clone().unwrap_or_default(),
-        replicas: crate::policy::identity::replicas(sts),
-        ordinals_start: crate::policy::identity::ordinals_start(sts),
-        templates: spec
-            .volume_claim_templates
-            .iter()
-            .flatten()
-            .filter_map(|t| t.metadata.name.clone())
-            .collect(),
-        selector: spec.selector.clone(),
-        when_scaled_delete: spec
-            .persistent_volume_claim_retention_policy
-            .as_ref()
-            .and_then(|p| p.when_scaled.as_deref())
-            == Some("Delete"),
-        annotations: stateward_annotations(sts.metadata.annotations.as_ref()),
-    }
-}
-
-pub fn pod_view(pod: &Pod) -> PodView {
-    PodView {
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        phase: pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .map(phase)
-            .unwrap_or_default(),
-        claims: pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .filter_map(|v| {
-                v.persistent_volume_claim
-                    .as_ref()
-                    .map(|c| c.claim_name.clone())
-            })
-            .collect(),
-    }
 }
 
 /// Everything the classifier needs, listed from the API or taken from the stores of
@@ -139,18 +31,6 @@ pub struct Snapshot {
     pub claims: Vec<Arc<ClaimView>>,
     pub sets: Vec<Arc<SetView>>,
     pub pods: Vec<Arc<PodView>>,
-}
-
-/// The API of `K` in `namespace`, or in every namespace.
-pub(crate) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as kube::Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Lists claims, sets and pods page by page ([`crate::cluster::paged`]), each page decoded
@@ -411,122 +291,49 @@ pub async fn delete(
     outcomes
 }
 
-fn human_bytes_or_dash(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "-".into(), human_bytes)
+/// What `gc` found and, with `--delete`, did: the plan and the outcome of each deletion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collected {
+    pub orphans: Vec<Orphan>,
+    /// `None` without `--delete`.
+    pub outcomes: Option<Vec<Outcome>>,
 }
 
-fn human_age(seconds: Option<i64>) -> String {
-    match seconds {
-        None => "-".into(),
-        Some(s) if s < 3600 => format!("{}m", s / 60),
-        Some(s) if s < 86_400 => format!("{}h", s / 3600),
-        Some(s) => format!("{}d", s / 86_400),
+impl Collected {
+    /// Whether a deletion failed (the command then exits 1).
+    pub fn failed(&self) -> bool {
+        self.outcomes
+            .iter()
+            .flatten()
+            .any(|o| o.result == Deletion::Failed)
     }
 }
 
-#[derive(Serialize)]
-struct JsonRow<'a> {
-    #[serde(flatten)]
-    orphan: &'a Orphan,
-    age_seconds: Option<i64>,
-}
-
-/// Renders the plan (and the outcomes of `--delete`).
-pub fn render(
-    orphans: &[Orphan],
-    outcomes: Option<&[Outcome]>,
-    now: i64,
-    format: OutputFormat,
-) -> String {
-    match format {
-        OutputFormat::Json => {
-            let rows: Vec<JsonRow> = orphans
-                .iter()
-                .map(|o| JsonRow {
-                    orphan: o,
-                    age_seconds: o.created.map(|c| now - c),
-                })
-                .collect();
-            let mut doc = serde_json::json!({"candidates": rows});
-            if let Some(outcomes) = outcomes {
-                doc["results"] = serde_json::to_value(outcomes).unwrap_or_default();
-            }
-            format!("{doc:#}\n")
-        }
-        OutputFormat::Text => {
-            if orphans.is_empty() {
-                return "no orphaned claims\n".into();
-            }
-            let mut out = format!(
-                "{:20} {:40} {:24} {:>7} {:12} {:>6} {:>8} {}\n",
-                "NAMESPACE", "CLAIM", "STATEFULSET", "ORDINAL", "REASON", "AGE", "SIZE", "VERIFIED"
-            );
-            for o in orphans {
-                out.push_str(&format!(
-                    "{:20} {:40} {:24} {:>7} {:12} {:>6} {:>8} {}\n",
-                    o.namespace,
-                    o.claim,
-                    o.statefulset,
-                    o.ordinal,
-                    o.reason.as_str(),
-                    human_age(o.created.map(|c| now - c)),
-                    human_bytes_or_dash(o.requested_bytes),
-                    if o.verified { "yes" } else { "no" }
-                ));
-            }
-            match outcomes {
-                None => out.push_str(&format!(
-                    "\n{} candidate(s); nothing was changed. Run again with --delete to delete the verified ones.\n",
-                    orphans.len()
-                )),
-                Some(outcomes) => {
-                    out.push('\n');
-                    for r in outcomes {
-                        let reason = if r.reason.is_empty() { String::new() } else { format!(": {}", r.reason) };
-                        out.push_str(&format!("{:8} {}/{}{reason}\n", r.result, r.namespace, r.claim));
-                    }
-                }
-            }
-            out
-        }
-    }
-}
-
-pub async fn run_once(args: &GcArgs, client: Client, now: i64) -> Result<(String, Exit), GcError> {
-    run_once_gated(args, client, now, &open_gate).await
-}
-
-/// [`run_once`], with deletions stopped when `gate` closes (a signal).
-pub async fn run_once_gated(
-    args: &GcArgs,
-    client: Client,
+/// The one-shot collector: the plan per `options`, and with `options.delete` the
+/// deletions, stopped when `gate` closes (a signal).
+pub async fn collect(
+    options: &Options,
+    client: &Client,
     now: i64,
     gate: Gate<'_>,
-) -> Result<(String, Exit), GcError> {
-    let min_age = match args.min_age.as_deref() {
-        Some(text) => parse_duration_flag("--min-age", text)?,
-        None => 0,
-    };
-    let namespace = if args.all_namespaces {
-        None
-    } else {
-        args.namespace.as_deref()
-    };
-    let orphans = plan_listed(&client, namespace, args.selector.as_deref(), now, min_age).await?;
-    if !args.delete {
-        return Ok((render(&orphans, None, now, args.output), Exit::Ok));
+) -> Result<Collected, GcError> {
+    let orphans = plan_listed(
+        client,
+        options.namespace.as_deref(),
+        options.selector.as_deref(),
+        now,
+        options.min_age_seconds,
+    )
+    .await?;
+    if !options.delete {
+        return Ok(Collected {
+            orphans,
+            outcomes: None,
+        });
     }
-    let outcomes = delete(&client, &orphans, args.include_unverified, gate).await;
-    let failed = outcomes.iter().any(|o| o.result == Deletion::Failed);
-    Ok((
-        render(&orphans, Some(&outcomes), now, args.output),
-        if failed { Exit::Failure } else { Exit::Ok },
-    ))
-}
-
-pub fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    let outcomes = delete(client, &orphans, options.include_unverified, gate).await;
+    Ok(Collected {
+        orphans,
+        outcomes: Some(outcomes),
+    })
 }

@@ -47,13 +47,9 @@ use super::classify::{
     ClaimView, OPT_IN, ORPHANED_SINCE, Orphan, PodView, Reason, SET_ANNOTATION, SET_UID_ANNOTATION,
     SetView, claims_of_live_sets,
 };
-use super::collect::{
-    Deletion, Gate, GcError, Snapshot, claim_view, delete, parse_duration_flag, plan, pod_view,
-    set_view,
-};
-use crate::cli::GcArgs;
+use super::collect::{Deletion, Gate, GcError, Snapshot, delete, plan};
+use crate::cluster::views::{api, claim_view, pod_view, set_view};
 use crate::cluster::{Cache, CacheMetrics, Collector, Project, Slim, feed, paged};
-use crate::gc::collect::api;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -452,11 +448,6 @@ pub fn recorder(client: &Client) -> Recorder {
     )
 }
 
-/// Parses `--grace` (`30m`, `1h`, `2d`).
-pub fn grace_seconds(text: &str) -> Result<i64, GcError> {
-    parse_duration_flag("--grace", text)
-}
-
 /// What `gc --watch` watches: one namespace or all, and which claims.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
@@ -464,19 +455,6 @@ pub struct Scope {
     pub namespace: Option<String>,
     /// `-l`: only claims with these labels.
     pub selector: Option<String>,
-}
-
-impl Scope {
-    pub fn of(args: &GcArgs) -> Scope {
-        Scope {
-            namespace: if args.all_namespaces {
-                None
-            } else {
-                args.namespace.clone()
-            },
-            selector: args.selector.clone(),
-        }
-    }
 }
 
 /// What a pass of the loop did.

@@ -1,4 +1,7 @@
 use super::*;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 fn labels(pairs: &[(&str, &str)]) -> Pairs {
     pairs
