@@ -66,7 +66,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<Exit> {
                 serde_json::to_writer_pretty(&mut out, &report)?;
                 out.write_all(b"\n")?;
             }
-            OutputFormat::Text => out.write_all(crate::audit::render_text(&report).as_bytes())?,
+            OutputFormat::Text => out.write_all(render_text(&report).as_bytes())?,
         }
         out.flush()?;
         Ok(if report.has_enforce() {
@@ -156,4 +156,53 @@ impl Loop for Audit {
     fn step_down(&mut self) {
         self.pass.step_down();
     }
+}
+
+/// The report as a person reads it: findings grouped by StatefulSet (Services on their own),
+/// the most severe first.
+pub fn render_text(report: &crate::audit::AuditReport) -> String {
+    let mut out = String::new();
+    let mut current: Option<(String, String)> = None;
+    for f in &report.findings {
+        let heading = match &f.statefulset {
+            Some(set) => format!("StatefulSet {}/{set}", f.namespace),
+            None => format!("{} {}/{}", f.kind, f.namespace, f.name),
+        };
+        let key = (f.namespace.clone(), heading.clone());
+        if current.as_ref() != Some(&key) {
+            if current.is_some() {
+                out.push('\n');
+            }
+            out.push_str(&heading);
+            out.push('\n');
+            current = Some(key);
+        }
+        out.push_str(&format!(
+            "  {:7}  {}  {}\n           {}\n",
+            f.mode.as_str().to_uppercase(),
+            f.rule,
+            f.field,
+            f.message
+        ));
+    }
+    if current.is_some() {
+        out.push('\n');
+    }
+    let s = &report.summary;
+    out.push_str(&format!(
+        "policy {}: {} statefulsets, {} services, {} pods, {} claims, {} nodes: {} enforce, \
+         {} warn, {} audit; {} orphaned claim(s), {} requested\n",
+        report.policy,
+        s.statefulsets,
+        s.services,
+        s.pods,
+        s.claims,
+        s.nodes,
+        s.enforce,
+        s.warn,
+        s.audit,
+        s.orphaned_claims,
+        crate::quantity::human_bytes(s.orphaned_bytes)
+    ));
+    out
 }
