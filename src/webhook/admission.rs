@@ -20,6 +20,7 @@ use crate::policy::{
     evaluate_mut, evaluate_scale, evaluate_stage,
 };
 
+pub mod lean;
 pub mod wire;
 
 /// Which webhook endpoint a review came to.
@@ -776,7 +777,7 @@ mod tests {
         assert!(err.contains("request.object.spec.replicas"), "{err}");
     }
 
-    /// A CREATE is decoded with only the fields its rules read (`policy::lean`): a wrong
+    /// A CREATE is decoded with only the fields its rules read ([`lean`]): a wrong
     /// type in another field is not looked at (the API server never sends one). The
     /// general path still names it.
     #[test]

@@ -18,8 +18,9 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::lean;
 use crate::policy::review::UserInfo;
-use crate::policy::{Kind, Resource, lean};
+use crate::policy::{Kind, Resource};
 
 /// `{apiVersion, kind, request}`; other top-level fields are ignored.
 #[derive(Deserialize)]
