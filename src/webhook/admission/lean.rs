@@ -11,7 +11,7 @@
 //! left at their defaults, so the rules do not know which decode they got. It is used
 //! only where the API server is the sender and only for CREATE: an UPDATE compares whole
 //! pod templates (`statefulset.rollout-stuck`), a DELETE is rare, and the offline checker,
-//! `audit` and the general path of the webhook (which names a wrong field) decode in full.
+//! `audit` and the webhook's second read (which names a wrong field) decode in full.
 //!
 //! The guard: every CREATE that the engine's unit tests evaluate (through
 //! `policy::testkit::evaluate`) is evaluated a second time on this decode of the same
