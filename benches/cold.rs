@@ -13,8 +13,8 @@
 //! `/mutate` and `/validate`, the no-op of benches/support/noop.rs (decode into a
 //! `serde_json::Value`, echo the uid, allow), and three decodes of the object alone:
 //! k8s-openapi's typed `StatefulSet` in full, the webhook's decode of a CREATE
-//! (`policy::lean`: only the fields the rules read), and a `Value`. The review is the
-//! StatefulSet CREATE of benches/apiserver.rs `--with-affinity` with the API server's
+//! (`webhook::admission::lean`: only the fields the rules read), and a `Value`. The review
+//! is the StatefulSet CREATE of benches/apiserver.rs `--with-affinity` with the API server's
 //! defaults (nothing to patch, its headless Service in context). The report gives the
 //! median and quartiles of the cold calls and the mean of 2,000 warm ones.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
@@ -35,8 +35,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::{Value, json};
 use stateward::metrics::Metrics;
 use stateward::policy::context::ServiceInfo;
-use stateward::policy::{Kind, Policy, Resource, StaticContext, lean};
-use stateward::webhook::admission::{Admission, Endpoint};
+use stateward::policy::{Kind, Policy, Resource, StaticContext};
+use stateward::webhook::admission::{Admission, Endpoint, lean};
 
 const NAME: &str = "orders-db";
 /// Written before each cold call: eight times the 32 MiB last-level cache of the machine

@@ -99,14 +99,15 @@ fn related(object: &stateward::policy::Resource) -> stateward::policy::StaticCon
     context
 }
 
-/// The webhook reads a CREATE with `policy::lean` (only the fields its rules read); on
+/// The webhook reads a CREATE with `webhook::admission::lean` (only the fields its rules read); on
 /// every StatefulSet and Pod of the corpus that gives the decision of the full decode:
 /// the same findings, messages and patch, under the baseline and the strict policy, with
 /// and without the set's Service and PDB in context, at every stage.
 #[test]
 fn the_webhooks_lean_decode_decides_as_the_full_decode_on_every_corpus_object() {
     use stateward::commands::check::manifest::documents;
-    use stateward::policy::{Kind, Resource, Review, Stage, StaticContext, evaluate_stage, lean};
+    use stateward::policy::{Kind, Resource, Review, Stage, StaticContext, evaluate_stage};
+    use stateward::webhook::admission::lean;
 
     let Some(dir) = tiers::corpus() else { return };
     let policies = [

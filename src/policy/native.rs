@@ -499,8 +499,8 @@ mod tests {
 
     #[test]
     fn native_rules_leave_the_engine_but_not_the_scale_subresource() {
-        use crate::policy::testkit::{full_context, of, sts, with_set};
-        use crate::policy::{Review, ScaleReview, evaluate, evaluate_scale};
+        use crate::policy::testkit::{evaluate, full_context, of, sts, with_set};
+        use crate::policy::{Review, ScaleReview, evaluate_scale};
         let mut policy = Policy::baseline();
         let grace0 = sts("web").set(
             "/spec/template/spec/terminationGracePeriodSeconds",

@@ -64,7 +64,13 @@ pub enum Resource {
 #[error("{kind} is not valid: {message}")]
 pub struct DecodeError {
     pub kind: &'static str,
+    /// `path: detail`, or the detail alone when the object itself is wrong.
     pub message: String,
+    /// The dotted path of the offending field in the object (`spec.replicas`); empty
+    /// when the object itself is wrong (not a JSON object).
+    pub path: String,
+    /// What is wrong there.
+    pub detail: String,
 }
 
 impl Resource {
@@ -75,15 +81,20 @@ impl Resource {
             value: &Value,
         ) -> Result<T, DecodeError> {
             serde_path_to_error::deserialize(value).map_err(|err| {
-                let path = err.path().to_string();
-                let inner = err.into_inner();
+                let mut path = err.path().to_string();
+                if path == "." {
+                    path.clear();
+                }
+                let detail = err.into_inner().to_string();
                 DecodeError {
                     kind: kind.as_str(),
-                    message: if path == "." {
-                        inner.to_string()
+                    message: if path.is_empty() {
+                        detail.clone()
                     } else {
-                        format!("{path}: {inner}")
+                        format!("{path}: {detail}")
                     },
+                    path,
+                    detail,
                 }
             })
         }

@@ -1,10 +1,11 @@
 //! Builders for rule tests: start from a clean object (no finding under baseline with its
-//! Service and PDB in context) and change one thing.
+//! Service and PDB in context) and change one thing; [`evaluate`], the engine's
+//! [`super::evaluate`] with the webhook's lean decode of a CREATE checked against it.
 use serde_json::{Value, json};
 
 use super::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use super::rules::RuleId;
-use super::{Decision, Kind, Level, Policy, Resource, Review, StaticContext, evaluate};
+use super::{Context, Decision, Kind, Level, Policy, Resource, Review, StaticContext};
 
 /// A JSON object under construction.
 #[derive(Debug, Clone)]
@@ -197,6 +198,16 @@ pub fn with_set(mut ctx: StaticContext, set: &Obj) -> StaticContext {
     };
     ctx.add_statefulset(StatefulSetInfo::from_statefulset(&sts, "default"));
     ctx
+}
+
+/// [`super::evaluate`], for the engine's tests: every CREATE they evaluate is judged a
+/// second time on the webhook's lean decode of its object, which must give the same
+/// decision (see `webhook::admission::lean`). The engine itself does not know the lean
+/// decode; this test-only dependency is the one from `policy` on `webhook`.
+pub fn evaluate(policy: &Policy, review: &Review, context: &dyn Context) -> Decision {
+    let decision = super::evaluate(policy, review, context);
+    crate::webhook::admission::lean::assert_same_decision(policy, review, context, &decision);
+    decision
 }
 
 /// CREATE under baseline with the full context.

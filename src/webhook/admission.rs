@@ -1,25 +1,35 @@
-//! AdmissionReview in, AdmissionReview out: decode (the one-pass reader of [`wire`], else
-//! kube's admission types), dispatch on the kind, [`evaluate`], encode. A denial is data
-//! (HTTP 200, `allowed: false`); only a body that is not a readable AdmissionReview is an
-//! error (HTTP 400). No rule logic here (the engine decides) and no API calls (context
-//! comes from [`crate::cluster`]'s caches).
+//! AdmissionReview in, AdmissionReview out: read the body ([`wire`]), build the engine's
+//! [`Review`] (in `Admission::answer_request`, the one place that builds it), evaluate at
+//! the endpoint's stage, encode. A denial is data (HTTP 200, `allowed: false`); only a body
+//! that is not a readable AdmissionReview is an error (HTTP 400). No rule logic here (the
+//! engine decides) and no API calls (context comes from [`crate::cluster`]'s caches).
+//!
+//! One decode path: the one pass of [`wire::read`] answers what it can settle; only what it
+//! cannot is read a second time, by [`wire::read_in_full`] (objects kept as JSON until the
+//! whole request is read, then decoded in full as their kind; errors name the field). A
+//! body is parsed at most twice:
+//!
+//! | body | path | parses |
+//! |---|---|---|
+//! | the API server's field order: any kind, operation, subresource | one pass | 1 |
+//! | an object before its `kind` (another field order) | one pass, the object kept as JSON | 1 |
+//! | wrong `apiVersion`, no `request`, no `request.kind` (400) | one pass | 1 |
+//! | an object read before a field that changes its reading (a later `subResource: scale`, a repeated `kind` or `operation`) | one pass, second read | 2 |
+//! | a CREATE whose object the lean decode ([`lean`]) cannot read: answered if the full decode reads it, else 400 naming the field | one pass fails, second read | 2 |
+//! | an UPDATE or DELETE whose object is not valid for its kind (400 naming the field) | one pass fails, second read | 2 |
+//! | not JSON, or a request field of the wrong type (400 naming it) | one pass fails, second read | 2 |
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod, core::v1::Service};
-use kube::core::admission::{self, AdmissionRequest, AdmissionReview};
-use kube::core::{DynamicObject, TypeMeta};
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, RuleLabels, ViolationLabels};
-use crate::policy::review::UserInfo;
 use crate::policy::{
     Context, Decision, Kind, Level, Operation, Policy, Resource, Review, ScaleReview, Stage,
     evaluate_mut, evaluate_scale, evaluate_stage,
 };
 
+pub mod lean;
 pub mod wire;
 
 /// Which webhook endpoint a review came to.
@@ -61,48 +71,6 @@ pub struct Admission {
     pub policy: ArcSwap<Policy>,
     pub context: Arc<dyn Context>,
     pub metrics: Arc<Metrics>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", bound(deserialize = "K: DeserializeOwned"))]
-struct Envelope<K: kube::Resource> {
-    api_version: String,
-    kind: String,
-    request: Option<AdmissionRequest<K>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Peek {
-    api_version: Option<String>,
-    request: Option<PeekRequest>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PeekRequest {
-    kind: PeekKind,
-    #[serde(default)]
-    resource: Option<PeekResource>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    operation: String,
-}
-
-#[derive(Deserialize)]
-struct PeekResource {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    resource: String,
-}
-
-#[derive(Deserialize)]
-struct PeekKind {
-    #[serde(default)]
-    group: String,
-    version: String,
-    kind: String,
 }
 
 /// The answer and what to log about it.
@@ -148,15 +116,6 @@ fn operation_of(label: &str) -> Operation {
         "UPDATE" => Operation::Update,
         "DELETE" => Operation::Delete,
         _ => Operation::Connect,
-    }
-}
-
-fn operation(op: &admission::Operation) -> Operation {
-    match op {
-        admission::Operation::Create => Operation::Create,
-        admission::Operation::Update => Operation::Update,
-        admission::Operation::Delete => Operation::Delete,
-        admission::Operation::Connect => Operation::Connect,
     }
 }
 
@@ -211,26 +170,38 @@ impl Admission {
         result
     }
 
+    /// Answers one body: the one pass, else the second read (the table above).
     fn answer(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, AdmissionError> {
-        if let Ok(wire::Envelope {
-            api_version: Some(version),
-            request: Some(request),
-        }) = serde_json::from_slice::<wire::Envelope>(body)
-            && version == "admission.k8s.io/v1"
-            && let Some(answer) = self.answer_wire(endpoint, request)?
+        if let Ok(envelope) = wire::read(body)
+            && let Some(answer) = self.answer_request(endpoint, envelope)?
         {
             return Ok(answer);
         }
-        self.answer_general(endpoint, body)
+        self.answer_in_full(endpoint, body)
     }
 
-    /// The one-pass path. `None` leaves the request to [`Admission::answer_general`]
-    /// (fields in another order, an object that is not valid for its kind).
-    fn answer_wire(
+    /// The second read: the objects decoded in full once the whole request is read, what
+    /// cannot be read named by its path.
+    fn answer_in_full(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, AdmissionError> {
+        let envelope = wire::read_in_full(body).map_err(AdmissionError::NotAReview)?;
+        // Objects kept as JSON always settle.
+        self.answer_request(endpoint, envelope)?
+            .ok_or_else(|| AdmissionError::NotAReview("unreadable".into()))
+    }
+
+    /// Answers a request as [`wire`] read it: the one builder of the engine's [`Review`].
+    /// `None`: an object was decoded before a field that changes how it is to be read (a
+    /// field order the API server does not write); the caller reads the body again.
+    fn answer_request(
         &self,
         endpoint: Endpoint,
-        request: wire::Request,
+        envelope: wire::Envelope,
     ) -> Result<Option<Answer>, AdmissionError> {
+        let version = envelope.api_version.unwrap_or_default();
+        if version != "admission.k8s.io/v1" {
+            return Err(AdmissionError::Version(version));
+        }
+        let request = envelope.request.ok_or(AdmissionError::NoRequest)?;
         let op = operation_label(&request.operation);
         let resource = request
             .resource
@@ -253,20 +224,18 @@ impl Admission {
                 .map(Some);
         }
         if request.kind.is_none() {
-            return Ok(None);
+            return Err(AdmissionError::NotAReview(
+                "request: missing field `kind`".into(),
+            ));
         }
         let Some(kind) = request.evaluated_kind() else {
             return allowed(request.uid, op, request.namespace, request.name).map(Some);
         };
-        let resource = |payload: wire::Payload| match payload {
-            wire::Payload::Typed(object) if object.kind() == kind => Some(Some(object)),
-            wire::Payload::Absent => Some(None),
-            wire::Payload::Raw(value) => Resource::decode(kind, &value).ok().map(Some),
-            _ => None,
-        };
-        let (Some(object), Some(old_object)) =
-            (resource(request.object), resource(request.old_object))
-        else {
+        let create = op == "CREATE";
+        let (Some(object), Some(old_object)) = (
+            settle(kind, create, request.object, "object")?,
+            settle(kind, create, request.old_object, "oldObject")?,
+        ) else {
             return Ok(None);
         };
         let namespace = namespace_of(request.namespace, object.as_ref(), old_object.as_ref());
@@ -282,106 +251,6 @@ impl Admission {
             dry_run: request.dry_run,
         };
         self.judge(endpoint, request.uid, review).map(Some)
-    }
-
-    /// The general path: kube's admission types, with the offending field named when an
-    /// object is not valid for its kind.
-    fn answer_general(&self, endpoint: Endpoint, body: &[u8]) -> Result<Answer, AdmissionError> {
-        let peek: Peek =
-            serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
-        let version = peek.api_version.unwrap_or_default();
-        if version != "admission.k8s.io/v1" {
-            return Err(AdmissionError::Version(version));
-        }
-        let request = peek.request.ok_or(AdmissionError::NoRequest)?;
-        let op = operation_label(&request.operation);
-        let resource = request
-            .resource
-            .as_ref()
-            .map(|r| (r.group.as_str(), r.resource.as_str()));
-        if judges_scale(endpoint, op, request.sub_resource.as_deref(), resource) {
-            return self.scale(body);
-        }
-        let kind = match request.sub_resource.as_deref() {
-            Some(sub) if !sub.is_empty() => None,
-            _ => Kind::from_gvk(
-                &request.kind.group,
-                &request.kind.version,
-                &request.kind.kind,
-            ),
-        };
-        match kind {
-            Some(Kind::StatefulSet) => {
-                self.typed::<StatefulSet>(endpoint, body, Kind::StatefulSet, |o| {
-                    Resource::StatefulSet(Box::new(o))
-                })
-            }
-            Some(Kind::Service) => self.typed::<Service>(endpoint, body, Kind::Service, |o| {
-                Resource::Service(Box::new(o))
-            }),
-            Some(Kind::Pod) => {
-                self.typed::<Pod>(endpoint, body, Kind::Pod, |o| Resource::Pod(Box::new(o)))
-            }
-            None => pass_through(body, op),
-        }
-    }
-
-    fn typed<K>(
-        &self,
-        endpoint: Endpoint,
-        body: &[u8],
-        kind: Kind,
-        wrap: fn(K) -> Resource,
-    ) -> Result<Answer, AdmissionError>
-    where
-        K: kube::Resource + DeserializeOwned,
-    {
-        let envelope: Envelope<K> = match serde_json::from_slice(body) {
-            Ok(envelope) => envelope,
-            Err(_) => {
-                // Only for bad input: name the field that is wrong.
-                let mut de = serde_json::Deserializer::from_slice(body);
-                let message = match serde_path_to_error::deserialize::<_, Envelope<K>>(&mut de) {
-                    Err(err) => format!("{}: {}", err.path(), err.inner()),
-                    Ok(_) => "unreadable".into(),
-                };
-                return Err(AdmissionError::Object {
-                    kind: kind.as_str(),
-                    message,
-                });
-            }
-        };
-        let mut request = envelope.request.ok_or(AdmissionError::NoRequest)?;
-        request.types = TypeMeta {
-            api_version: envelope.api_version,
-            kind: envelope.kind,
-        };
-        let object = request.object.take().map(wrap);
-        let old_object = request.old_object.take().map(wrap);
-        let namespace = namespace_of(
-            request.namespace.clone(),
-            object.as_ref(),
-            old_object.as_ref(),
-        );
-        let review = Review {
-            operation: operation(&request.operation),
-            kind,
-            namespace,
-            name: request.name.clone(),
-            object,
-            old_object,
-            user: UserInfo {
-                username: request.user_info.username.clone().unwrap_or_default(),
-                groups: request.user_info.groups.clone().unwrap_or_default(),
-            },
-            delete_grace_period_seconds: request
-                .options
-                .as_ref()
-                .and_then(|o| o.0.get("gracePeriodSeconds"))
-                .and_then(serde_json::Value::as_i64),
-            dry_run: request.dry_run,
-        };
-        self.judge(endpoint, request.uid, review)
     }
 
     /// Evaluates a review at the endpoint's stage and writes the answer. The mutating
@@ -452,18 +321,6 @@ impl Admission {
                 denied_by: denied_by(&decision),
             },
         })
-    }
-
-    /// `statefulsets/scale` UPDATE through kube's types (the general path).
-    fn scale(&self, body: &[u8]) -> Result<Answer, AdmissionError> {
-        let review: AdmissionReview<DynamicObject> =
-            serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
-        let request: AdmissionRequest<DynamicObject> =
-            review.try_into().map_err(|_| AdmissionError::NoRequest)?;
-        let before = replicas_of(request.old_object.as_ref().map(|o| &o.data));
-        let after = replicas_of(request.object.as_ref().map(|o| &o.data));
-        let namespace = request.namespace.unwrap_or_default();
-        self.judge_scale(request.uid, namespace, request.name, before, after)
     }
 
     /// `statefulsets/scale` UPDATE (`kubectl scale`, autoscalers): warns with the claims a
@@ -616,14 +473,35 @@ fn allowed(
     })
 }
 
-/// Kinds, groups and subresources the engine does not evaluate are allowed untouched
-/// (the general path).
-fn pass_through(body: &[u8], op: &'static str) -> Result<Answer, AdmissionError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| AdmissionError::NotAReview(e.to_string()))?;
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| AdmissionError::NoRequest)?;
-    allowed(request.uid, op, request.namespace, request.name)
+/// `request.object` or `request.oldObject` (`field`) of a request about `kind`: `None`
+/// when it was decoded before a field that changes how it is read (a lean decode in a
+/// request that is not a CREATE, another kind, or skipped).
+fn settle(
+    kind: Kind,
+    create: bool,
+    payload: wire::Payload,
+    field: &str,
+) -> Result<Option<Option<Resource>>, AdmissionError> {
+    Ok(match payload {
+        wire::Payload::Absent => Some(None),
+        wire::Payload::Typed(object) if object.kind() == kind => Some(Some(object)),
+        wire::Payload::Lean(object) if create && object.kind() == kind => Some(Some(object)),
+        wire::Payload::Raw(value) => match Resource::decode(kind, &value) {
+            Ok(object) => Some(Some(object)),
+            Err(err) => {
+                let at = if err.path.is_empty() {
+                    format!("request.{field}")
+                } else {
+                    format!("request.{field}.{}", err.path)
+                };
+                return Err(AdmissionError::Object {
+                    kind: kind.as_str(),
+                    message: format!("{at}: {}", err.detail),
+                });
+            }
+        },
+        wire::Payload::Typed(_) | wire::Payload::Lean(_) | wire::Payload::Skipped => None,
+    })
 }
 
 fn denied_by(decision: &Decision) -> String {
@@ -676,7 +554,7 @@ mod tests {
                     "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}]}})
     }
 
-    /// Every shape of request, including ones the one-pass reader hands on.
+    /// Every shape of request, including ones the one pass hands on to the second read.
     fn bodies() -> Vec<Value> {
         let sts_kind = ("apps", "StatefulSet", "statefulsets");
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "db-0",
@@ -714,6 +592,32 @@ mod tests {
         ] {
             reordered.insert(key.into(), create["request"][key].clone());
         }
+        // The subresource after the objects: read as a Scale only by the second read.
+        let mut scale_late = serde_json::Map::new();
+        for (key, value) in scale_review["request"].as_object().expect("a request") {
+            if key != "subResource" {
+                scale_late.insert(key.clone(), value.clone());
+            }
+        }
+        scale_late.insert("subResource".into(), json!("scale"));
+        // The operation after the object: a full decode, fit for a CREATE too.
+        let mut operation_late = create["request"].as_object().expect("a request").clone();
+        let operation = operation_late.remove("operation").expect("an operation");
+        operation_late.insert("operation".into(), operation);
+        // What the lean decode does not read but the full decode does: answered by the
+        // second read.
+        let mut null_metadata = review(sts_kind, "CREATE", sts(3, 0), Value::Null);
+        null_metadata["request"]["object"]["metadata"] = Value::Null;
+        // Options of any shape read as kube's `RawExtension` reads them.
+        let mut odd_options = review(
+            ("", "Service", "services"),
+            "DELETE",
+            Value::Null,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": "shop"}}),
+        );
+        odd_options["request"]["options"] = json!({"gracePeriodSeconds": "30"});
+        let mut listed_options = odd_options.clone();
+        listed_options["request"]["options"] = json!([1, {"a": null}]);
         vec![
             create.clone(),
             review(sts_kind, "CREATE", sts(3, 30), Value::Null),
@@ -734,17 +638,22 @@ mod tests {
             ),
             scale_review,
             json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": reordered}),
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": scale_late}),
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": operation_late}),
+            null_metadata,
+            odd_options,
+            listed_options,
         ]
     }
 
     #[test]
-    fn the_one_pass_path_answers_as_the_general_path() {
+    fn the_one_pass_answers_as_the_second_read() {
         let admission = admission();
         for body in bodies() {
             let bytes = serde_json::to_vec(&body).expect("json");
             for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
                 let fast = admission.answer(endpoint, &bytes).expect("answer");
-                let general = admission.answer_general(endpoint, &bytes).expect("answer");
+                let general = admission.answer_in_full(endpoint, &bytes).expect("answer");
                 let (fast_body, general_body): (Value, Value) = (
                     serde_json::from_slice(&fast.body).expect("json"),
                     serde_json::from_slice(&general.body).expect("json"),
@@ -758,8 +667,140 @@ mod tests {
         }
     }
 
+    /// The request fields the reader takes are those kube's admission types read.
     #[test]
-    fn invalid_objects_are_named_by_the_general_path() {
+    fn the_reader_reads_the_request_as_kube_reads_it() {
+        use kube::core::DynamicObject;
+        use kube::core::admission::{AdmissionRequest, AdmissionReview};
+        for body in bodies() {
+            let bytes = serde_json::to_vec(&body).expect("json");
+            // The objects aside (a `DynamicObject` needs metadata).
+            let mut fields = body.clone();
+            fields["request"]["object"] = Value::Null;
+            fields["request"]["oldObject"] = Value::Null;
+            let kube: AdmissionRequest<DynamicObject> =
+                serde_json::from_value::<AdmissionReview<DynamicObject>>(fields)
+                    .expect("kube reads it")
+                    .try_into()
+                    .expect("a request");
+            // The one pass when it reads the body (not a null metadata), and the second read.
+            let one_pass = wire::read(&bytes).ok();
+            for envelope in one_pass
+                .into_iter()
+                .chain([wire::read_in_full(&bytes).expect("read")])
+            {
+                let ours = envelope.request.expect("a request");
+                assert_eq!(
+                    (&ours.uid, &ours.name, &ours.namespace, ours.dry_run),
+                    (&kube.uid, &kube.name, &kube.namespace, kube.dry_run),
+                    "{body}"
+                );
+                assert_eq!(
+                    serde_json::to_value(&kube.operation).expect("json"),
+                    json!(ours.operation)
+                );
+                assert_eq!(
+                    (&ours.user.username, &ours.user.groups),
+                    (
+                        &kube.user_info.username.clone().unwrap_or_default(),
+                        &kube.user_info.groups.clone().unwrap_or_default()
+                    )
+                );
+                assert_eq!(
+                    ours.grace_period_seconds,
+                    kube.options
+                        .as_ref()
+                        .and_then(|o| o.0.get("gracePeriodSeconds"))
+                        .and_then(Value::as_i64),
+                    "{body}"
+                );
+            }
+        }
+    }
+
+    /// A field after an object that changes how the object is read (here a repeated
+    /// `kind`): the one pass hands the request on, the second read decodes the object as
+    /// the request's last word says.
+    #[test]
+    fn an_object_read_before_its_kind_changed_is_read_again() {
+        let body = review(
+            ("apps", "StatefulSet", "statefulsets"),
+            "CREATE",
+            sts(3, 0),
+            Value::Null,
+        );
+        let text = serde_json::to_string(&body).expect("json");
+        let twice = text.replacen(
+            r#""object":"#,
+            r#""kind":{"group":"","version":"v1","kind":"Pod"},"object":"#,
+            1,
+        );
+        let twice = twice.replacen(
+            r#""oldObject":null"#,
+            r#""oldObject":null,"kind":{"group":"apps","version":"v1","kind":"StatefulSet"}"#,
+            1,
+        );
+        assert_ne!(text, twice);
+        let request = wire::read(twice.as_bytes())
+            .expect("read")
+            .request
+            .expect("a request");
+        assert!(
+            matches!(request.object, wire::Payload::Lean(Resource::Pod(_))),
+            "{:?}",
+            request.object
+        );
+        let admission = admission();
+        for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+            let again = admission
+                .answer(endpoint, twice.as_bytes())
+                .expect("an answer");
+            let once = admission
+                .answer(endpoint, text.as_bytes())
+                .expect("an answer");
+            assert_eq!(again.body, once.body);
+            assert_eq!(again.summary.kind, "StatefulSet");
+            assert_eq!(again.summary.decision, once.summary.decision);
+        }
+    }
+
+    /// An object before its kind is kept as JSON; when it is not valid for its kind the
+    /// error names the field as the second read would.
+    #[test]
+    fn an_invalid_object_before_its_kind_is_named() {
+        let mut body = review(
+            ("apps", "StatefulSet", "statefulsets"),
+            "UPDATE",
+            sts(3, 30),
+            sts(3, 30),
+        );
+        body["request"]["oldObject"]["spec"]["replicas"] = json!("three");
+        let request = body["request"].as_object().expect("a request");
+        let mut reordered = serde_json::Map::new();
+        reordered.insert("oldObject".into(), request["oldObject"].clone());
+        for (key, value) in request {
+            reordered.insert(key.clone(), value.clone());
+        }
+        body["request"] = Value::Object(reordered);
+        let bytes = serde_json::to_vec(&body).expect("json");
+        let admission = admission();
+        let message = |result: Result<Answer, AdmissionError>| {
+            result.err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        let err = message(admission.answer(Endpoint::Validate, &bytes));
+        assert_eq!(
+            err,
+            "request.object is not a valid StatefulSet: request.oldObject.spec.replicas: \
+             invalid type: string \"three\", expected i32"
+        );
+        assert_eq!(
+            err,
+            message(admission.answer_in_full(Endpoint::Validate, &bytes))
+        );
+    }
+
+    #[test]
+    fn invalid_objects_are_named_by_the_second_read() {
         let mut body = review(
             ("apps", "StatefulSet", "statefulsets"),
             "CREATE",
@@ -776,9 +817,9 @@ mod tests {
         assert!(err.contains("request.object.spec.replicas"), "{err}");
     }
 
-    /// A CREATE is decoded with only the fields its rules read (`policy::lean`): a wrong
+    /// A CREATE is decoded with only the fields its rules read ([`lean`]): a wrong
     /// type in another field is not looked at (the API server never sends one). The
-    /// general path still names it.
+    /// second read, which decodes in full, still names it.
     #[test]
     fn a_create_is_not_checked_in_fields_no_rule_reads() {
         let mut body = review(
@@ -790,7 +831,7 @@ mod tests {
         body["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] = json!(5);
         let bytes = serde_json::to_vec(&body).expect("json");
         let err = admission()
-            .answer_general(Endpoint::Validate, &bytes)
+            .answer_in_full(Endpoint::Validate, &bytes)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -800,7 +841,7 @@ mod tests {
             .expect("an answer");
         let body: Value = serde_json::from_slice(&answer.body).expect("json");
         assert_eq!(body["response"]["allowed"], json!(true), "{body}");
-        // An UPDATE is decoded in full: the one-pass reader leaves it to the general path.
+        // An UPDATE is decoded in full: the one pass fails, the second read names the field.
         let mut update = review(
             ("apps", "StatefulSet", "statefulsets"),
             "UPDATE",
@@ -815,7 +856,8 @@ mod tests {
 
     #[test]
     fn responses_are_written_as_kube_writes_them() {
-        use kube::core::admission::AdmissionResponse;
+        use kube::core::DynamicObject;
+        use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
         let request: AdmissionRequest<DynamicObject> =
             serde_json::from_value::<AdmissionReview<DynamicObject>>(review(
                 ("", "Service", "services"),

@@ -219,8 +219,8 @@ mod tests {
 
     use crate::policy::decision::Level::Enforce;
     use crate::policy::rules::RuleId as R;
-    use crate::policy::testkit::{full_context, of, pod};
-    use crate::policy::{Policy, Review, evaluate};
+    use crate::policy::testkit::{evaluate, full_context, of, pod};
+    use crate::policy::{Policy, Review};
 
     fn delete_as(
         p: &crate::policy::testkit::Obj,

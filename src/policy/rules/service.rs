@@ -254,8 +254,8 @@ mod tests {
 
     use crate::policy::decision::Level::{Enforce, Warn};
     use crate::policy::rules::RuleId as R;
-    use crate::policy::testkit::{full_context, messages, of, sts, svc, with_set};
-    use crate::policy::{NoContext, Policy, Review, StaticContext, evaluate};
+    use crate::policy::testkit::{evaluate, full_context, messages, of, sts, svc, with_set};
+    use crate::policy::{NoContext, Policy, Review, StaticContext};
 
     #[test]
     fn deleting_a_service_in_use_warns_in_baseline_and_is_denied_in_strict() {

@@ -2,8 +2,8 @@ use serde_json::{Value, json};
 
 use crate::policy::decision::Level;
 use crate::policy::rules::RuleId as R;
-use crate::policy::testkit::{Obj, full_context, pod, sts};
-use crate::policy::{Decision, Kind, Policy, Resource, Review, evaluate};
+use crate::policy::testkit::{Obj, evaluate, full_context, pod, sts};
+use crate::policy::{Decision, Kind, Policy, Resource, Review};
 
 fn run(policy: &Policy, obj: &Value, kind: Kind) -> Decision {
     let resource = Resource::decode(kind, obj).expect("decodes");

@@ -3,8 +3,8 @@ use serde_json::json;
 use crate::policy::context::NoContext;
 use crate::policy::decision::Level::{Audit, Enforce, Warn};
 use crate::policy::rules::RuleId as R;
-use crate::policy::testkit::{create, full_context, messages, of, sts, svc};
-use crate::policy::{Policy, Review, StaticContext, evaluate};
+use crate::policy::testkit::{create, evaluate, full_context, messages, of, sts, svc};
+use crate::policy::{Policy, Review, StaticContext};
 
 const POD: &str = "/spec/template/spec";
 

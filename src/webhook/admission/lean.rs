@@ -11,13 +11,14 @@
 //! left at their defaults, so the rules do not know which decode they got. It is used
 //! only where the API server is the sender and only for CREATE: an UPDATE compares whole
 //! pod templates (`statefulset.rollout-stuck`), a DELETE is rare, and the offline checker,
-//! `audit` and the general path of the webhook (which names a wrong field) decode in full.
+//! `audit` and the webhook's second read (which names a wrong field) decode in full.
 //!
-//! The guard: in unit tests every CREATE that [`super::evaluate`] sees is evaluated a
-//! second time on this decode of the same object, and the two decisions (findings,
-//! messages, patch) must be equal; the corpus tier does the same for every real
-//! manifest. A rule that starts reading a field this decode skips fails its own tests
-//! until the field is added here.
+//! The guard: every CREATE that the engine's unit tests evaluate (through
+//! `policy::testkit::evaluate`) is evaluated a second time on this decode of the same
+//! object ([`assert_same_decision`]), and the two decisions (findings, messages, patch)
+//! must be equal; the corpus tier does the same for every real manifest. A rule that
+//! starts reading a field this decode skips fails its own tests until the field is added
+//! here.
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -27,7 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::review::{Kind, Resource};
+use crate::policy::{Kind, Resource};
 
 /// Decodes the object of a CREATE of `kind` (`None` for `null`).
 pub fn decode<'de, D: Deserializer<'de>>(
@@ -313,13 +314,13 @@ impl From<Pod> for core::Pod {
 /// (`decision`), and the webhook's mutating and validating stages.
 #[cfg(test)]
 pub(crate) fn assert_same_decision(
-    policy: &super::Policy,
-    review: &super::Review,
-    context: &dyn super::Context,
-    decision: &super::Decision,
+    policy: &crate::policy::Policy,
+    review: &crate::policy::Review,
+    context: &dyn crate::policy::Context,
+    decision: &crate::policy::Decision,
 ) {
-    use super::{Stage, evaluate_stage};
-    if review.operation != super::Operation::Create {
+    use crate::policy::{Operation, Stage, evaluate_stage};
+    if review.operation != Operation::Create {
         return;
     }
     let Some(object) = &review.object else {
@@ -328,8 +329,8 @@ pub(crate) fn assert_same_decision(
     let lean = from_value(review.kind, &object.to_value()).expect("the lean decode reads it");
     let mut again = review.clone();
     again.object = Some(lean);
-    let message = "the webhook's decode of a CREATE (src/policy/lean.rs) changes the \
-                   decision: a rule reads a field it skips";
+    let message = "the webhook's decode of a CREATE (src/webhook/admission/lean.rs) changes \
+                   the decision: a rule reads a field it skips";
     assert_eq!(
         decision,
         &evaluate_stage(policy, &again, context, Stage::Admit),
