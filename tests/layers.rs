@@ -119,6 +119,11 @@ fn the_engine_imports_nothing_above_it() {
     ];
     let mut found = Vec::new();
     for file in sources(&root().join("src/policy")) {
+        // Compiled only for tests: it holds the webhook's lean decode of a CREATE to the
+        // engine's decision, so it is the one place that may look up.
+        if rel(&file) == "policy/testkit.rs" {
+            continue;
+        }
         let code = code(&file);
         for layer in ABOVE {
             if code.contains(&format!("crate::{layer}::"))
