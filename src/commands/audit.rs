@@ -106,22 +106,17 @@ fn run_watch(args: AuditArgs, policy: Policy) -> anyhow::Result<Exit> {
         policy: args.policy.policy.clone(),
     };
     let interval = args.interval;
-    daemon::run(
-        args.cluster.kubeconfig.as_deref(),
-        args.cluster.context.as_deref(),
-        settings,
-        |client, process| {
-            let metrics = AuditMetrics::register(process.registry_mut());
-            let load: LoadPolicy = crate::commands::check::read_policy;
-            Start {
-                checks: Vec::new(),
-                pass: Audit {
-                    pass: Pass::new(client.clone(), options, metrics, policy, load),
-                    interval,
-                },
-            }
-        },
-    )
+    daemon::run(&args.cluster, settings, |client, process| {
+        let metrics = AuditMetrics::register(process.registry_mut());
+        let load: LoadPolicy = crate::commands::check::read_policy;
+        Start {
+            checks: Vec::new(),
+            pass: Audit {
+                pass: Pass::new(client.clone(), options, metrics, policy, load),
+                interval,
+            },
+        }
+    })
 }
 
 /// The loop of `audit --watch`.

@@ -58,8 +58,7 @@ pub struct Start<L> {
 /// `start` builds the loop from the client and the process's metrics registry (after
 /// the client, before the admin port listens).
 pub fn run<L, F>(
-    kubeconfig: Option<&std::path::Path>,
-    context: Option<&str>,
+    cluster: &crate::cli::ClusterArgs,
     settings: Settings,
     start: F,
 ) -> anyhow::Result<Exit>
@@ -77,7 +76,9 @@ where
         // The one signal listener of the process, before anything else.
         let shutdown = Shutdown::install();
         shutdown.log_first();
-        let Some(client) = super::command_client(kubeconfig, context).await else {
+        let Some(client) =
+            super::command_client(cluster.kubeconfig.as_deref(), cluster.context.as_deref()).await
+        else {
             return Exit::Usage;
         };
         serve(client, shutdown, settings, start).await

@@ -210,34 +210,29 @@ fn watch(args: GcArgs) -> anyhow::Result<Exit> {
         grace_seconds: seconds(args.grace),
         min_age_seconds: args.min_age.map_or(0, seconds),
     };
-    daemon::run(
-        args.cluster.kubeconfig.as_deref(),
-        args.cluster.context.as_deref(),
-        settings,
-        |client, process| {
-            let metrics = GcMetrics::register(process.registry_mut());
-            let stores = Arc::new(Stores::start(
-                client,
-                &scope,
-                process.registry_mut(),
-                MAX_BACKOFF,
-            ));
-            let synced = stores.clone();
-            Start {
-                checks: vec![ReadyCheck {
-                    name: "stores listed",
-                    ready: Box::new(move || synced.first_synced()),
-                }],
-                pass: Reconcile {
-                    context: PassContext::new(client, metrics.clone()),
-                    metrics,
-                    stores,
-                    scope,
-                    options,
-                },
-            }
-        },
-    )
+    daemon::run(&args.cluster, settings, |client, process| {
+        let metrics = GcMetrics::register(process.registry_mut());
+        let stores = Arc::new(Stores::start(
+            client,
+            &scope,
+            process.registry_mut(),
+            MAX_BACKOFF,
+        ));
+        let synced = stores.clone();
+        Start {
+            checks: vec![ReadyCheck {
+                name: "stores listed",
+                ready: Box::new(move || synced.first_synced()),
+            }],
+            pass: Reconcile {
+                context: PassContext::new(client, metrics.clone()),
+                metrics,
+                stores,
+                scope,
+                options,
+            },
+        }
+    })
 }
 
 /// The loop of `gc --watch`.
