@@ -166,6 +166,26 @@ async fn wait_in_effect(env: &Env, ns: &str) {
         },
     )
     .await;
+    // The API server loads each native policy on its own: the pods' policy can come into
+    // effect after the sets'. A dry-run force delete of db-0 until it is denied.
+    let dp = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default().grace_period(0)
+    };
+    let dp = &dp;
+    wait_for(
+        "the outage policies to deny a force delete of db-0",
+        Duration::from_secs(30),
+        || async move {
+            let r = send(&env.admin, pods(ns).delete("db-0", dp)).await;
+            if denied_by(&r, "pod.force-delete") {
+                Ok(())
+            } else {
+                Err(r.to_string())
+            }
+        },
+    )
+    .await;
 }
 
 async fn timed(what: impl std::future::Future<Output = Reply>) -> (Reply, Duration) {
