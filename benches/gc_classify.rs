@@ -6,27 +6,29 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use stateward::gc::classify::{ClaimView, PodView, SetView, classify};
+use kube::core::Selector;
+use stateward::gc::classify::{ClaimView, PodView, SetView, Token, classify};
 
 fn data() -> (Vec<ClaimView>, Vec<SetView>, Vec<PodView>) {
     let mut sets = Vec::new();
     let mut claims = Vec::new();
     let mut pods = Vec::new();
     for s in 0..20_000 {
-        let namespace = format!("team-{}", s % 200);
+        let namespace: std::sync::Arc<str> = format!("team-{}", s % 200).into();
         let name = format!("db-{s}");
         let labels: BTreeMap<String, String> = [("app".to_owned(), name.clone())].into();
         sets.push(SetView {
             namespace: namespace.clone(),
-            name: name.clone(),
-            uid: format!("uid-{s}"),
+            name: name.as_str().into(),
+            uid: Token::new(&format!("uid-{s}")),
             replicas: 3,
             ordinals_start: 0,
-            templates: vec!["data".into(), "wal".into()],
-            selector: LabelSelector {
+            templates: Box::new(["data".into(), "wal".into()]),
+            selector: Selector::try_from(LabelSelector {
                 match_labels: Some(labels.clone()),
                 match_expressions: None,
-            },
+            })
+            .ok(),
             ..SetView::default()
         });
         // Five claims per set (two scaled away), two templates for half of them.
@@ -34,10 +36,10 @@ fn data() -> (Vec<ClaimView>, Vec<SetView>, Vec<PodView>) {
             let template = if o % 2 == 0 { "data" } else { "wal" };
             claims.push(ClaimView {
                 namespace: namespace.clone(),
-                name: format!("{template}-{name}-{o}"),
-                uid: format!("c-{s}-{o}"),
+                name: format!("{template}-{name}-{o}").into(),
+                uid: Token::new(&format!("c-{s}-{o}")),
                 resource_version: "1".into(),
-                labels: labels.clone().into(),
+                labels: std::sync::Arc::new(labels.clone().into()),
                 requested_bytes: Some(10 << 30),
                 ..ClaimView::default()
             });
@@ -45,9 +47,9 @@ fn data() -> (Vec<ClaimView>, Vec<SetView>, Vec<PodView>) {
         for o in 0..2 {
             pods.push(PodView {
                 namespace: namespace.clone(),
-                uid: format!("p-{s}-{o}"),
-                phase: "Running".into(),
-                claims: vec![format!("data-{name}-{o}")],
+                name: format!("{name}-{o}").into(),
+                uid: Token::new(&format!("p-{s}-{o}")),
+                claims: Box::new([format!("data-{name}-{o}").into()]),
             });
         }
     }

@@ -24,15 +24,15 @@ use serde::Serialize;
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
 use crate::cluster::views::{claim_view, pod_view, set_view};
-use crate::gc::classify::{Classifier, Orphan, PodView, SetView};
+use crate::gc::classify::{Classifier, Orphan, PodIndex, SetView};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
 use crate::policy::identity::claim_of_set;
-use crate::policy::labels::selector_matches;
 use crate::policy::rules::live::LiveInput;
 use crate::policy::{
     Level, Live, Policy, Resource, Review, RuleId, Stage, StaticContext, evaluate_live,
     evaluate_stage, reads_orphans,
 };
+use kube::core::SelectorExt;
 
 pub mod index;
 pub mod openreports;
@@ -187,7 +187,7 @@ impl Sets {
 
     fn namespace(&self, i: usize) -> &str {
         // `set_view` keeps an unset namespace empty; the pass reads it as "default".
-        let ns = self.views[i].namespace.as_str();
+        let ns = &*self.views[i].namespace;
         if ns.is_empty() { "default" } else { ns }
     }
 
@@ -213,7 +213,7 @@ impl Sets {
             (0..self.views.len())
                 .filter(|&i| {
                     let ns = self.namespace(i);
-                    selected.contains(&(ns.to_owned(), self.views[i].name.clone()))
+                    selected.contains(&(ns.to_owned(), self.views[i].name.to_string()))
                         && !policy.is_excluded(ns)
                 })
                 .filter_map(|i| {
@@ -242,7 +242,10 @@ impl Sets {
                 continue;
             };
             if claim_of_set(name, set, &self.templates[k]).is_some()
-                && selector_matches(&self.views[k].selector, labels)
+                && self.views[k]
+                    .selector
+                    .as_ref()
+                    .is_some_and(|s| s.matches(labels))
                 && !out.contains(&k)
             {
                 out.push(k);
@@ -260,18 +263,18 @@ impl Sets {
                 let view = &self.views[i];
                 (
                     self.namespace(i).to_owned(),
-                    reports::set_report_name(&view.name, &view.uid),
+                    reports::set_report_name(&view.name, &view.uid.to_string()),
                 )
             })
             .collect()
     }
 }
 
-/// What a pass keeps of the pods: the classifier's views (only when orphans are reported)
+/// What a pass keeps of the pods: the classifier's index (only when orphans are reported)
 /// and, by the uid of their controlling StatefulSet, the live rules' entries.
 #[derive(Default)]
 struct Pods {
-    views: Vec<PodView>,
+    index: PodIndex,
     by_owner: HashMap<String, Vec<PodEntry>>,
     in_scope: usize,
 }
@@ -279,7 +282,7 @@ struct Pods {
 impl Pods {
     fn add(&mut self, policy: &Policy, orphans: bool, pod: &Pod) {
         if orphans {
-            self.views.push(pod_view(pod));
+            self.index.add(pod_view(pod));
         }
         if let Some(owner) = pod
             .metadata
@@ -454,7 +457,7 @@ impl Known<'_> {
             .sets
             .by_name
             .get(&(ns.clone(), name.clone()))
-            .filter(|&&k| self.sets.views[k].uid == uid)
+            .filter(|&&k| self.sets.views[k].uid == *uid)
             .and_then(|k| self.claims.get(k))
             .into_iter()
             .flatten()
@@ -589,7 +592,8 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
     }
     let mut claims = Claims::default();
     {
-        let classifier = orphans_on.then(|| Classifier::new(&sets.views, &pods.views));
+        let classifier = orphans_on
+            .then(|| Classifier::with_pod_index(&sets.views, std::mem::take(&mut pods.index)));
         for claim in &inventory.claims {
             claims.add(
                 policy,
@@ -772,7 +776,7 @@ pub async fn pass(
         |nodes, n: Slim<Node, Audit>| nodes.push(n.0),
     )
     .await?;
-    let pods = fold_all(
+    let mut pods = fold_all(
         client,
         namespace,
         all(),
@@ -783,7 +787,8 @@ pub async fn pass(
     )
     .await?;
     let claims = {
-        let classifier = orphans_on.then(|| Classifier::new(&sets.views, &pods.views));
+        let classifier = orphans_on
+            .then(|| Classifier::with_pod_index(&sets.views, std::mem::take(&mut pods.index)));
         let (sets, selected) = (&sets, &selected);
         fold_all(
             client,

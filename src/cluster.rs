@@ -18,7 +18,7 @@
 //! restart at the same time, so a readiness that followed later watch errors would take the
 //! whole webhook out of service (and, with `failurePolicy: Fail`, refuse every write it
 //! matches) exactly when the cluster is recovering.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,7 +173,39 @@ impl CacheMetrics {
     }
 }
 
-type Index<T> = HashMap<String, HashMap<String, Arc<T>>>;
+/// What a cache holds of a namespace: its projections, each found by the name it holds
+/// itself (a second copy of every name as the key would cost a string per object).
+type Names<T> = HashSet<ByName<T>>;
+type Index<T> = HashMap<String, Names<T>>;
+
+/// A projection that holds the name of its object: what a [`Cache`] finds it by.
+pub trait Named {
+    fn name(&self) -> &str;
+}
+
+/// A shared projection, hashed and compared by its name alone.
+struct ByName<T>(Arc<T>);
+
+impl<T: Named> PartialEq for ByName<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name() == other.0.name()
+    }
+}
+
+impl<T: Named> Eq for ByName<T> {}
+
+impl<T: Named> std::hash::Hash for ByName<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so a lookup by `&str` (through `Borrow`) finds it.
+        self.0.name().hash(state);
+    }
+}
+
+impl<T: Named> std::borrow::Borrow<str> for ByName<T> {
+    fn borrow(&self) -> &str {
+        self.0.name()
+    }
+}
 
 /// One watch-fed cache of projections, keyed by namespace then name.
 pub struct Cache<T> {
@@ -186,7 +218,7 @@ pub struct Cache<T> {
     metrics: CacheMetrics,
 }
 
-impl<T> Cache<T> {
+impl<T: Named> Cache<T> {
     pub fn new(name: &'static str, metrics: CacheMetrics) -> Cache<T> {
         Cache {
             name,
@@ -218,7 +250,7 @@ impl<T> Cache<T> {
     pub fn len(&self) -> usize {
         self.items
             .read()
-            .map(|i| i.values().map(HashMap::len).sum())
+            .map(|i| i.values().map(HashSet::len).sum())
             .unwrap_or(0)
     }
 
@@ -227,14 +259,18 @@ impl<T> Cache<T> {
     }
 
     fn get(&self, namespace: &str, name: &str) -> Option<Arc<T>> {
-        self.items.read().ok()?.get(namespace)?.get(name).cloned()
+        let items = self.items.read().ok()?;
+        items.get(namespace)?.get(name).map(|item| item.0.clone())
     }
 
     fn in_namespace(&self, namespace: &str) -> Vec<Arc<T>> {
         self.items
             .read()
             .ok()
-            .and_then(|i| i.get(namespace).map(|m| m.values().cloned().collect()))
+            .and_then(|i| {
+                i.get(namespace)
+                    .map(|m| m.iter().map(|e| e.0.clone()).collect())
+            })
             .unwrap_or_default()
     }
 
@@ -242,7 +278,11 @@ impl<T> Cache<T> {
     pub fn values(&self) -> Vec<Arc<T>> {
         self.items
             .read()
-            .map(|i| i.values().flat_map(|m| m.values().cloned()).collect())
+            .map(|i| {
+                i.values()
+                    .flat_map(|m| m.iter().map(|e| e.0.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -257,12 +297,12 @@ impl<T> Cache<T> {
             .set(i64::from(self.available()));
     }
 
-    fn put(&self, namespace: String, name: String, item: T) {
+    fn put(&self, namespace: String, item: T) {
         if let Ok(mut items) = self.items.write() {
             items
                 .entry(namespace)
                 .or_default()
-                .insert(name, Arc::new(item));
+                .replace(ByName(Arc::new(item)));
         }
     }
 
@@ -300,29 +340,48 @@ impl<T> Cache<T> {
     }
 }
 
-/// Turns a watched object into its projection with its (namespace, name) key.
-pub trait Project<K>: Sized {
-    fn project(object: &K) -> (String, String, Self);
+/// Turns a watched object into its projection with its namespace (the projection holds
+/// the name: [`Named`]).
+pub trait Project<K>: Named + Sized {
+    fn project(object: &K) -> (String, Self);
+}
+
+impl Named for ServiceInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for StatefulSetInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for PdbInfo {
+    fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Project<Slim<Service>> for ServiceInfo {
-    fn project(object: &Slim<Service>) -> (String, String, Self) {
+    fn project(object: &Slim<Service>) -> (String, Self) {
         let info = ServiceInfo::from_service(&object.0, "default");
-        (info.namespace.clone(), info.name.clone(), info)
+        (info.namespace.clone(), info)
     }
 }
 
 impl Project<Slim<StatefulSet>> for StatefulSetInfo {
-    fn project(object: &Slim<StatefulSet>) -> (String, String, Self) {
+    fn project(object: &Slim<StatefulSet>) -> (String, Self) {
         let info = StatefulSetInfo::from_statefulset(&object.0, "default");
-        (info.namespace.clone(), info.name.clone(), info)
+        (info.namespace.clone(), info)
     }
 }
 
 impl Project<Slim<PodDisruptionBudget>> for PdbInfo {
-    fn project(object: &Slim<PodDisruptionBudget>) -> (String, String, Self) {
+    fn project(object: &Slim<PodDisruptionBudget>) -> (String, Self) {
         let info = PdbInfo::from_pdb(&object.0, "default");
-        (info.namespace.clone(), info.name.clone(), info)
+        (info.namespace.clone(), info)
     }
 }
 
@@ -355,12 +414,12 @@ pub async fn feed<K, T>(
             match event {
                 Ok(Event::Init) => buffer = Some(HashMap::new()),
                 Ok(Event::InitApply(object)) => {
-                    let (ns, name, item) = T::project(&object);
+                    let (ns, item) = T::project(&object);
                     buffer
                         .get_or_insert_with(HashMap::new)
                         .entry(ns)
                         .or_default()
-                        .insert(name, Arc::new(item));
+                        .replace(ByName(Arc::new(item)));
                 }
                 Ok(Event::InitDone) => {
                     cache.replace(buffer.take().unwrap_or_default());
@@ -372,12 +431,12 @@ pub async fn feed<K, T>(
                     );
                 }
                 Ok(Event::Apply(object)) => {
-                    let (ns, name, item) = T::project(&object);
-                    cache.put(ns, name, item);
+                    let (ns, item) = T::project(&object);
+                    cache.put(ns, item);
                 }
                 Ok(Event::Delete(object)) => {
-                    let (ns, name, _) = T::project(&object);
-                    cache.remove(&ns, &name);
+                    let (ns, item) = T::project(&object);
+                    cache.remove(&ns, item.name());
                 }
                 Err(err) => {
                     tracing::warn!(

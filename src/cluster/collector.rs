@@ -298,12 +298,14 @@ mod tests {
     }
 
     /// The full object's annotations as the collector keeps them.
-    fn kept(annotations: Pairs) -> Pairs {
-        annotations
-            .iter()
-            .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+    fn kept(annotations: std::sync::Arc<Pairs>) -> std::sync::Arc<Pairs> {
+        std::sync::Arc::new(
+            annotations
+                .iter()
+                .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
 
     #[test]

@@ -3,12 +3,21 @@
 //! with the annotations stateward writes on them, the clock of a pass ([`now_seconds`])
 //! and the API of a resource in one namespace or all ([`api`]). Below `gc` and `audit`,
 //! so both take them from here.
+//!
+//! `gc --watch` keeps one view of every claim, set and pod of the fleet, so the views are
+//! compact: a uid or a resourceVersion is a [`Token`] (a UUID or a number in 16 bytes),
+//! a namespace an interned [`Arc<str>`] and the labels and annotations an interned
+//! [`Arc<Pairs>`] (a set's claims carry the same labels and the same provenance: one copy
+//! of them is kept, [`shared_str`], [`shared_pairs`]), a name a `Box<str>`.
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::Selector;
 use kube::{Api, Client};
 
 use super::ANNOTATION_PREFIX;
@@ -41,10 +50,172 @@ fn key(text: String) -> Cow<'static, str> {
     }
 }
 
+/// A uid or a resourceVersion as it is kept: the canonical text of a UUID (lowercase,
+/// `8-4-4-4-12`: every uid the API server makes) or of a decimal number (every
+/// resourceVersion of etcd) in 16 bytes, any other text as it is. One to one with the
+/// text, so tokens compare and hash as their texts would.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Token {
+    Uuid([u8; 16]),
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl Default for Token {
+    fn default() -> Token {
+        Token::Text(Box::default())
+    }
+}
+
+impl Token {
+    pub fn new(text: &str) -> Token {
+        if let Some(n) = uuid_number(text) {
+            return Token::Uuid(n.to_be_bytes());
+        }
+        let canonical_number = !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && (text == "0" || !text.starts_with('0'));
+        match text.parse::<u64>() {
+            Ok(n) if canonical_number => Token::Number(n),
+            _ => Token::Text(text.into()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Token::Text(t) if t.is_empty())
+    }
+}
+
+impl From<&str> for Token {
+    fn from(text: &str) -> Token {
+        Token::new(text)
+    }
+}
+
+impl PartialEq<str> for Token {
+    fn eq(&self, other: &str) -> bool {
+        *self == Token::new(other)
+    }
+}
+
+impl PartialEq<&str> for Token {
+    fn eq(&self, other: &&str) -> bool {
+        *self == Token::new(other)
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Token::Uuid(bytes) => {
+                for (i, b) in bytes.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{b:02x}")?;
+                }
+                Ok(())
+            }
+            Token::Number(n) => write!(f, "{n}"),
+            Token::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl serde::Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// A uid in the canonical text of a UUID (lowercase hex, `8-4-4-4-12`) as a number; one
+/// to one with that text.
+pub fn uuid_number(uid: &str) -> Option<u128> {
+    let bytes = uid.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let mut n: u128 = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        n = (n << 4) | u128::from(digit);
+    }
+    Some(n)
+}
+
+/// Values many views hold alike, kept once: each is handed out as an `Arc` and dropped
+/// from the pool when no view holds it any more (swept when the pool has doubled since
+/// the last sweep, so the cost is spread over the insertions).
+struct Pool<T: ?Sized> {
+    items: HashSet<Arc<T>>,
+    sweep_at: usize,
+}
+
+impl<T: ?Sized + Hash + Eq> Pool<T> {
+    fn new() -> Pool<T> {
+        Pool {
+            items: HashSet::new(),
+            sweep_at: 1024,
+        }
+    }
+
+    fn find(&self, value: &T) -> Option<Arc<T>> {
+        self.items.get(value).cloned()
+    }
+
+    fn insert(&mut self, item: Arc<T>) -> Arc<T> {
+        if self.items.len() >= self.sweep_at {
+            self.items.retain(|item| Arc::strong_count(item) > 1);
+            self.sweep_at = (self.items.len() * 2).max(1024);
+        }
+        self.items.insert(item.clone());
+        item
+    }
+}
+
+static STRINGS: LazyLock<Mutex<Pool<str>>> = LazyLock::new(|| Mutex::new(Pool::new()));
+static PAIRS: LazyLock<Mutex<Pool<Pairs>>> = LazyLock::new(|| Mutex::new(Pool::new()));
+
+/// `text` as the one shared copy (namespaces: a few for a fleet of objects).
+pub fn shared_str(text: &str) -> Arc<str> {
+    // The pool is consistent after any panic (a set of `Arc`s), so a poisoned lock is
+    // taken over.
+    let mut pool = STRINGS.lock().unwrap_or_else(|e| e.into_inner());
+    match pool.find(text) {
+        Some(item) => item,
+        None => pool.insert(Arc::from(text)),
+    }
+}
+
+/// `pairs` as the one shared copy (the labels and provenance of a set's claims).
+pub fn shared_pairs(pairs: Pairs) -> Arc<Pairs> {
+    let mut pool = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
+    match pool.find(&pairs) {
+        Some(item) => item,
+        None => pool.insert(Arc::new(pairs)),
+    }
+}
+
 /// Labels or annotations: a map as a slice of pairs sorted by key. An object has a few,
 /// and a `BTreeMap` allocates a node of about 550 bytes for the first one; the common keys
 /// (`app`, stateward's annotations) are not allocated at all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Pairs(Box<[(Cow<'static, str>, Box<str>)]>);
 
 impl Pairs {
@@ -108,75 +279,88 @@ impl FromIterator<(String, String)> for Pairs {
 /// What classification needs of a claim.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub resource_version: String,
-    pub labels: Pairs,
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    pub uid: Token,
+    pub resource_version: Token,
+    pub labels: Arc<Pairs>,
     /// Only stateward's (`stateward.io/`): no other is read.
-    pub annotations: Pairs,
+    pub annotations: Arc<Pairs>,
     /// Seconds since the Unix epoch.
     pub created: Option<i64>,
     pub requested_bytes: Option<u64>,
     pub deleting: bool,
     /// (kind, uid) of each owner reference.
-    pub owners: Vec<(String, String)>,
+    pub owners: Box<[(Cow<'static, str>, Token)]>,
 }
 
 /// What classification needs of a StatefulSet.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SetView {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    pub uid: Token,
     pub replicas: i32,
     pub ordinals_start: i32,
-    pub templates: Vec<String>,
-    pub selector: LabelSelector,
+    pub templates: Box<[Box<str>]>,
+    /// `spec.selector`, or `None` when the API server would reject it (it selects nothing).
+    pub selector: Option<Selector>,
     pub when_scaled_delete: bool,
     /// Only stateward's (`stateward.io/`): no other is read.
-    pub annotations: Pairs,
+    pub annotations: Arc<Pairs>,
 }
 
-/// What classification needs of a pod.
+/// What classification needs of a pod: its uid (a claim owned by a live pod is protected)
+/// and the claims it holds (none once it is `Succeeded` or `Failed`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PodView {
-    pub namespace: String,
-    pub uid: String,
-    /// The phases Kubernetes defines are not allocated.
-    pub phase: Cow<'static, str>,
-    pub claims: Vec<String>,
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    pub uid: Token,
+    /// The claims it mounts, unless it is `Succeeded` or `Failed`.
+    pub claims: Box<[Box<str>]>,
 }
 
 /// The annotations under `stateward.io/`: the only ones the collector reads.
-fn stateward_annotations(annotations: Option<&BTreeMap<String, String>>) -> Pairs {
-    annotations
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+fn stateward_annotations(annotations: Option<&BTreeMap<String, String>>) -> Arc<Pairs> {
+    shared_pairs(
+        annotations
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }
 
-/// A pod phase, not allocated when it is one Kubernetes defines.
-fn phase(text: &str) -> Cow<'static, str> {
-    match ["Pending", "Running", "Succeeded", "Failed", "Unknown"]
-        .into_iter()
-        .find(|p| *p == text)
-    {
-        Some(p) => Cow::Borrowed(p),
+/// An owner's kind, not allocated for the two kinds the classifier checks.
+fn kind(text: &str) -> Cow<'static, str> {
+    match ["StatefulSet", "Pod"].into_iter().find(|k| *k == text) {
+        Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(text.to_owned()),
     }
+}
+
+fn token(text: Option<&String>) -> Token {
+    text.map_or_else(Token::default, |t| Token::new(t))
+}
+
+fn boxed(text: Option<&String>) -> Box<str> {
+    text.map_or_else(Box::default, |t| t.as_str().into())
+}
+
+fn namespace(text: Option<&String>) -> Arc<str> {
+    shared_str(text.map_or("", String::as_str))
 }
 
 pub fn claim_view(pvc: &PersistentVolumeClaim) -> ClaimView {
     let meta = &pvc.metadata;
     ClaimView {
-        namespace: meta.namespace.clone().unwrap_or_default(),
-        name: meta.name.clone().unwrap_or_default(),
-        uid: meta.uid.clone().unwrap_or_default(),
-        resource_version: meta.resource_version.clone().unwrap_or_default(),
-        labels: meta.labels.clone().unwrap_or_default().into(),
+        namespace: namespace(meta.namespace.as_ref()),
+        name: boxed(meta.name.as_ref()),
+        uid: token(meta.uid.as_ref()),
+        resource_version: token(meta.resource_version.as_ref()),
+        labels: shared_pairs(meta.labels.clone().unwrap_or_default().into()),
         annotations: stateward_annotations(meta.annotations.as_ref()),
         created: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()),
         requested_bytes: pvc
@@ -191,7 +375,7 @@ pub fn claim_view(pvc: &PersistentVolumeClaim) -> ClaimView {
             .owner_references
             .iter()
             .flatten()
-            .map(|o| (o.kind.clone(), o.uid.clone()))
+            .map(|o| (kind(&o.kind), Token::new(&o.uid)))
             .collect(),
     }
 }
@@ -199,18 +383,18 @@ pub fn claim_view(pvc: &PersistentVolumeClaim) -> ClaimView {
 pub fn set_view(sts: &StatefulSet) -> SetView {
     let spec = &sts.spec;
     SetView {
-        namespace: sts.metadata.namespace.clone().unwrap_or_default(),
-        name: sts.metadata.name.clone().unwrap_or_default(),
-        uid: sts.metadata.uid.clone().unwrap_or_default(),
+        namespace: namespace(sts.metadata.namespace.as_ref()),
+        name: boxed(sts.metadata.name.as_ref()),
+        uid: token(sts.metadata.uid.as_ref()),
         replicas: crate::policy::identity::replicas(sts),
         ordinals_start: crate::policy::identity::ordinals_start(sts),
         templates: spec
             .volume_claim_templates
             .iter()
             .flatten()
-            .filter_map(|t| t.metadata.name.clone())
+            .filter_map(|t| t.metadata.name.as_deref().map(Box::from))
             .collect(),
-        selector: spec.selector.clone(),
+        selector: Selector::try_from(spec.selector.clone()).ok(),
         when_scaled_delete: spec
             .persistent_volume_claim_retention_policy
             .as_ref()
@@ -221,25 +405,27 @@ pub fn set_view(sts: &StatefulSet) -> SetView {
 }
 
 pub fn pod_view(pod: &Pod) -> PodView {
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
     PodView {
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        phase: pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .map(phase)
-            .unwrap_or_default(),
-        claims: pod
-            .spec
-            .iter()
-            .flat_map(|s| s.volumes.iter().flatten())
-            .filter_map(|v| {
-                v.persistent_volume_claim
-                    .as_ref()
-                    .map(|c| c.claim_name.clone())
-            })
-            .collect(),
+        namespace: namespace(pod.metadata.namespace.as_ref()),
+        name: boxed(pod.metadata.name.as_ref()),
+        uid: token(pod.metadata.uid.as_ref()),
+        claims: if finished {
+            Box::default()
+        } else {
+            pod.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter_map(|v| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|c| Box::from(c.claim_name.as_str()))
+                })
+                .collect()
+        },
     }
 }
 

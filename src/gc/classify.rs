@@ -15,12 +15,13 @@
 //! `gc --watch` while the set was alive); without them it is a guess from the name.
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use kube::core::{Selector, SelectorExt};
 
 pub use crate::cluster::views::{
     ClaimView, KEEP, OPT_IN, ORPHANED_SINCE, Pairs, PodView, SET_ANNOTATION, SET_UID_ANNOTATION,
-    SetView,
+    SetView, Token,
 };
 
 pub use crate::policy::identity::split_claim_for_set as split_for_set;
@@ -49,41 +50,16 @@ pub fn parse_claim_name<'a>(
 }
 
 /// Claims protected whatever their name says.
-fn protected(claim: &ClaimView, pods: &Pods, set_uids: &HashSet<&str>) -> bool {
+fn protected(claim: &ClaimView, pods: &Pods, set_uids: &HashSet<&Token>) -> bool {
     claim.deleting
         || claim.annotations.contains_key(KEEP)
         || pods.mounts(&claim.namespace, &claim.name)
         || claim.owners.iter().any(|(kind, uid)| {
             // An owner we cannot check (another kind) counts as live.
-            !matches!(kind.as_str(), "StatefulSet" | "Pod")
-                || set_uids.contains(uid.as_str())
+            !matches!(kind.as_ref(), "StatefulSet" | "Pod")
+                || set_uids.contains(uid)
                 || pods.has_uid(uid)
         })
-}
-
-/// A uid in the canonical text of a UUID (lowercase hex, `8-4-4-4-12`) as a number; one
-/// to one with that text, so a set of numbers answers as the set of texts would.
-fn uuid_number(uid: &str) -> Option<u128> {
-    let bytes = uid.as_bytes();
-    if bytes.len() != 36 {
-        return None;
-    }
-    let mut n: u128 = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            if c != b'-' {
-                return None;
-            }
-            continue;
-        }
-        let digit = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        n = (n << 4) | u128::from(digit);
-    }
-    Some(n)
 }
 
 /// What classifying reads of the pods, built while they are listed, without keeping a
@@ -91,32 +67,19 @@ fn uuid_number(uid: &str) -> Option<u128> {
 /// namespace), and the uid of every pod (a claim owned by a live pod is protected).
 #[derive(Debug, Default)]
 pub struct PodIndex {
-    mounted: HashMap<String, HashSet<Box<str>>>,
-    uuids: HashSet<u128>,
-    other_uids: HashSet<Box<str>>,
+    mounted: HashMap<Arc<str>, HashSet<Box<str>>>,
+    uids: HashSet<Token>,
 }
 
 impl PodIndex {
     pub fn add(&mut self, pod: PodView) {
-        if pod.phase != "Succeeded" && pod.phase != "Failed" && !pod.claims.is_empty() {
-            let claims = pod.claims.into_iter().map(String::into_boxed_str);
-            match self.mounted.get_mut(pod.namespace.as_str()) {
-                Some(mounted) => mounted.extend(claims),
-                None => self
-                    .mounted
-                    .entry(pod.namespace)
-                    .or_default()
-                    .extend(claims),
-            }
+        if !pod.claims.is_empty() {
+            self.mounted
+                .entry(pod.namespace)
+                .or_default()
+                .extend(pod.claims);
         }
-        match uuid_number(&pod.uid) {
-            Some(n) => {
-                self.uuids.insert(n);
-            }
-            None => {
-                self.other_uids.insert(pod.uid.into_boxed_str());
-            }
-        }
+        self.uids.insert(pod.uid);
     }
 
     fn mounts(&self, namespace: &str, claim: &str) -> bool {
@@ -125,11 +88,8 @@ impl PodIndex {
             .is_some_and(|claims| claims.contains(claim))
     }
 
-    fn has_uid(&self, uid: &str) -> bool {
-        match uuid_number(uid) {
-            Some(n) => self.uuids.contains(&n),
-            None => self.other_uids.contains(uid),
-        }
+    fn has_uid(&self, uid: &Token) -> bool {
+        self.uids.contains(uid)
     }
 }
 
@@ -137,7 +97,7 @@ impl PodIndex {
 enum Pods<'a> {
     Views {
         mounted: HashSet<(&'a str, &'a str)>,
-        uids: HashSet<&'a str>,
+        uids: HashSet<&'a Token>,
     },
     Index(PodIndex),
 }
@@ -150,7 +110,7 @@ impl Pods<'_> {
         }
     }
 
-    fn has_uid(&self, uid: &str) -> bool {
+    fn has_uid(&self, uid: &Token) -> bool {
         match self {
             Pods::Views { uids, .. } => uids.contains(uid),
             Pods::Index(index) => index.has_uid(uid),
@@ -163,18 +123,17 @@ impl Pods<'_> {
 /// namespace, with labels matching its selector (how the StatefulSet controller finds a
 /// pod's claim). When two sets could claim one name, the longer set name wins.
 struct LiveSets<'a> {
-    by_ns: HashMap<&'a str, Vec<(&'a SetView, Option<Selector>)>>,
+    by_ns: HashMap<&'a str, Vec<(&'a SetView, Option<&'a Selector>)>>,
 }
 
 impl<'a> LiveSets<'a> {
     fn new<S: Borrow<SetView>>(sets: &'a [S]) -> LiveSets<'a> {
-        // Each selector is converted once; an invalid one (the API server rejects it)
-        // selects nothing.
-        let mut by_ns: HashMap<&str, Vec<(&SetView, Option<Selector>)>> = HashMap::new();
+        // An invalid selector (the API server rejects it) selects nothing.
+        let mut by_ns: HashMap<&str, Vec<(&SetView, Option<&Selector>)>> = HashMap::new();
         for set in sets.iter().map(Borrow::borrow) {
-            let selector = Selector::try_from(set.selector.clone()).ok();
+            let selector = set.selector.as_ref();
             by_ns
-                .entry(set.namespace.as_str())
+                .entry(&set.namespace)
                 .or_default()
                 .push((set, selector));
         }
@@ -188,7 +147,7 @@ impl<'a> LiveSets<'a> {
 
     /// The live set that claims `claim`, with the claim's ordinal (in range or not).
     fn owner(&self, claim: &ClaimView) -> Option<(&'a SetView, i64)> {
-        let candidates = self.by_ns.get(claim.namespace.as_str())?;
+        let candidates = self.by_ns.get(&*claim.namespace)?;
         // The labels as a map, made once and only for a claim whose name is a set's.
         let mut labels = None;
         candidates.iter().find_map(|(set, selector)| {
@@ -227,7 +186,7 @@ pub fn classify(claims: &[ClaimView], sets: &[SetView], pods: &[PodView]) -> Vec
 /// classified one at a time, as their list pages come in, without being kept.
 pub struct Classifier<'a> {
     pods: Pods<'a>,
-    set_uids: HashSet<&'a str>,
+    set_uids: HashSet<&'a Token>,
     set_names: HashSet<(&'a str, &'a str)>,
     names_by_ns: HashMap<&'a str, Vec<&'a str>>,
     live: LiveSets<'a>,
@@ -240,14 +199,9 @@ impl<'a> Classifier<'a> {
     ) -> Classifier<'a> {
         let pods = || pods.iter().map(Borrow::borrow);
         let mounted = pods()
-            .filter(|p| p.phase != "Succeeded" && p.phase != "Failed")
-            .flat_map(|p| {
-                p.claims
-                    .iter()
-                    .map(move |c| (p.namespace.as_str(), c.as_str()))
-            })
+            .flat_map(|p| p.claims.iter().map(move |c| (&*p.namespace, &**c)))
             .collect();
-        let uids = pods().map(|p| p.uid.as_str()).collect();
+        let uids = pods().map(|p| &p.uid).collect();
         Classifier::with(sets, Pods::Views { mounted, uids })
     }
 
@@ -259,16 +213,14 @@ impl<'a> Classifier<'a> {
     fn with<S: Borrow<SetView>>(sets: &'a [S], pods: Pods<'a>) -> Classifier<'a> {
         let live = LiveSets::new(sets);
         let sets = || sets.iter().map(Borrow::borrow);
-        let set_uids = sets().map(|s| s.uid.as_str()).collect();
-        let set_names = sets()
-            .map(|s| (s.namespace.as_str(), s.name.as_str()))
-            .collect();
+        let set_uids = sets().map(|s| &s.uid).collect();
+        let set_names = sets().map(|s| (&*s.namespace, &*s.name)).collect();
         let mut names_by_ns: HashMap<&str, Vec<&str>> = HashMap::new();
         for set in sets() {
             names_by_ns
-                .entry(set.namespace.as_str())
+                .entry(&set.namespace)
                 .or_default()
-                .push(set.name.as_str());
+                .push(&set.name);
         }
         Classifier {
             pods,
@@ -293,15 +245,15 @@ impl<'a> Classifier<'a> {
         }
         let orphan =
             |set: &str, template: &str, ordinal: i64, reason: Reason, verified: bool| Orphan {
-                namespace: claim.namespace.clone(),
-                claim: claim.name.clone(),
+                namespace: claim.namespace.to_string(),
+                claim: claim.name.to_string(),
                 statefulset: set.to_owned(),
                 template: template.to_owned(),
                 ordinal,
                 reason,
                 verified,
-                uid: claim.uid.clone(),
-                resource_version: claim.resource_version.clone(),
+                uid: claim.uid.to_string(),
+                resource_version: claim.resource_version.to_string(),
                 created: claim.created,
                 requested_bytes: claim.requested_bytes,
             };
@@ -315,7 +267,7 @@ impl<'a> Classifier<'a> {
                 .templates
                 .iter()
                 .find(|t| ordinal_for(&claim.name, t, &set.name).is_some())
-                .cloned()
+                .map(|t| t.to_string())
                 .unwrap_or_default();
             // The live set itself verifies it, whatever provenance says (a re-created set
             // owns its claims again; `gc --watch` moves their provenance to it).
@@ -332,7 +284,7 @@ impl<'a> Classifier<'a> {
             claim.annotations.get(SET_ANNOTATION),
             claim.annotations.get(SET_UID_ANNOTATION),
         ) {
-            if set_names.contains(&(claim.namespace.as_str(), set)) {
+            if set_names.contains(&(&*claim.namespace, set)) {
                 // A live set of that name that does not claim it (labels differ): leave it.
                 return None;
             }
@@ -347,7 +299,7 @@ impl<'a> Classifier<'a> {
             return None;
         }
         let live = names_by_ns
-            .get(claim.namespace.as_str())
+            .get(&*claim.namespace)
             .map(Vec::as_slice)
             .unwrap_or_default();
         match parse_claim_name(&claim.name, live) {

@@ -49,7 +49,7 @@ use super::classify::{
 };
 use super::collect::{Deletion, Gate, GcError, Snapshot, delete, plan};
 use crate::cluster::views::{api, claim_view, pod_view, set_view};
-use crate::cluster::{Cache, CacheMetrics, Collector, Project, Slim, feed, paged};
+use crate::cluster::{Cache, CacheMetrics, Collector, Named, Project, Slim, feed, paged};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -256,19 +256,20 @@ pub async fn reconcile(
             claim.annotations.get(SET_ANNOTATION),
             claim.annotations.get(SET_UID_ANNOTATION),
         );
-        if current == (Some(set.name.as_str()), Some(set.uid.as_str())) {
+        let uid = set.uid.to_string();
+        if current == (Some(&*set.name), Some(uid.as_str())) {
             continue;
         }
         if closed(&mut report) {
             break;
         }
-        let annotations = json!({SET_ANNOTATION: set.name, SET_UID_ANNOTATION: set.uid});
+        let annotations = json!({SET_ANNOTATION: set.name, SET_UID_ANNOTATION: uid});
         match annotate(client, &claim.namespace, &claim.name, annotations).await {
             Ok(()) => {
                 report
                     .annotated
                     .push(format!("{}/{}", claim.namespace, claim.name));
-                touched.insert((claim.namespace.clone(), claim.name.clone()));
+                touched.insert((claim.namespace.to_string(), claim.name.to_string()));
             }
             Err(err) => tracing::warn!(claim = %claim.name, error = %err, "cannot annotate claim"),
         }
@@ -303,7 +304,7 @@ pub async fn reconcile(
             .set(of_reason.filter_map(|o| o.requested_bytes).sum::<u64>() as i64);
     }
     for claim in &snapshot.claims {
-        let key = (claim.namespace.as_str(), claim.name.as_str());
+        let key = (&*claim.namespace, &*claim.name);
         let wanted_again =
             claim.annotations.contains_key(ORPHANED_SINCE) && !orphan_keys.contains(&key);
         if !wanted_again {
@@ -324,20 +325,20 @@ pub async fn reconcile(
             report
                 .cleared
                 .push(format!("{}/{}", claim.namespace, claim.name));
-            touched.insert((claim.namespace.clone(), claim.name.clone()));
+            touched.insert((claim.namespace.to_string(), claim.name.to_string()));
         }
     }
     // The orphans' claims and the sets, by key (not searched per orphan).
     let orphan_claims: HashMap<(&str, &str), &ClaimView> = snapshot
         .claims
         .iter()
-        .filter(|c| orphan_keys.contains(&(c.namespace.as_str(), c.name.as_str())))
-        .map(|c| ((c.namespace.as_str(), c.name.as_str()), &**c))
+        .filter(|c| orphan_keys.contains(&(&*c.namespace, &*c.name)))
+        .map(|c| ((&*c.namespace, &*c.name), &**c))
         .collect();
     let set_by_key: HashMap<(&str, &str), &SetView> = snapshot
         .sets
         .iter()
-        .map(|s| ((s.namespace.as_str(), s.name.as_str()), &**s))
+        .map(|s| ((&*s.namespace, &*s.name), &**s))
         .collect();
     let set_of = |orphan: &Orphan| {
         set_by_key
@@ -384,7 +385,10 @@ pub async fn reconcile(
                         secondary: None,
                     };
                     if let Err(err) = recorder
-                        .publish(&event, &set_ref(&set.namespace, &set.name, &set.uid))
+                        .publish(
+                            &event,
+                            &set_ref(&set.namespace, &set.name, &set.uid.to_string()),
+                        )
                         .await
                     {
                         tracing::warn!(error = %err, "cannot publish event");
@@ -501,30 +505,53 @@ pub struct NamespaceView {
     pub opted_in: bool,
 }
 
+impl Named for ClaimView {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for SetView {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for PodView {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Named for NamespaceView {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Project<Slim<PersistentVolumeClaim, Collector>> for ClaimView {
-    fn project(object: &Slim<PersistentVolumeClaim, Collector>) -> (String, String, Self) {
+    fn project(object: &Slim<PersistentVolumeClaim, Collector>) -> (String, Self) {
         let view = claim_view(&object.0);
-        (view.namespace.clone(), view.name.clone(), view)
+        (view.namespace.to_string(), view)
     }
 }
 
 impl Project<Slim<StatefulSet, Collector>> for SetView {
-    fn project(object: &Slim<StatefulSet, Collector>) -> (String, String, Self) {
+    fn project(object: &Slim<StatefulSet, Collector>) -> (String, Self) {
         let view = set_view(&object.0);
-        (view.namespace.clone(), view.name.clone(), view)
+        (view.namespace.to_string(), view)
     }
 }
 
 impl Project<Slim<Pod, Collector>> for PodView {
-    fn project(object: &Slim<Pod, Collector>) -> (String, String, Self) {
+    fn project(object: &Slim<Pod, Collector>) -> (String, Self) {
         let view = pod_view(&object.0);
-        let name = object.0.metadata.name.clone().unwrap_or_default();
-        (view.namespace.clone(), name, view)
+        (view.namespace.to_string(), view)
     }
 }
 
 impl Project<Slim<Namespace, Collector>> for NamespaceView {
-    fn project(object: &Slim<Namespace, Collector>) -> (String, String, Self) {
+    fn project(object: &Slim<Namespace, Collector>) -> (String, Self) {
         let name = object.0.metadata.name.clone().unwrap_or_default();
         let opted_in = object
             .0
@@ -533,11 +560,7 @@ impl Project<Slim<Namespace, Collector>> for NamespaceView {
             .as_ref()
             .and_then(|a| a.get(OPT_IN))
             .is_some_and(|v| v == "true");
-        (
-            String::new(),
-            name.clone(),
-            NamespaceView { name, opted_in },
-        )
+        (String::new(), NamespaceView { name, opted_in })
     }
 }
 

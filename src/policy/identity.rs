@@ -108,10 +108,15 @@ pub fn split_claim_for_set<'a>(claim: &'a str, set: &str) -> Option<(&'a str, i6
 /// are `templates`: `<template>-<set>-<ordinal>` for one of them (the template and the
 /// ordinal, in range or not). The one test of "this claim belongs to this set by name";
 /// callers add the set's selector, as the StatefulSet controller does.
-pub fn claim_of_set<'t>(claim: &str, set: &str, templates: &'t [String]) -> Option<(&'t str, i64)> {
-    templates
-        .iter()
-        .find_map(|t| claim_ordinal(claim, t, set).map(|n| (t.as_str(), n)))
+pub fn claim_of_set<'t, T: AsRef<str>>(
+    claim: &str,
+    set: &str,
+    templates: &'t [T],
+) -> Option<(&'t str, i64)> {
+    templates.iter().find_map(|t| {
+        let t = t.as_ref();
+        claim_ordinal(claim, t, set).map(|n| (t, n))
+    })
 }
 
 /// Why a claim is orphaned.

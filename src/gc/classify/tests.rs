@@ -1,4 +1,5 @@
 use super::*;
+use crate::cluster::views::uuid_number;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -10,18 +11,40 @@ fn labels(pairs: &[(&str, &str)]) -> Pairs {
         .collect()
 }
 
+/// A pod as the collector projects it (`phase` empty: not reported).
+fn pod(namespace: &str, uid: &str, phase: &str, claim: &str) -> PodView {
+    let status = if phase.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({"phase": phase})
+    };
+    crate::cluster::views::pod_view(
+        &serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": namespace, "name": format!("pod-{uid}"), "uid": uid},
+            "spec": {"containers": [], "volumes": [
+                {"name": "v", "persistentVolumeClaim": {"claimName": claim}}]},
+            "status": status,
+        }))
+        .expect("pod"),
+    )
+}
+
+fn selector(selector: LabelSelector) -> Option<Selector> {
+    Selector::try_from(selector).ok()
+}
+
 fn set(name: &str, replicas: i32) -> SetView {
     SetView {
         namespace: "db".into(),
         name: name.into(),
-        uid: format!("uid-{name}"),
+        uid: Token::new(&format!("uid-{name}")),
         replicas,
         ordinals_start: 0,
-        templates: vec!["data".into()],
-        selector: LabelSelector {
+        templates: Box::new(["data".into()]),
+        selector: selector(LabelSelector {
             match_labels: Some(labels(&[("app", name)]).to_map()),
             match_expressions: None,
-        },
+        }),
         ..SetView::default()
     }
 }
@@ -30,18 +53,18 @@ fn claim(name: &str, app: &str) -> ClaimView {
     ClaimView {
         namespace: "db".into(),
         name: name.into(),
-        uid: format!("uid-{name}"),
+        uid: Token::new(&format!("uid-{name}")),
         resource_version: "7".into(),
-        labels: labels(&[("app", app)]),
+        labels: Arc::new(labels(&[("app", app)])),
         requested_bytes: Some(1 << 30),
         ..ClaimView::default()
     }
 }
 
 fn with_provenance(mut c: ClaimView, set: &str) -> ClaimView {
-    c.annotations.insert(SET_ANNOTATION.into(), set.into());
-    c.annotations
-        .insert(SET_UID_ANNOTATION.into(), format!("uid-{set}"));
+    let annotations = Arc::make_mut(&mut c.annotations);
+    annotations.insert(SET_ANNOTATION.into(), set.into());
+    annotations.insert(SET_UID_ANNOTATION.into(), format!("uid-{set}"));
     c
 }
 
@@ -99,31 +122,50 @@ fn uuids_read_as_numbers_one_to_one() {
 }
 
 #[test]
+fn tokens_keep_their_text_one_to_one() {
+    for text in [
+        "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b",
+        "0F8E2A4C-1B3D-4E5F-8A9B-0C1D2E3F4A5B",
+        "0f8e2a4c1b3d4e5f8a9b0c1d2e3f4a5b",
+        "0",
+        "7",
+        "18446744073709551615",
+        "18446744073709551616",
+        "007",
+        "-1",
+        "+1",
+        "1 ",
+        "uid-web",
+        "",
+    ] {
+        let token = Token::new(text);
+        assert_eq!(token.to_string(), text);
+        assert_eq!(token, *text);
+        assert_eq!(serde_json::to_value(&token).expect("json"), text);
+    }
+    assert!(matches!(
+        Token::new("0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b"),
+        Token::Uuid(_)
+    ));
+    assert!(matches!(Token::new("123456"), Token::Number(123456)));
+    assert!(matches!(Token::new("007"), Token::Text(_)));
+    assert_ne!(Token::new("7"), Token::new("07"));
+    assert!(Token::default().is_empty() && !Token::new("0").is_empty());
+    // 16 bytes of payload and a tag, no allocation for a UUID or a number.
+    assert!(std::mem::size_of::<Token>() <= 24);
+}
+
+#[test]
 fn a_pod_index_decides_as_the_pod_views() {
     let uid = "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
     let pods = vec![
-        PodView {
-            namespace: "db".into(),
-            uid: uid.into(),
-            phase: "Running".into(),
-            claims: vec!["data-web-5".into()],
-        },
-        PodView {
-            namespace: "db".into(),
-            uid: "p2".into(),
-            phase: "Failed".into(),
-            claims: vec!["data-web-6".into()],
-        },
-        PodView {
-            namespace: "other".into(),
-            uid: "p3".into(),
-            phase: String::new().into(),
-            claims: vec!["data-web-7".into()],
-        },
+        pod("db", uid, "Running", "data-web-5"),
+        pod("db", "p2", "Failed", "data-web-6"),
+        pod("other", "p3", "", "data-web-7"),
     ];
     let owned = |name: &str, kind: &str, owner: &str| {
         let mut c = claim(name, "web");
-        c.owners = vec![(kind.into(), owner.into())];
+        c.owners = Box::new([(kind.to_owned().into(), owner.into())]);
         c
     };
     let claims: Vec<ClaimView> = (3..9)
@@ -189,7 +231,7 @@ fn scaled_down_claims_are_orphans_with_ordinals_start() {
 #[test]
 fn several_templates_and_dashed_names() {
     let mut s = set("my-app", 1);
-    s.templates = vec!["data".into(), "wal-log".into()];
+    s.templates = Box::new(["data".into(), "wal-log".into()]);
     let claims = vec![
         claim("data-my-app-0", "my-app"),
         claim("data-my-app-1", "my-app"),
@@ -221,36 +263,21 @@ fn labels_that_do_not_match_are_not_the_sets_claims() {
 #[test]
 fn protected_claims_are_never_candidates() {
     let mut keep = claim("data-web-4", "web");
-    keep.annotations.insert(KEEP.into(), "true".into());
+    Arc::make_mut(&mut keep.annotations).insert(KEEP.into(), "true".into());
     let mut deleting = claim("data-web-5", "web");
     deleting.deleting = true;
     let mut owned = claim("data-web-6", "web");
-    owned.owners = vec![("StatefulSet".into(), "uid-web".into())];
+    owned.owners = Box::new([("StatefulSet".into(), "uid-web".into())]);
     let mut foreign = claim("data-web-7", "web");
-    foreign.owners = vec![("Backup".into(), "x".into())];
+    foreign.owners = Box::new([("Backup".into(), "x".into())]);
     let mut dead_owner = claim("data-web-8", "web");
-    dead_owner.owners = vec![("Pod".into(), "gone".into())];
+    dead_owner.owners = Box::new([("Pod".into(), "gone".into())]);
     let mounted = claim("data-web-9", "web");
     let finished = claim("data-web-10", "web");
     let pods = vec![
-        PodView {
-            namespace: "db".into(),
-            uid: "p1".into(),
-            phase: "Running".into(),
-            claims: vec!["data-web-9".into()],
-        },
-        PodView {
-            namespace: "db".into(),
-            uid: "p2".into(),
-            phase: "Succeeded".into(),
-            claims: vec!["data-web-10".into()],
-        },
-        PodView {
-            namespace: "other".into(),
-            uid: "p3".into(),
-            phase: "Pending".into(),
-            claims: vec!["data-web-10".into()],
-        },
+        pod("db", "p1", "Running", "data-web-9"),
+        pod("db", "p2", "Succeeded", "data-web-10"),
+        pod("other", "p3", "Pending", "data-web-10"),
     ];
     let orphans = classify(
         &[
@@ -282,7 +309,7 @@ fn deleted_sets_verified_by_provenance_or_guessed() {
         claim("logs-old-2", "old"),
         // No labels: not a claim-template claim as far as we can tell.
         ClaimView {
-            labels: Pairs::default(),
+            labels: Arc::default(),
             ..claim("backup-2024-1", "")
         },
     ];
@@ -361,11 +388,11 @@ fn a_live_set_verifies_its_claims_without_annotations() {
     );
     // Not one of the set's templates: left alone (the name reads as a live set's).
     let mut s = set("db", 2);
-    s.templates = vec!["wal".into()];
+    s.templates = Box::new(["wal".into()]);
     assert!(classify(std::slice::from_ref(&c), &[s], &[]).is_empty());
     // A selector with expressions is honoured too.
     let mut s = set("db", 2);
-    s.selector = LabelSelector {
+    s.selector = selector(LabelSelector {
         match_labels: None,
         match_expressions: Some(vec![
             k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
@@ -374,7 +401,7 @@ fn a_live_set_verifies_its_claims_without_annotations() {
                 values: Some(vec!["db".into(), "db2".into()]),
             },
         ]),
-    };
+    });
     assert_eq!(
         names(&classify(&[c], &[s], &[])),
         vec![("data-db-2", Reason::ScaledDown, true)]
@@ -426,13 +453,13 @@ fn claim_names_parse_against_live_set_names_longest_first() {
 
     // Two live sets could claim one name: the longer set name wins.
     let mut short = set("db", 5);
-    short.templates = vec!["data-my".into()];
+    short.templates = Box::new(["data-my".into()]);
     short.selector = set("my-db", 1).selector;
     let long = set("my-db", 1);
     let c = claim("data-my-db-3", "my-db");
     let sets = [short, long];
     let live = claims_of_live_sets(std::slice::from_ref(&c), &sets);
-    assert_eq!(live[0].1.name, "my-db");
+    assert_eq!(&*live[0].1.name, "my-db");
     let orphans = classify(&[c], &sets, &[]);
     assert_eq!(
         (
