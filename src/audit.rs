@@ -146,6 +146,13 @@ impl AuditReport {
     }
 }
 
+/// `text` without spare capacity: a report holds a finding per object of the fleet, and a
+/// message made by `format!` may have twice its length allocated.
+fn exact(mut text: String) -> String {
+    text.shrink_to_fit();
+    text
+}
+
 fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
@@ -382,8 +389,8 @@ fn evaluate_service(
             statefulset: None,
             rule: f.rule,
             mode: f.mode,
-            field: f.field,
-            message: f.message,
+            field: exact(f.field),
+            message: exact(f.message),
         });
     }
 }
@@ -434,8 +441,8 @@ impl Known<'_> {
                 statefulset: Some(name.clone()),
                 rule,
                 mode,
-                field,
-                message,
+                field: exact(field),
+                message: exact(message),
             });
         };
         for f in decision.findings {
@@ -526,8 +533,8 @@ fn finish(
                 statefulset: Some(o.statefulset.clone()),
                 rule: f.rule,
                 mode: f.mode,
-                field: f.field,
-                message: f.message,
+                field: exact(f.field),
+                message: exact(f.message),
             });
         }
         report.orphaned_claims.push(OrphanRow {
@@ -547,13 +554,13 @@ fn finish(
         }
     }
     report.findings.sort_by(|a, b| {
-        let group = |f: &AuditFinding| {
+        fn group(f: &AuditFinding) -> (&str, bool, &str) {
             (
-                f.namespace.clone(),
+                &f.namespace,
                 f.statefulset.is_none(),
-                f.statefulset.clone().unwrap_or_else(|| f.name.clone()),
+                f.statefulset.as_deref().unwrap_or(&f.name),
             )
-        };
+        }
         group(a)
             .cmp(&group(b))
             .then(b.mode.cmp(&a.mode))

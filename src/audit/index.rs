@@ -1,11 +1,13 @@
 //! What a pass keeps of each pod and claim between their lists and the evaluation of their
 //! StatefulSet: only what the live-state rules read ([`crate::policy::rules::live`]), in a
-//! few boxed strings and integers, not the k8s-openapi structs (a `Pod` with empty fields is
-//! about 2 KB; a [`PodEntry`] is about 100 bytes with its strings). When a set is evaluated
+//! few strings and integers, not the k8s-openapi structs (a `Pod` with empty fields is
+//! about 2 KB; a [`PodEntry`] is about 100 bytes with its strings; the texts many entries
+//! hold alike, such as nodes, revisions and storage classes, are kept once). When a set is evaluated
 //! its pods and claims are made back into `Pod`s and `PersistentVolumeClaim`s carrying
 //! exactly those fields ([`PodEntry::pod`], [`ClaimEntry::claim`]), so the rules read them
 //! as they read listed objects and decide the same (the tests hold the two equal).
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, Pod,
@@ -13,6 +15,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use crate::cluster::views::shared_str;
 use crate::policy::rules::live::REVISION_LABEL;
 
 /// The beta annotation a claim may name its storage class with.
@@ -26,15 +29,16 @@ fn time(seconds: Option<i64>) -> Option<Time> {
     seconds.and_then(|s| jiff::Timestamp::from_second(s).ok().map(Time))
 }
 
-fn boxed(text: &Option<String>) -> Option<Box<str>> {
-    text.as_deref().map(Box::from)
+/// Texts many entries hold alike (nodes, revisions, phases, classes, reasons), kept once.
+fn shared(text: &Option<String>) -> Option<Arc<str>> {
+    text.as_deref().map(shared_str)
 }
 
 /// A pod's Ready condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Ready {
-    status: Box<str>,
-    reason: Option<Box<str>>,
+    status: Arc<str>,
+    reason: Option<Arc<str>>,
     since: Option<i64>,
 }
 
@@ -43,10 +47,10 @@ struct Ready {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodEntry {
     name: Box<str>,
-    revision: Option<Box<str>>,
+    revision: Option<Arc<str>>,
     created: Option<i64>,
     deleted: Option<i64>,
-    node: Option<Box<str>>,
+    node: Option<Arc<str>>,
     ready: Option<Ready>,
 }
 
@@ -59,18 +63,18 @@ impl PodEntry {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(REVISION_LABEL))
-                .map(|r| r.as_str().into()),
+                .map(|r| shared_str(r)),
             created: seconds(&meta.creation_timestamp),
             deleted: seconds(&meta.deletion_timestamp),
-            node: pod.spec.as_ref().and_then(|s| boxed(&s.node_name)),
+            node: pod.spec.as_ref().and_then(|s| shared(&s.node_name)),
             ready: pod
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
                 .map(|c| Ready {
-                    status: c.status.as_str().into(),
-                    reason: boxed(&c.reason),
+                    status: shared_str(&c.status),
+                    reason: shared(&c.reason),
                     since: seconds(&c.last_transition_time),
                 }),
         }
@@ -112,11 +116,11 @@ impl PodEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimEntry {
     name: Box<str>,
-    phase: Option<Box<str>>,
+    phase: Option<Arc<str>>,
     created: Option<i64>,
     deleted: Option<i64>,
-    class: Option<Box<str>>,
-    beta_class: Option<Box<str>>,
+    class: Option<Arc<str>>,
+    beta_class: Option<Arc<str>>,
 }
 
 impl ClaimEntry {
@@ -124,18 +128,18 @@ impl ClaimEntry {
         let meta = &claim.metadata;
         ClaimEntry {
             name: meta.name.as_deref().unwrap_or_default().into(),
-            phase: claim.status.as_ref().and_then(|s| boxed(&s.phase)),
+            phase: claim.status.as_ref().and_then(|s| shared(&s.phase)),
             created: seconds(&meta.creation_timestamp),
             deleted: seconds(&meta.deletion_timestamp),
             class: claim
                 .spec
                 .as_ref()
-                .and_then(|s| boxed(&s.storage_class_name)),
+                .and_then(|s| shared(&s.storage_class_name)),
             beta_class: meta
                 .annotations
                 .as_ref()
                 .and_then(|a| a.get(BETA_STORAGE_CLASS))
-                .map(|c| c.as_str().into()),
+                .map(|c| shared_str(c)),
         }
     }
 
