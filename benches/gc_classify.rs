@@ -49,7 +49,7 @@ fn data() -> (Vec<ClaimView>, Vec<SetView>, Vec<PodView>) {
                 namespace: namespace.clone(),
                 name: format!("{name}-{o}").into(),
                 uid: Token::new(&format!("p-{s}-{o}")),
-                claims: Box::new([format!("data-{name}-{o}").into()]),
+                claims: [format!("data-{name}-{o}").as_str()].into_iter().collect(),
             });
         }
     }

@@ -318,7 +318,39 @@ pub struct PodView {
     pub name: Box<str>,
     pub uid: Token,
     /// The claims it mounts, unless it is `Succeeded` or `Failed`.
-    pub claims: Box<[Box<str>]>,
+    pub claims: Names,
+}
+
+/// A few names in one allocation (a pod's claims: most pods mount one or none), each
+/// after its length and a `:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names(Box<str>);
+
+impl Names {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let mut rest: &str = &self.0;
+        std::iter::from_fn(move || {
+            let (len, after) = rest.split_once(':')?;
+            let name = after.get(..len.parse().ok()?)?;
+            rest = &after[name.len()..];
+            Some(name)
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Names {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(names: I) -> Names {
+        use std::fmt::Write;
+        let mut text = String::new();
+        for name in names {
+            let _ = write!(text, "{}:{name}", name.len());
+        }
+        Names(text.into_boxed_str())
+    }
 }
 
 /// The annotations under `stateward.io/`: the only ones the collector reads.
@@ -414,16 +446,13 @@ pub fn pod_view(pod: &Pod) -> PodView {
         name: boxed(pod.metadata.name.as_ref()),
         uid: token(pod.metadata.uid.as_ref()),
         claims: if finished {
-            Box::default()
+            Names::default()
         } else {
             pod.spec
                 .iter()
                 .flat_map(|s| s.volumes.iter().flatten())
-                .filter_map(|v| {
-                    v.persistent_volume_claim
-                        .as_ref()
-                        .map(|c| Box::from(c.claim_name.as_str()))
-                })
+                .filter_map(|v| v.persistent_volume_claim.as_ref())
+                .map(|c| c.claim_name.as_str())
                 .collect()
         },
     }

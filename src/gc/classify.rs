@@ -77,7 +77,7 @@ impl PodIndex {
             self.mounted
                 .entry(pod.namespace)
                 .or_default()
-                .extend(pod.claims);
+                .extend(pod.claims.iter().map(Box::from));
         }
         self.uids.insert(pod.uid);
     }
@@ -199,7 +199,7 @@ impl<'a> Classifier<'a> {
     ) -> Classifier<'a> {
         let pods = || pods.iter().map(Borrow::borrow);
         let mounted = pods()
-            .flat_map(|p| p.claims.iter().map(move |c| (&*p.namespace, &**c)))
+            .flat_map(|p| p.claims.iter().map(move |c| (&*p.namespace, c)))
             .collect();
         let uids = pods().map(|p| &p.uid).collect();
         Classifier::with(sets, Pods::Views { mounted, uids })

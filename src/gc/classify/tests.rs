@@ -156,6 +156,36 @@ fn tokens_keep_their_text_one_to_one() {
 }
 
 #[test]
+fn names_keep_each_name_as_it_was() {
+    use crate::cluster::views::Names;
+    for names in [
+        vec![],
+        vec!["data-db-0"],
+        vec!["data-db-0", "wal-db-0", ""],
+        vec!["12:34", "a:b:c", "9"],
+    ] {
+        let kept: Names = names.iter().copied().collect();
+        assert_eq!(kept.iter().collect::<Vec<_>>(), names);
+        assert_eq!(kept.is_empty(), names.is_empty());
+    }
+}
+
+#[test]
+fn views_stay_small() {
+    // What `gc --watch` keeps per claim and pod of the fleet (docs/gc.md, "Memory").
+    assert!(
+        std::mem::size_of::<ClaimView>() <= 152,
+        "{}",
+        std::mem::size_of::<ClaimView>()
+    );
+    assert!(
+        std::mem::size_of::<PodView>() <= 72,
+        "{}",
+        std::mem::size_of::<PodView>()
+    );
+}
+
+#[test]
 fn a_pod_index_decides_as_the_pod_views() {
     let uid = "0f8e2a4c-1b3d-4e5f-8a9b-0c1d2e3f4a5b";
     let pods = vec![
