@@ -656,7 +656,10 @@ async fn the_watch_loop_reads_projections_from_watch_fed_stores() {
     assert_eq!(snap.sets.len(), 1);
     assert_eq!(&*snap.sets[0].templates, ["data".into()]);
     // Pods keep what classification needs: the claims a pod that has not finished mounts.
-    assert_eq!(snap.pods[0].claims.iter().collect::<Vec<_>>(), ["data-db-0"]);
+    assert_eq!(
+        snap.pods[0].claims.iter().collect::<Vec<_>>(),
+        ["data-db-0"]
+    );
     assert!(opted_in.contains("shop"));
     let metrics = GcMetrics::register(&mut prometheus_client::registry::Registry::default());
     let outcome = pass(

@@ -54,7 +54,7 @@ fn key(text: String) -> Cow<'static, str> {
 /// `8-4-4-4-12`: every uid the API server makes) or of a decimal number (every
 /// resourceVersion of etcd) in 16 bytes, any other text as it is. One to one with the
 /// text, so tokens compare and hash as their texts would.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Token {
     Uuid([u8; 16]),
     Number(u64),
