@@ -880,6 +880,23 @@ pub async fn watch_keeps_reports(env: std::sync::Arc<Env>) {
         }
     })
     .await;
+    // db's claim crosses the threshold a moment after web's (db is made second): its
+    // report is rewritten then, so the "nothing changes" baseline waits for it too.
+    wait_for("db's report with claim-unbound", WAIT, || async move {
+        let r = get_report(env_ref, ns_ref, "stateward-sts-db").await;
+        if r.status == 200
+            && has_result(
+                &r.body,
+                "statefulset.claim-unbound",
+                "persistentvolumeclaims/data-db-0",
+            )
+        {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    })
+    .await;
     let db_report = get_report(env, ns, "stateward-sts-db").await;
     say(
         c,
