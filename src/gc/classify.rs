@@ -96,7 +96,8 @@ impl PodIndex {
 /// What classifying reads of the pods: borrowed from their views, or a [`PodIndex`].
 enum Pods<'a> {
     Views {
-        mounted: HashSet<(&'a str, &'a str)>,
+        /// By namespace: half the size of one set of (namespace, claim) pairs.
+        mounted: HashMap<&'a str, HashSet<&'a str>>,
         uids: HashSet<&'a Token>,
     },
     Index(PodIndex),
@@ -105,7 +106,9 @@ enum Pods<'a> {
 impl Pods<'_> {
     fn mounts(&self, namespace: &str, claim: &str) -> bool {
         match self {
-            Pods::Views { mounted, .. } => mounted.contains(&(namespace, claim)),
+            Pods::Views { mounted, .. } => mounted
+                .get(namespace)
+                .is_some_and(|claims| claims.contains(claim)),
             Pods::Index(index) => index.mounts(namespace, claim),
         }
     }
@@ -122,12 +125,12 @@ impl Pods<'_> {
 /// claim: named `<template>-<set>-<ordinal>` for one of the set's templates, in its
 /// namespace, with labels matching its selector (how the StatefulSet controller finds a
 /// pod's claim). When two sets could claim one name, the longer set name wins.
-struct LiveSets<'a> {
+pub struct LiveSets<'a> {
     by_ns: HashMap<&'a str, Vec<(&'a SetView, Option<&'a Selector>)>>,
 }
 
 impl<'a> LiveSets<'a> {
-    fn new<S: Borrow<SetView>>(sets: &'a [S]) -> LiveSets<'a> {
+    pub fn new<S: Borrow<SetView>>(sets: &'a [S]) -> LiveSets<'a> {
         // An invalid selector (the API server rejects it) selects nothing.
         let mut by_ns: HashMap<&str, Vec<(&SetView, Option<&Selector>)>> = HashMap::new();
         for set in sets.iter().map(Borrow::borrow) {
@@ -146,7 +149,7 @@ impl<'a> LiveSets<'a> {
     }
 
     /// The live set that claims `claim`, with the claim's ordinal (in range or not).
-    fn owner(&self, claim: &ClaimView) -> Option<(&'a SetView, i64)> {
+    pub fn owner(&self, claim: &ClaimView) -> Option<(&'a SetView, i64)> {
         let candidates = self.by_ns.get(&*claim.namespace)?;
         // The labels as a map, made once and only for a claim whose name is a set's.
         let mut labels = None;
@@ -198,9 +201,13 @@ impl<'a> Classifier<'a> {
         pods: &'a [P],
     ) -> Classifier<'a> {
         let pods = || pods.iter().map(Borrow::borrow);
-        let mounted = pods()
-            .flat_map(|p| p.claims.iter().map(move |c| (&*p.namespace, c)))
-            .collect();
+        let mut mounted: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for pod in pods().filter(|p| !p.claims.is_empty()) {
+            mounted
+                .entry(&pod.namespace)
+                .or_default()
+                .extend(pod.claims.iter());
+        }
         let uids = pods().map(|p| &p.uid).collect();
         Classifier::with(sets, Pods::Views { mounted, uids })
     }

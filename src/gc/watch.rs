@@ -44,8 +44,8 @@ use serde_json::json;
 use tokio::sync::watch as signal;
 
 use super::classify::{
-    ClaimView, OPT_IN, ORPHANED_SINCE, Orphan, PodView, Reason, SET_ANNOTATION, SET_UID_ANNOTATION,
-    SetView, claims_of_live_sets,
+    ClaimView, LiveSets, OPT_IN, ORPHANED_SINCE, Orphan, PodView, Reason, SET_ANNOTATION,
+    SET_UID_ANNOTATION, SetView,
 };
 use super::collect::{Deletion, Gate, GcError, Snapshot, delete, plan};
 use crate::cluster::views::{api, claim_view, pod_view, set_view};
@@ -251,7 +251,12 @@ pub async fn reconcile(
     };
 
     // 1. Provenance on the claims of live sets.
-    for (claim, set, _) in claims_of_live_sets(&claims, &sets) {
+    // Claim by claim (not collected first: a pass holds no list as long as the fleet's).
+    let live = LiveSets::new(&sets);
+    for (claim, set) in claims
+        .iter()
+        .filter_map(|c| live.owner(c).map(|(set, _)| (c, set)))
+    {
         let current = (
             claim.annotations.get(SET_ANNOTATION),
             claim.annotations.get(SET_UID_ANNOTATION),
