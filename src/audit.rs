@@ -287,6 +287,12 @@ struct Pods {
 }
 
 impl Pods {
+    /// Drops the spare capacity of each set's entries once the list is in (a vector
+    /// grown by doubling holds up to twice its entries).
+    fn settle(&mut self) {
+        self.by_owner.values_mut().for_each(Vec::shrink_to_fit);
+    }
+
     fn add(&mut self, policy: &Policy, orphans: bool, pod: &Pod) {
         if orphans {
             self.index.add(pod_view(pod));
@@ -319,6 +325,12 @@ struct Claims {
 }
 
 impl Claims {
+    /// As [`Pods::settle`].
+    fn settle(&mut self) {
+        self.by_set.values_mut().for_each(Vec::shrink_to_fit);
+        self.orphans.shrink_to_fit();
+    }
+
     fn add(
         &mut self,
         policy: &Policy,
@@ -793,7 +805,8 @@ pub async fn pass(
         |pods, p: Slim<Pod, Audit>| pods.add(policy, orphans_on, &p.0),
     )
     .await?;
-    let claims = {
+    pods.settle();
+    let mut claims = {
         let classifier = orphans_on
             .then(|| Classifier::with_pod_index(&sets.views, std::mem::take(&mut pods.index)));
         let (sets, selected) = (&sets, &selected);
@@ -810,6 +823,7 @@ pub async fn pass(
         )
         .await?
     };
+    claims.settle();
     let Pods {
         by_owner,
         in_scope: pods_in_scope,
