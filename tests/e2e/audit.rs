@@ -864,39 +864,24 @@ pub async fn watch_keeps_reports(env: std::sync::Arc<Env>) {
     let mut watch = AuditWatch::start(env, ns, &["--policy", &policy]);
     let (ns_ref, env_ref) = (ns.as_str(), env);
 
-    // Both reports, web's with the claim Pending past the 1 s threshold.
-    let web_report = wait_for("web's report with claim-unbound", WAIT, || async move {
-        let r = get_report(env_ref, ns_ref, "stateward-sts-web").await;
-        if r.status == 200
-            && has_result(
-                &r.body,
-                "statefulset.claim-unbound",
-                "persistentvolumeclaims/data-web-0",
-            )
-        {
-            Ok(r.body)
-        } else {
-            Err(r.to_string())
-        }
-    })
-    .await;
-    // db's claim crosses the threshold a moment after web's (db is made second): its
-    // report is rewritten then, so the "nothing changes" baseline waits for it too.
-    wait_for("db's report with claim-unbound", WAIT, || async move {
-        let r = get_report(env_ref, ns_ref, "stateward-sts-db").await;
-        if r.status == 200
-            && has_result(
-                &r.body,
-                "statefulset.claim-unbound",
-                "persistentvolumeclaims/data-db-0",
-            )
-        {
-            Ok(())
-        } else {
-            Err(r.to_string())
-        }
-    })
-    .await;
+    // Both reports with their set's claim Pending past the 1 s threshold. db's claim
+    // crosses it a moment after web's (db is made second) and its report is rewritten
+    // then, so the "nothing changes" baseline below waits for both.
+    let unbound = |set: &'static str| async move {
+        let what = format!("{set}'s report with claim-unbound");
+        wait_for(&what, WAIT, move || async move {
+            let r = get_report(env_ref, ns_ref, &format!("stateward-sts-{set}")).await;
+            let claim = format!("persistentvolumeclaims/data-{set}-0");
+            if r.status == 200 && has_result(&r.body, "statefulset.claim-unbound", &claim) {
+                Ok(r.body)
+            } else {
+                Err(r.to_string())
+            }
+        })
+        .await
+    };
+    let web_report = unbound("web").await;
+    unbound("db").await;
     let db_report = get_report(env, ns, "stateward-sts-db").await;
     say(
         c,
