@@ -346,23 +346,19 @@ pub trait Project<K>: Named + Sized {
     fn project(object: &K) -> (String, Self);
 }
 
-impl Named for ServiceInfo {
-    fn name(&self) -> &str {
-        &self.name
-    }
+/// [`Named`] for projections whose `name` field is their object's name.
+macro_rules! named_by_field {
+    ($($t:ty),+ $(,)?) => {$(
+        impl $crate::cluster::Named for $t {
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )+};
 }
+pub(crate) use named_by_field;
 
-impl Named for StatefulSetInfo {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Named for PdbInfo {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
+named_by_field!(ServiceInfo, StatefulSetInfo, PdbInfo);
 
 impl Project<Slim<Service>> for ServiceInfo {
     fn project(object: &Slim<Service>) -> (String, Self) {

@@ -49,7 +49,7 @@ use super::classify::{
 };
 use super::collect::{Deletion, Gate, GcError, Snapshot, delete, plan};
 use crate::cluster::views::{api, claim_view, pod_view, set_view};
-use crate::cluster::{Cache, CacheMetrics, Collector, Named, Project, Slim, feed, paged};
+use crate::cluster::{Cache, CacheMetrics, Collector, Project, Slim, feed, paged};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
@@ -510,29 +510,7 @@ pub struct NamespaceView {
     pub opted_in: bool,
 }
 
-impl Named for ClaimView {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Named for SetView {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Named for PodView {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl Named for NamespaceView {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
+crate::cluster::named_by_field!(ClaimView, SetView, PodView, NamespaceView);
 
 impl Project<Slim<PersistentVolumeClaim, Collector>> for ClaimView {
     fn project(object: &Slim<PersistentVolumeClaim, Collector>) -> (String, Self) {
