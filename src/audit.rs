@@ -13,6 +13,7 @@
 //! findings. [`audit`] runs the same steps over objects in memory (tests, benches); it is
 //! pure: the clock is an input.
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
@@ -22,7 +23,7 @@ use kube::api::ListParams;
 use serde::Serialize;
 
 use crate::cluster::Slim;
-use crate::cluster::paged::{self, ListError};
+use crate::cluster::paged::{self, ListError, Next};
 use crate::cluster::views::{claim_view, pod_view, set_view};
 use crate::gc::classify::{Classifier, Orphan, PodIndex, SetView};
 use crate::policy::context::{PdbInfo, ServiceInfo, StatefulSetInfo};
@@ -61,6 +62,8 @@ pub enum AuditError {
     },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error("cannot write the report: {0}")]
+    Output(std::io::Error),
 }
 
 /// Everything one pass reads, as listed.
@@ -360,11 +363,10 @@ impl Claims {
     }
 }
 
-/// The findings of one list evaluated (Services, or StatefulSets).
+/// The Service findings of a pass, and how many Services it evaluated.
 #[derive(Default)]
 struct Evaluated {
     findings: Vec<AuditFinding>,
-    sets: Vec<SetOutcome>,
     count: usize,
 }
 
@@ -407,23 +409,34 @@ fn evaluate_service(
     }
 }
 
-/// Everything a set's evaluation reads, once the other lists are in.
+/// Everything a set's evaluation reads, once the other lists are in. It owns the pods' and
+/// claims' entries, and drops those of each namespace once it is sent ([`Known::release`]).
 struct Known<'a> {
     policy: &'a Policy,
     now: i64,
     selected: &'a Option<HashSet<(String, String)>>,
     context: &'a StaticContext,
     sets: &'a Sets,
-    pods: &'a HashMap<String, Vec<PodEntry>>,
-    claims: &'a HashMap<usize, Vec<ClaimEntry>>,
+    pods: HashMap<String, Vec<PodEntry>>,
+    claims: HashMap<usize, Vec<ClaimEntry>>,
     pdbs: &'a HashMap<String, Vec<PodDisruptionBudget>>,
     nodes: &'a HashMap<&'a str, &'a Node>,
 }
 
 impl Known<'_> {
+    /// Where the first list put a set, if it is the same set (by uid).
+    fn listed(&self, ns: &str, name: &str, uid: &str) -> Option<usize> {
+        self.sets
+            .by_name
+            .get(&(ns.to_owned(), name.to_owned()))
+            .copied()
+            .filter(|&k| self.sets.views[k].uid == *uid)
+    }
+
     /// Evaluates one StatefulSet: the webhook's rules (a CREATE of it as it is) and the
-    /// live-state rules on its pods, claims, PodDisruptionBudgets and nodes.
-    fn evaluate_set(&self, out: &mut Evaluated, sts: StatefulSet) {
+    /// live-state rules on its pods, claims, PodDisruptionBudgets and nodes. `None` when
+    /// the pass does not report it (excluded, or not selected).
+    fn evaluate_set(&self, sts: StatefulSet) -> Option<(Vec<AuditFinding>, SetOutcome)> {
         let policy = self.policy;
         let ns = ns_of(&sts.metadata).to_owned();
         let name = name_of(&sts.metadata).to_owned();
@@ -433,16 +446,15 @@ impl Known<'_> {
             .is_some_and(|s| !s.contains(&(ns.clone(), name.clone())))
             || policy.is_excluded(&ns)
         {
-            return;
+            return None;
         }
-        out.count += 1;
         let uid = sts.metadata.uid.clone().unwrap_or_default();
         let service = sts.spec.service_name.clone();
         let mut review = Review::create(Resource::StatefulSet(Box::new(sts)));
         review.namespace = ns.clone();
         let decision = evaluate_stage(policy, &review, self.context, Stage::Validate);
         let Some(Resource::StatefulSet(sts)) = review.object.as_ref() else {
-            return;
+            return None;
         };
         let mut findings = Vec::new();
         let mut push = |rule: RuleId, mode: Level, field: String, message: String| {
@@ -473,11 +485,8 @@ impl Known<'_> {
         // The claims of the set as the first list knew it (a set listed only now, made
         // between the two lists, has none yet).
         let claims: Vec<PersistentVolumeClaim> = self
-            .sets
-            .by_name
-            .get(&(ns.clone(), name.clone()))
-            .filter(|&&k| self.sets.views[k].uid == *uid)
-            .and_then(|k| self.claims.get(k))
+            .listed(&ns, &name, &uid)
+            .and_then(|k| self.claims.get(&k))
             .into_iter()
             .flatten()
             .map(ClaimEntry::claim)
@@ -496,90 +505,252 @@ impl Known<'_> {
         for f in evaluate_live(policy, Live::Set(&input), &decision.skipped) {
             push(f.rule, f.mode, f.field, f.message);
         }
-        out.findings.extend(findings);
-        out.sets.push(SetOutcome {
+        let outcome = SetOutcome {
             namespace: ns,
             name,
             uid,
             service,
             skipped: decision.skipped,
-        });
+        };
+        Some((findings, outcome))
+    }
+
+    /// Drops the pod and claim entries of the sets of a namespace sent: each set is
+    /// evaluated once (a list that starts again skips the namespaces sent).
+    fn release(&mut self, chunk: &Chunk) {
+        for set in &chunk.sets {
+            self.pods.remove(&set.uid);
+            if let Some(k) = self.listed(&set.namespace, &set.name, &set.uid) {
+                self.claims.remove(&k);
+            }
+        }
     }
 }
 
-/// The report of a pass from what its lists left: the set findings, then the Service
-/// findings, then the orphans, sorted as a person reads them.
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    policy: &Policy,
+/// One namespace of a pass, complete: its findings in the order a person reads them (by
+/// set, the most severe first, a set's orphaned claims with it; then its Services), its
+/// orphaned claims by name, and the sets evaluated.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Chunk {
+    pub namespace: String,
+    pub findings: Vec<AuditFinding>,
+    pub orphaned_claims: Vec<OrphanRow>,
+    pub sets: Vec<SetOutcome>,
+}
+
+/// Where a pass sends each namespace as soon as it is complete ([`pass_into`]): the
+/// one-shot output writes it, `audit --watch` writes its reports. A pass holds the
+/// findings of one namespace at a time, not the fleet's.
+pub trait Sink {
+    fn namespace(&mut self, chunk: Chunk) -> impl Future<Output = std::io::Result<()>>;
+}
+
+/// A sink that keeps every namespace: the whole report (tests, benches, [`pass`]).
+impl Sink for AuditReport {
+    async fn namespace(&mut self, chunk: Chunk) -> std::io::Result<()> {
+        self.push(chunk);
+        Ok(())
+    }
+}
+
+impl AuditReport {
+    /// Appends a namespace (namespaces come in order: the findings stay in reading order).
+    pub fn push(&mut self, chunk: Chunk) {
+        self.findings.extend(chunk.findings);
+        self.orphaned_claims.extend(chunk.orphaned_claims);
+        self.sets.extend(chunk.sets);
+    }
+}
+
+/// The order a person reads findings in: by namespace, then by set (a set's orphaned
+/// claims with it) before the Services, the most severe first.
+fn reading_order(a: &AuditFinding, b: &AuditFinding) -> std::cmp::Ordering {
+    fn group(f: &AuditFinding) -> (&str, bool, &str) {
+        (
+            &f.namespace,
+            f.statefulset.is_none(),
+            f.statefulset.as_deref().unwrap_or(&f.name),
+        )
+    }
+    group(a)
+        .cmp(&group(b))
+        .then(b.mode.cmp(&a.mode))
+        .then(a.rule.cmp(&b.rule))
+        .then(a.field.cmp(&b.field))
+}
+
+/// Puts a pass together namespace by namespace. The Service findings and the orphans
+/// (from lists read before the sets are evaluated) wait by namespace; the sets' findings
+/// come in list order, which is namespace order (the API server lists by key:
+/// namespace, then name). When the sets of a namespace are done, the namespace is
+/// complete, and so is every namespace before it.
+struct Assembler<'a> {
+    policy: &'a Policy,
     now: i64,
-    sets: Evaluated,
-    services: Evaluated,
-    mut orphans: Vec<Orphan>,
-    pods: usize,
-    claims: usize,
-    nodes: usize,
-) -> AuditReport {
-    let mut report = AuditReport {
-        policy: policy.name.clone(),
-        findings: sets.findings,
-        sets: sets.sets,
-        ..AuditReport::default()
-    };
-    report.summary.statefulsets = sets.count;
-    report.summary.services = services.count;
-    report.findings.extend(services.findings);
-    orphans.sort_by(|a, b| (&a.namespace, &a.claim).cmp(&(&b.namespace, &b.claim)));
-    for o in orphans {
-        let found = evaluate_live(policy, Live::Orphan(&o), &[]);
-        if found.is_empty() {
-            continue;
+    services: BTreeMap<String, Vec<AuditFinding>>,
+    orphans: BTreeMap<String, Vec<Orphan>>,
+    /// The namespace whose sets are being evaluated.
+    current: Option<Chunk>,
+    /// Namespaces sent.
+    sent: HashSet<String>,
+    summary: Summary,
+}
+
+impl<'a> Assembler<'a> {
+    fn new(
+        policy: &'a Policy,
+        now: i64,
+        services: Vec<AuditFinding>,
+        orphans: Vec<Orphan>,
+    ) -> Assembler<'a> {
+        let mut by_ns: BTreeMap<String, Vec<AuditFinding>> = BTreeMap::new();
+        for f in services {
+            by_ns.entry(f.namespace.clone()).or_default().push(f);
         }
-        report.summary.orphaned_claims += 1;
-        report.summary.orphaned_bytes += o.requested_bytes.unwrap_or(0);
-        for f in found {
-            report.findings.push(AuditFinding {
-                kind: "PersistentVolumeClaim",
-                namespace: o.namespace.clone(),
-                name: o.claim.clone(),
-                statefulset: Some(o.statefulset.clone()),
-                rule: f.rule,
-                mode: f.mode,
-                field: exact(f.field),
-                message: exact(f.message),
+        let mut orphans_by_ns: BTreeMap<String, Vec<Orphan>> = BTreeMap::new();
+        for o in orphans {
+            orphans_by_ns
+                .entry(o.namespace.clone())
+                .or_default()
+                .push(o);
+        }
+        Assembler {
+            policy,
+            now,
+            services: by_ns,
+            orphans: orphans_by_ns,
+            current: None,
+            sent: HashSet::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    fn was_sent(&self, ns: &str) -> bool {
+        self.sent.contains(ns)
+    }
+
+    /// A set's findings; returns the namespaces now complete. A set out of namespace
+    /// order (which the API server does not list) gets a namespace of its own again.
+    fn set(&mut self, findings: Vec<AuditFinding>, outcome: SetOutcome) -> Vec<Chunk> {
+        let mut ready = Vec::new();
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.namespace != outcome.namespace)
+        {
+            if let Some(done) = self.current.take() {
+                ready.push(self.complete(done));
+            }
+            ready.extend(self.before(&outcome.namespace));
+            self.current = Some(Chunk {
+                namespace: outcome.namespace.clone(),
+                ..Chunk::default()
             });
         }
-        report.orphaned_claims.push(OrphanRow {
-            age_seconds: o.created.map(|c| now - c),
-            orphan: o,
-        });
-    }
-    report.summary.pods = pods;
-    report.summary.claims = claims;
-    report.summary.nodes = nodes;
-    for f in &report.findings {
-        match f.mode {
-            Level::Enforce => report.summary.enforce += 1,
-            Level::Warn => report.summary.warn += 1,
-            Level::Audit => report.summary.audit += 1,
-            Level::Mutate => {}
+        if let Some(current) = self.current.as_mut() {
+            current.findings.extend(findings);
+            current.sets.push(outcome);
         }
+        ready
     }
-    report.findings.sort_by(|a, b| {
-        fn group(f: &AuditFinding) -> (&str, bool, &str) {
-            (
-                &f.namespace,
-                f.statefulset.is_none(),
-                f.statefulset.as_deref().unwrap_or(&f.name),
+
+    /// The list of sets starts again: the namespace in progress is read again.
+    fn restart(&mut self) {
+        self.current = None;
+    }
+
+    /// The namespaces waiting with only Services or orphans, before `ns`.
+    fn before(&mut self, ns: &str) -> Vec<Chunk> {
+        let mut waiting: Vec<String> = self
+            .services
+            .range::<str, _>((Bound::Unbounded, Bound::Excluded(ns)))
+            .map(|(k, _)| k.clone())
+            .chain(
+                self.orphans
+                    .range::<str, _>((Bound::Unbounded, Bound::Excluded(ns)))
+                    .map(|(k, _)| k.clone()),
             )
+            .collect();
+        waiting.sort();
+        waiting.dedup();
+        waiting
+            .into_iter()
+            .map(|namespace| {
+                self.complete(Chunk {
+                    namespace,
+                    ..Chunk::default()
+                })
+            })
+            .collect()
+    }
+
+    /// Every namespace not sent yet, and the pass's summary (its counts of what was
+    /// listed are the caller's to set).
+    fn finish(mut self) -> (Vec<Chunk>, Summary) {
+        let mut rest: Vec<Chunk> = self.current.take().into_iter().collect();
+        let mut waiting: Vec<String> = self
+            .services
+            .keys()
+            .chain(self.orphans.keys())
+            .cloned()
+            .collect();
+        waiting.sort();
+        waiting.dedup();
+        waiting.retain(|ns| rest.first().is_none_or(|c| c.namespace != *ns));
+        rest.extend(waiting.into_iter().map(|namespace| Chunk {
+            namespace,
+            ..Chunk::default()
+        }));
+        rest.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+        let rest = rest.into_iter().map(|chunk| self.complete(chunk)).collect();
+        (rest, self.summary)
+    }
+
+    /// A namespace with its Service findings and orphans, sorted as a person reads it.
+    fn complete(&mut self, mut chunk: Chunk) -> Chunk {
+        let ns = chunk.namespace.clone();
+        chunk
+            .findings
+            .extend(self.services.remove(&ns).unwrap_or_default());
+        let mut orphans = self.orphans.remove(&ns).unwrap_or_default();
+        orphans.sort_by(|a, b| a.claim.cmp(&b.claim));
+        for o in orphans {
+            let found = evaluate_live(self.policy, Live::Orphan(&o), &[]);
+            if found.is_empty() {
+                continue;
+            }
+            self.summary.orphaned_claims += 1;
+            self.summary.orphaned_bytes += o.requested_bytes.unwrap_or(0);
+            for f in found {
+                chunk.findings.push(AuditFinding {
+                    kind: "PersistentVolumeClaim",
+                    namespace: o.namespace.clone(),
+                    name: o.claim.clone(),
+                    statefulset: Some(o.statefulset.clone()),
+                    rule: f.rule,
+                    mode: f.mode,
+                    field: exact(f.field),
+                    message: exact(f.message),
+                });
+            }
+            chunk.orphaned_claims.push(OrphanRow {
+                age_seconds: o.created.map(|c| self.now - c),
+                orphan: o,
+            });
         }
-        group(a)
-            .cmp(&group(b))
-            .then(b.mode.cmp(&a.mode))
-            .then(a.rule.cmp(&b.rule))
-            .then(a.field.cmp(&b.field))
-    });
-    report
+        for f in &chunk.findings {
+            match f.mode {
+                Level::Enforce => self.summary.enforce += 1,
+                Level::Warn => self.summary.warn += 1,
+                Level::Audit => self.summary.audit += 1,
+                Level::Mutate => {}
+            }
+        }
+        self.summary.statefulsets += chunk.sets.len();
+        chunk.findings.sort_by(reading_order);
+        self.sent.insert(ns);
+        chunk
+    }
 }
 
 fn pdbs_by_namespace(pdbs: &[PodDisruptionBudget]) -> HashMap<String, Vec<PodDisruptionBudget>> {
@@ -594,7 +765,8 @@ fn pdbs_by_namespace(pdbs: &[PodDisruptionBudget]) -> HashMap<String, Vec<PodDis
 }
 
 /// One pass over `inventory` with `policy` at `now` (seconds since the Unix epoch): the
-/// steps of [`pass`], in its order, over objects already in memory.
+/// steps of [`pass`], in its order, over objects already in memory (the sets evaluated in
+/// namespace order, as the API server lists them).
 pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
     let orphans_on = reads_orphans(policy);
     let mut sets = Sets::default();
@@ -642,31 +814,42 @@ pub fn audit(policy: &Policy, inventory: &Inventory, now: i64) -> AuditReport {
         .iter()
         .map(|n| (name_of(&n.metadata), n))
         .collect();
-    let known = Known {
+    let mut known = Known {
         policy,
         now,
         selected: &inventory.selected,
         context: &sets.context,
         sets: &sets,
-        pods: &pods.by_owner,
-        claims: &claims.by_set,
+        pods: pods.by_owner,
+        claims: claims.by_set,
         pdbs: &pdbs,
         nodes: &nodes,
     };
-    let mut evaluated = Evaluated::default();
-    for sts in &inventory.statefulsets {
-        known.evaluate_set(&mut evaluated, sts.clone());
+    let mut report = AuditReport {
+        policy: policy.name.clone(),
+        ..AuditReport::default()
+    };
+    let mut assembler = Assembler::new(policy, now, services.findings, claims.orphans);
+    let mut order: Vec<&StatefulSet> = inventory.statefulsets.iter().collect();
+    order.sort_by_key(|s| ns_of(&s.metadata));
+    for sts in order {
+        if let Some((findings, outcome)) = known.evaluate_set(sts.clone()) {
+            for chunk in assembler.set(findings, outcome) {
+                known.release(&chunk);
+                report.push(chunk);
+            }
+        }
     }
-    finish(
-        policy,
-        now,
-        evaluated,
-        services,
-        claims.orphans,
-        pods.in_scope,
-        claims.in_scope,
-        inventory.nodes.len(),
-    )
+    let (rest, summary) = assembler.finish();
+    rest.into_iter().for_each(|chunk| report.push(chunk));
+    report.summary = Summary {
+        services: services.count,
+        pods: pods.in_scope,
+        claims: claims.in_scope,
+        nodes: inventory.nodes.len(),
+        ..summary
+    };
+    report
 }
 
 fn list_error(what: &'static str, scope: &str, err: ListError) -> AuditError {
@@ -710,16 +893,15 @@ pub struct Listed {
     pub live_sets: HashSet<(String, String)>,
 }
 
-/// One pass over the cluster, in `namespace` or every namespace, with `policy` at `now`.
-///
-/// Memory follows a page and the projections, not the fleet's objects: the StatefulSets
-/// are listed twice, first into the projections the context rules, the classifier and
-/// the claims read ([`Sets`]), then page by page through the engine; pods and claims are
-/// decoded sparsely into entries of a few fields ([`index`]), each claim classified as it
-/// comes in; Services go through the engine page by page as they are listed, keeping only
-/// those a set names for the context. Every list is paged; a list that expires while
-/// paging starts again from nothing, or fails the pass: no finding comes from a partial
-/// list.
+/// What a pass sent leaves: its summary and the reports `audit --watch` keeps.
+#[derive(Debug, Default)]
+pub struct Passed {
+    pub summary: Summary,
+    /// (namespace, report name) of every StatefulSet the policy does not exclude.
+    pub live_sets: HashSet<(String, String)>,
+}
+
+/// [`pass_into`], keeping the whole report.
 pub async fn pass(
     client: &Client,
     namespace: Option<&str>,
@@ -727,6 +909,42 @@ pub async fn pass(
     policy: &Policy,
     now: i64,
 ) -> Result<Listed, AuditError> {
+    let mut report = AuditReport {
+        policy: policy.name.clone(),
+        ..AuditReport::default()
+    };
+    let passed = pass_into(client, namespace, selector, policy, now, &mut report).await?;
+    report.summary = passed.summary;
+    Ok(Listed {
+        report,
+        live_sets: passed.live_sets,
+    })
+}
+
+/// One pass over the cluster, in `namespace` or every namespace, with `policy` at `now`,
+/// each namespace sent to `sink` as soon as it is complete.
+///
+/// Memory follows a page, the projections and one namespace's findings, not the fleet's
+/// objects: the StatefulSets are listed twice, first into the projections the context
+/// rules, the classifier and the claims read ([`Sets`]), then page by page through the
+/// engine; pods and claims are decoded sparsely into entries of a few fields ([`index`]),
+/// each claim classified as it comes in; Services go through the engine page by page as
+/// they are listed, keeping only those a set names for the context. When the sets of a
+/// namespace are evaluated, the namespace goes to `sink` and its entries are dropped.
+///
+/// Every list is paged; a list that expires while paging starts again from nothing, or
+/// fails the pass: no finding comes from a partial list. The last list, the sets', starts
+/// again after the namespaces sent: a namespace is sent once, whole. A list that fails
+/// after namespaces were sent fails the pass; what was sent stands (each namespace is
+/// complete), the rest is not sent.
+pub async fn pass_into(
+    client: &Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+    policy: &Policy,
+    now: i64,
+    sink: &mut impl Sink,
+) -> Result<Passed, AuditError> {
     let scope = match namespace {
         Some(ns) => format!("in namespace {ns}"),
         None => "in all namespaces".to_owned(),
@@ -824,11 +1042,6 @@ pub async fn pass(
         .await?
     };
     claims.settle();
-    let Pods {
-        by_owner,
-        in_scope: pods_in_scope,
-        ..
-    } = pods;
     let wanted = sets.service_names();
     let reported = sets.reported_services(policy, &selected);
     let (services, infos) = {
@@ -855,39 +1068,59 @@ pub async fn pass(
         sets.context.add_service(info);
     }
     let node_refs: HashMap<&str, &Node> = nodes.iter().map(|n| (name_of(&n.metadata), n)).collect();
-    let known = Known {
+    let mut known = Known {
         policy,
         now,
         selected: &selected,
         context: &sets.context,
         sets: &sets,
-        pods: &by_owner,
-        claims: &claims.by_set,
+        pods: pods.by_owner,
+        claims: claims.by_set,
         pdbs: &pdbs,
         nodes: &node_refs,
     };
-    let evaluated = fold_all(
-        client,
-        namespace,
-        sets_page(),
-        "statefulsets",
-        scope,
-        Evaluated::default,
-        |out, sts: Slim<StatefulSet, Audit>| known.evaluate_set(out, sts.0),
-    )
-    .await?;
-    let live_sets = sets.live_reports(policy);
-    let report = finish(
-        policy,
-        now,
-        evaluated,
-        services,
-        claims.orphans,
-        pods_in_scope,
-        claims.in_scope,
-        nodes.len(),
-    );
-    Ok(Listed { report, live_sets })
+    let mut assembler = Assembler::new(policy, now, services.findings, claims.orphans);
+    let mut pager = paged::Pager::<Slim<StatefulSet, Audit>>::new(namespace, &sets_page());
+    let mut restarted = false;
+    loop {
+        let page = match pager.next(client).await {
+            Ok(Next::Page(page)) => page,
+            Ok(Next::Restarted) => {
+                restarted = true;
+                assembler.restart();
+                continue;
+            }
+            Ok(Next::Done) => break,
+            Err(err) => return Err(list_error("statefulsets", scope, err)),
+        };
+        for sts in page {
+            if restarted && assembler.was_sent(ns_of(&sts.0.metadata)) {
+                continue;
+            }
+            let Some((findings, outcome)) = known.evaluate_set(sts.0) else {
+                continue;
+            };
+            for chunk in assembler.set(findings, outcome) {
+                known.release(&chunk);
+                sink.namespace(chunk).await.map_err(AuditError::Output)?;
+            }
+        }
+    }
+    let (rest, summary) = assembler.finish();
+    for chunk in rest {
+        known.release(&chunk);
+        sink.namespace(chunk).await.map_err(AuditError::Output)?;
+    }
+    Ok(Passed {
+        summary: Summary {
+            services: services.count,
+            pods: pods.in_scope,
+            claims: claims.in_scope,
+            nodes: nodes.len(),
+            ..summary
+        },
+        live_sets: sets.live_reports(policy),
+    })
 }
 
 #[cfg(test)]

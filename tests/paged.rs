@@ -22,6 +22,13 @@ struct Server {
     expire: usize,
     /// Every request's path and query.
     requests: Vec<String>,
+    /// StatefulSets `db-NNN`, 50 per namespace `ns-N`, in the API's order (none: the one
+    /// set `db` in `shop`).
+    sets: usize,
+    /// The continue request on the StatefulSets (counted from 1, across lists) to answer
+    /// with 410 Gone, once.
+    expire_set_continue: Option<usize>,
+    set_continues: usize,
 }
 
 fn claim(i: usize) -> Value {
@@ -29,6 +36,16 @@ fn claim(i: usize) -> Value {
         "metadata": {"name": format!("data-db-{i}"), "namespace": "shop", "uid": format!("uid-{i}"),
             "resourceVersion": "10", "creationTimestamp": "2026-11-01T00:00:00Z", "labels": {"app": "db"}},
         "spec": {"resources": {"requests": {"storage": "1Gi"}}}})
+}
+
+fn numbered_set(i: usize) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": format!("db-{i:03}"), "namespace": format!("ns-{}", i / 50),
+            "uid": format!("set-{i}")},
+        "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "main", "image": "db"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}}]}})
 }
 
 fn query<'a>(uri: &'a str, key: &str) -> Option<&'a str> {
@@ -43,6 +60,17 @@ fn query<'a>(uri: &'a str, key: &str) -> Option<&'a str> {
 fn answer(server: &mut Server, uri: &str) -> (u16, Value) {
     server.requests.push(uri.to_owned());
     let continued = query(uri, "continue");
+    let path = uri.split('?').next().unwrap_or_default();
+    if continued.is_some() && path.ends_with("/statefulsets") {
+        server.set_continues += 1;
+        if server.expire_set_continue == Some(server.set_continues) {
+            return (
+                410,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410,
+                    "reason": "Expired", "message": "The provided continue parameter is too old"}),
+            );
+        }
+    }
     if continued.is_some() && server.expire > 0 {
         server.expire -= 1;
         return (
@@ -51,9 +79,10 @@ fn answer(server: &mut Server, uri: &str) -> (u16, Value) {
                 "reason": "Expired", "message": "The provided continue parameter is too old"}),
         );
     }
-    let path = uri.split('?').next().unwrap_or_default();
     let all: Vec<Value> = if path.ends_with("/persistentvolumeclaims") {
         (0..CLAIMS).map(claim).collect()
+    } else if path.ends_with("/statefulsets") && server.sets > 0 {
+        (0..server.sets).map(numbered_set).collect()
     } else if path.ends_with("/statefulsets") {
         vec![json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": {"name": "db", "namespace": "shop", "uid": "set-db"},
@@ -240,4 +269,42 @@ async fn a_410_on_every_continue_never_yields_an_audit_from_a_partial_list() {
     assert_eq!(listed.report.summary.claims, CLAIMS);
     assert_eq!(listed.report.summary.statefulsets, 1);
     assert_eq!(listed.report.orphaned_claims.len(), CLAIMS - 3);
+}
+
+/// The audit sends each namespace as soon as its sets are evaluated. A `410` on the sets'
+/// last list after a namespace was sent lists them again without sending that namespace
+/// twice, and the rest as if nothing had expired.
+#[tokio::test]
+async fn a_410_on_the_sets_after_a_namespace_was_sent_sends_each_namespace_once() {
+    let policy = stateward::policy::Policy::default();
+    let run = |expire_set_continue| {
+        let policy = policy.clone();
+        async move {
+            let server = Arc::new(Mutex::new(Server {
+                sets: 250,
+                expire_set_continue,
+                ..Server::default()
+            }));
+            let listed = stateward::audit::pass(&client(server.clone()), None, None, &policy, T0)
+                .await
+                .expect("audit");
+            let requests = server.lock().expect("server").requests.clone();
+            (listed.report, requests)
+        }
+    };
+    let (whole, _) = run(None).await;
+    assert_eq!(whole.summary.statefulsets, 250);
+    assert!(!whole.findings.is_empty());
+    // Pages of 100: the first list's continues are 1 and 2; 3 is the last list's first,
+    // after ns-0 (sets 0 to 49) was sent and while ns-1 was under way.
+    let (again, requests) = run(Some(3)).await;
+    let sets_lists = requests
+        .iter()
+        .filter(|r| r.contains("/statefulsets") && query(r, "continue").is_none())
+        .count();
+    assert_eq!(sets_lists, 3, "{requests:#?}");
+    assert_eq!(again, whole);
+    let mut names: Vec<&str> = again.sets.iter().map(|s| s.name.as_str()).collect();
+    names.dedup();
+    assert_eq!(names.len(), 250);
 }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::openreports::Report;
 use super::reports::{self, Deletion, Desired, FIELD_MANAGER, HASH_ANNOTATION, SELECTOR};
-use super::{AuditReport, pass};
+use super::{AuditFinding, AuditReport, Chunk, Sink, pass_into};
 use crate::cluster::Slim;
 use crate::cluster::paged::{self, ListError};
 use crate::cluster::views::now_seconds;
@@ -112,19 +112,10 @@ impl AuditMetrics {
         m
     }
 
-    /// Sets the findings gauges to the counts of `report`, removing label sets that have
+    /// Sets the findings gauges to the counts of a pass, removing label sets that have
     /// none left.
-    pub fn set_findings(&self, report: &AuditReport, published: &mut HashSet<FindingLabels>) {
-        let mut counts: HashMap<FindingLabels, i64> = HashMap::new();
-        for f in &report.findings {
-            *counts
-                .entry(FindingLabels {
-                    rule: f.rule.as_str(),
-                    mode: f.mode.as_str(),
-                    namespace: f.namespace.clone(),
-                })
-                .or_default() += 1;
-        }
+    pub fn set_findings(&self, counts: Counts, published: &mut HashSet<FindingLabels>) {
+        let counts = counts.0;
         for gone in published.iter().filter(|l| !counts.contains_key(*l)) {
             self.findings.remove(gone);
         }
@@ -246,118 +237,210 @@ async fn existing_reports(
     }
 }
 
-/// Builds the reports of `desired` one at a time and writes those that changed, then
-/// deletes the stale ones of `existing` (metadata only), while `gate` stays open (checked
-/// before every write).
-pub async fn write(
-    client: &Client,
-    desired: &Desired<'_>,
-    existing: &[Report],
-    live_sets: &HashSet<(String, String)>,
-    now: i64,
-    metrics: &AuditMetrics,
-    gate: &(dyn Fn() -> Option<&'static str> + Sync),
-) -> Written {
-    let mut written = Written::default();
-    let current: HashMap<(String, String), &Report> = existing
-        .iter()
-        .map(|r| {
-            (
-                (
-                    r.metadata.namespace.clone().unwrap_or_default(),
-                    r.metadata.name.clone().unwrap_or_default(),
-                ),
-                r,
-            )
-        })
-        .collect();
-    let mut wanted = HashSet::new();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    for i in 0..desired.len() {
-        let (ns, name) = desired.key(i);
-        let before = current.get(&(ns.clone(), name.clone())).copied();
-        // The listed report has no results: nothing to carry over yet.
-        let Some(mut report) = desired.build(i, before, now) else {
-            continue;
-        };
-        wanted.insert((ns.clone(), name.clone()));
-        if reports::unchanged(before, &report) {
-            written.unchanged += 1;
-            continue;
+/// The findings of a pass by rule, mode and namespace: the `audit_findings` gauges.
+#[derive(Debug, Default)]
+pub struct Counts(HashMap<FindingLabels, i64>);
+
+impl Counts {
+    pub fn add(&mut self, findings: &[AuditFinding]) {
+        for f in findings {
+            *self
+                .0
+                .entry(FindingLabels {
+                    rule: f.rule.as_str(),
+                    mode: f.mode.as_str(),
+                    namespace: f.namespace.clone(),
+                })
+                .or_default() += 1;
         }
-        let api: Api<Report> = Api::namespaced(client.clone(), &ns);
-        if before.is_some() {
-            // Results found before keep their first message and time: read it whole.
-            match api.get_opt(&name).await {
-                Ok(Some(full)) => {
-                    if let Some(again) = desired.build(i, Some(&full), now) {
-                        report = again;
+    }
+}
+
+/// Writes the reports of a pass namespace by namespace, as the pass sends them (a pass holds
+/// one namespace's findings, not the fleet's): builds them one at a time and writes those
+/// that changed while `gate` stays open (checked before every write); then
+/// ([`Publisher::delete_stale`]) deletes the stale ones. Without the CRDs it only counts.
+pub struct Publisher<'a> {
+    client: &'a Client,
+    policy: &'a Policy,
+    /// The reports in the cluster (metadata only) by (namespace, name); `None`: no CRDs.
+    current: Option<HashMap<(String, String), &'a Report>>,
+    now: i64,
+    metrics: &'a AuditMetrics,
+    gate: &'a (dyn Fn() -> Option<&'static str> + Sync),
+    wanted: HashSet<(String, String)>,
+    counts: Counts,
+    written: Written,
+}
+
+impl<'a> Publisher<'a> {
+    pub fn new(
+        client: &'a Client,
+        policy: &'a Policy,
+        existing: Option<&'a [Report]>,
+        now: i64,
+        metrics: &'a AuditMetrics,
+        gate: &'a (dyn Fn() -> Option<&'static str> + Sync),
+    ) -> Publisher<'a> {
+        let current = existing.map(|existing| {
+            existing
+                .iter()
+                .map(|r| {
+                    (
+                        (
+                            r.metadata.namespace.clone().unwrap_or_default(),
+                            r.metadata.name.clone().unwrap_or_default(),
+                        ),
+                        r,
+                    )
+                })
+                .collect()
+        });
+        Publisher {
+            client,
+            policy,
+            current,
+            now,
+            metrics,
+            gate,
+            wanted: HashSet::new(),
+            counts: Counts::default(),
+            written: Written::default(),
+        }
+    }
+
+    /// What the pass found and what its writes did.
+    pub fn into_parts(self) -> (Counts, Written) {
+        (self.counts, self.written)
+    }
+
+    async fn apply(&mut self, desired: &Desired<'_>) {
+        let Some(current) = &self.current else {
+            return;
+        };
+        let (client, now) = (self.client, self.now);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for i in 0..desired.len() {
+            let (ns, name) = desired.key(i);
+            let before = current.get(&(ns.clone(), name.clone())).copied();
+            // The listed report has no results: nothing to carry over yet.
+            let Some(mut report) = desired.build(i, before, now) else {
+                continue;
+            };
+            self.wanted.insert((ns.clone(), name.clone()));
+            if self.written.stopped.is_some() {
+                continue;
+            }
+            if reports::unchanged(before, &report) {
+                self.written.unchanged += 1;
+                continue;
+            }
+            let api: Api<Report> = Api::namespaced(client.clone(), &ns);
+            if before.is_some() {
+                // Results found before keep their first message and time: read it whole.
+                match api.get_opt(&name).await {
+                    Ok(Some(full)) => {
+                        if let Some(again) = desired.build(i, Some(&full), now) {
+                            report = again;
+                        }
+                        if reports::unchanged(Some(&full), &report) {
+                            self.written.unchanged += 1;
+                            continue;
+                        }
                     }
-                    if reports::unchanged(Some(&full), &report) {
-                        written.unchanged += 1;
+                    Ok(None) => {}
+                    Err(err) => {
+                        self.metrics.write("apply", false);
+                        self.written.failed += 1;
+                        tracing::warn!(report = %format!("{ns}/{name}"), error = %err, "cannot read report");
                         continue;
                     }
                 }
-                Ok(None) => {}
+            }
+            if let Some(why) = (self.gate)() {
+                self.written.stopped = Some(why);
+                continue;
+            }
+            match api.patch(&name, &params, &Patch::Apply(&report)).await {
+                Ok(_) => {
+                    self.metrics.write("apply", true);
+                    self.written.applied += 1;
+                }
                 Err(err) => {
-                    metrics.write("apply", false);
-                    written.failed += 1;
-                    tracing::warn!(report = %format!("{ns}/{name}"), error = %err, "cannot read report");
-                    continue;
+                    self.metrics.write("apply", false);
+                    self.written.failed += 1;
+                    tracing::warn!(report = %format!("{ns}/{name}"), error = %err, "cannot apply report");
                 }
             }
         }
-        if let Some(why) = gate() {
-            written.stopped = Some(why);
-            return written;
+    }
+
+    /// Deletes the reports of `existing` the pass did not want (metadata only): those of
+    /// sets gone (not in `live_sets`) and orphaned-claims reports of namespaces without
+    /// orphans. Nothing once the gate has closed.
+    pub async fn delete_stale(
+        &mut self,
+        existing: &[Report],
+        live_sets: &HashSet<(String, String)>,
+    ) {
+        if self.current.is_none() {
+            return;
         }
-        match api.patch(&name, &params, &Patch::Apply(&report)).await {
-            Ok(_) => {
-                metrics.write("apply", true);
-                written.applied += 1;
+        for Deletion {
+            namespace,
+            name,
+            uid,
+        } in existing
+            .iter()
+            .filter_map(|r| reports::stale(r, &self.wanted, live_sets))
+        {
+            if self.written.stopped.is_some() {
+                return;
             }
-            Err(err) => {
-                metrics.write("apply", false);
-                written.failed += 1;
-                tracing::warn!(report = %format!("{ns}/{name}"), error = %err, "cannot apply report");
+            if let Some(why) = (self.gate)() {
+                self.written.stopped = Some(why);
+                return;
+            }
+            let api: Api<Report> = Api::namespaced(self.client.clone(), &namespace);
+            let params = DeleteParams {
+                preconditions: uid.map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {
+                    self.metrics.write("delete", true);
+                    self.written.deleted += 1;
+                }
+                // Gone already (the garbage collector), or replaced since the list.
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(err) => {
+                    self.metrics.write("delete", false);
+                    self.written.failed += 1;
+                    tracing::warn!(report = %format!("{namespace}/{name}"), error = %err, "cannot delete report");
+                }
             }
         }
     }
-    for Deletion {
-        namespace,
-        name,
-        uid,
-    } in existing
-        .iter()
-        .filter_map(|r| reports::stale(r, &wanted, live_sets))
-    {
-        if let Some(why) = gate() {
-            written.stopped = Some(why);
-            return written;
+}
+
+impl Sink for Publisher<'_> {
+    async fn namespace(&mut self, chunk: Chunk) -> std::io::Result<()> {
+        self.counts.add(&chunk.findings);
+        if self.current.is_some() {
+            let report = AuditReport {
+                findings: chunk.findings,
+                orphaned_claims: chunk.orphaned_claims,
+                sets: chunk.sets,
+                ..AuditReport::default()
+            };
+            let desired = Desired::new(self.policy, &report);
+            self.apply(&desired).await;
         }
-        let api: Api<Report> = Api::namespaced(client.clone(), &namespace);
-        let params = DeleteParams {
-            preconditions: uid.map(|uid| Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(&name, &params).await {
-            Ok(_) => {
-                metrics.write("delete", true);
-                written.deleted += 1;
-            }
-            // Gone already (the garbage collector), or replaced since the list.
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(err) => {
-                metrics.write("delete", false);
-                written.failed += 1;
-                tracing::warn!(report = %format!("{namespace}/{name}"), error = %err, "cannot delete report");
-            }
-        }
+        Ok(())
     }
-    written
 }
 
 /// Reads and validates a policy file (reading files is the command layer's: it passes its
@@ -456,45 +539,44 @@ impl Pass {
         let ns = self.options.namespace.clone();
         let now = now_seconds();
         let policy = self.policy.clone();
-        let listed = pass(
+        let existing = match existing_reports(&self.client, ns.as_deref()).await {
+            Ok(existing) => existing,
+            Err(err) => return Err(WatchError::Reports(err)),
+        };
+        self.crds_seen(existing.is_some());
+        let mut publisher = Publisher::new(
+            &self.client,
+            &policy,
+            existing.as_deref(),
+            now,
+            &self.metrics,
+            gate,
+        );
+        let passed = pass_into(
             &self.client,
             ns.as_deref(),
             self.options.selector.as_deref(),
             &policy,
             now,
+            &mut publisher,
         )
         .await?;
-        let report = listed.report;
-        self.metrics.set_findings(&report, &mut self.published);
-        let mut written = Written::default();
-        match existing_reports(&self.client, ns.as_deref()).await {
-            Ok(None) => self.crds_seen(false),
-            Ok(Some(existing)) => {
-                self.crds_seen(true);
-                let desired = Desired::new(&policy, &report);
-                written = write(
-                    &self.client,
-                    &desired,
-                    &existing,
-                    &listed.live_sets,
-                    now,
-                    &self.metrics,
-                    gate,
-                )
-                .await;
-            }
-            Err(err) => return Err(WatchError::Reports(err)),
+        if let Some(existing) = &existing {
+            publisher.delete_stale(existing, &passed.live_sets).await;
         }
+        let (counts, written) = publisher.into_parts();
+        self.metrics.set_findings(counts, &mut self.published);
+        let summary = passed.summary;
         self.metrics.last_pass.set(now_seconds());
         self.metrics
             .pass_seconds
             .set(started.elapsed().as_secs_f64());
         tracing::info!(
-            statefulsets = report.summary.statefulsets,
-            enforce = report.summary.enforce,
-            warn = report.summary.warn,
-            audit = report.summary.audit,
-            orphaned_claims = report.summary.orphaned_claims,
+            statefulsets = summary.statefulsets,
+            enforce = summary.enforce,
+            warn = summary.warn,
+            audit = summary.audit,
+            orphaned_claims = summary.orphaned_claims,
             reports_applied = written.applied,
             reports_deleted = written.deleted,
             reports_unchanged = written.unchanged,
@@ -539,7 +621,9 @@ mod tests {
             ],
             ..AuditReport::default()
         };
-        metrics.set_findings(&report, &mut published);
+        let mut counts = Counts::default();
+        counts.add(&report.findings);
+        metrics.set_findings(counts, &mut published);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(
@@ -549,7 +633,9 @@ mod tests {
             "{text}"
         );
         report.findings.truncate(1);
-        metrics.set_findings(&report, &mut published);
+        let mut counts = Counts::default();
+        counts.add(&report.findings);
+        metrics.set_findings(counts, &mut published);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(!text.contains("namespace=\"b\""), "{text}");

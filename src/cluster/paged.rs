@@ -98,9 +98,97 @@ where
     Ok(page.metadata.resource_version.filter(|v| !v.is_empty()))
 }
 
+/// What [`Pager::next`] read.
+pub enum Next<K> {
+    /// The objects of the next page.
+    Page(Vec<K>),
+    /// The list expired while paging (`410 Gone` on a continue) and starts again: what the
+    /// pages before held is to be read again from the next page on.
+    Restarted,
+    /// The list is complete.
+    Done,
+}
+
+/// A list read page by page, for a caller that acts between pages (an `await` of its own).
+/// Pages hold `params.limit` objects when set (a smaller page for large objects), else
+/// [`PAGE_SIZE`]. A `410 Gone` on a continue starts the list again ([`Next::Restarted`]),
+/// at most [`RESTARTS`] times; then the list fails.
+pub struct Pager<K> {
+    request: Request,
+    params: ListParams,
+    attempts: usize,
+    version: Option<String>,
+    done: bool,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> Pager<K>
+where
+    K: kube::Resource<DynamicType = ()> + DeserializeOwned,
+{
+    pub fn new(namespace: Option<&str>, params: &ListParams) -> Pager<K> {
+        let limit = params.limit.unwrap_or(PAGE_SIZE);
+        let mut params = params.clone().limit(limit);
+        params.continue_token = None;
+        Pager {
+            request: Request::new(K::url_path(&(), namespace)),
+            params,
+            attempts: 1,
+            version: None,
+            done: false,
+            kind: std::marker::PhantomData,
+        }
+    }
+
+    /// The resourceVersion of the list as it stands (its first page's).
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    pub async fn next(&mut self, client: &Client) -> Result<Next<K>, ListError> {
+        if self.done {
+            return Ok(Next::Done);
+        }
+        let http = self
+            .request
+            .list(&self.params)
+            .map_err(|e| ListError::Request(e.to_string()))?;
+        let page: Page<K> = match client.request(http).await {
+            Ok(page) => page,
+            Err(kube::Error::Api(status))
+                if status.code == 410 && self.params.continue_token.is_some() =>
+            {
+                if self.attempts > RESTARTS {
+                    return Err(ListError::Expired {
+                        attempts: self.attempts,
+                    });
+                }
+                tracing::info!(
+                    kind = %K::kind(&()),
+                    attempt = self.attempts,
+                    "the list expired while paging (410 Gone); listing again from the start"
+                );
+                self.attempts += 1;
+                self.params.continue_token = None;
+                self.version = None;
+                return Ok(Next::Restarted);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if self.version.is_none() {
+            self.version = page.metadata.resource_version;
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => self.params.continue_token = Some(token),
+            _ => self.done = true,
+        }
+        Ok(Next::Page(page.items.unwrap_or_default()))
+    }
+}
+
 /// Folds every object of the list into a state made by `init` (made afresh when the list
-/// restarts after a `410 Gone`); returns it with the list's resourceVersion. Pages hold
-/// `params.limit` objects when set (a smaller page for large objects), else [`PAGE_SIZE`].
+/// restarts after a `410 Gone`); returns it with the list's resourceVersion. Pages as
+/// [`Pager`].
 pub async fn fold<K, S>(
     client: &Client,
     namespace: Option<&str>,
@@ -111,46 +199,15 @@ pub async fn fold<K, S>(
 where
     K: kube::Resource<DynamicType = ()> + DeserializeOwned,
 {
-    let request = Request::new(K::url_path(&(), namespace));
-    let mut attempts = 0;
-    'list: loop {
-        attempts += 1;
-        let mut state = init();
-        let mut version = None;
-        let limit = params.limit.unwrap_or(PAGE_SIZE);
-        let mut params = params.clone().limit(limit);
-        params.continue_token = None;
-        loop {
-            let http = request
-                .list(&params)
-                .map_err(|e| ListError::Request(e.to_string()))?;
-            let page: Page<K> = match client.request(http).await {
-                Ok(page) => page,
-                Err(kube::Error::Api(status))
-                    if status.code == 410 && params.continue_token.is_some() =>
-                {
-                    if attempts > RESTARTS {
-                        return Err(ListError::Expired { attempts });
-                    }
-                    tracing::info!(
-                        kind = %K::kind(&()),
-                        attempt = attempts,
-                        "the list expired while paging (410 Gone); listing again from the start"
-                    );
-                    continue 'list;
-                }
-                Err(err) => return Err(err.into()),
-            };
-            if version.is_none() {
-                version = page.metadata.resource_version;
-            }
-            for object in page.items.into_iter().flatten() {
-                step(&mut state, object);
-            }
-            match page.metadata.continue_ {
-                Some(token) if !token.is_empty() => params.continue_token = Some(token),
-                _ => return Ok((state, version)),
-            }
+    let mut pager = Pager::new(namespace, params);
+    let mut state = init();
+    loop {
+        match pager.next(client).await? {
+            Next::Page(items) => items
+                .into_iter()
+                .for_each(|object| step(&mut state, object)),
+            Next::Restarted => state = init(),
+            Next::Done => return Ok((state, pager.version)),
         }
     }
 }
