@@ -4,7 +4,8 @@
 //! ```text
 //! STATEWARD_K8S_ASSETS=/work/shared/k8s/bin STATEWARD_HELM=$PWD/.tools/bin/helm \
 //!   cargo bench --bench fleet_memory -- --pods 10000 [--claims N] [--sets N] [--services N] \
-//!   [--bin PATH] [--baseline-bin PATH]... [--tunables] [--wait-for FILE] [--only gc,audit,serve]
+//!   [--bin PATH] [--baseline-bin PATH]... [--tunables] [--tunables-also T1,T2]
+//!   [--wait-for FILE] [--only gc,audit,serve]
 //! ```
 //!
 //! The control plane of the end-to-end suite (tests/e2e/harness.rs) with its stateward and
@@ -24,7 +25,7 @@
 //! required` (RSS and peak two seconds after the stores are listed: the log line `gc
 //! reconcile loop started`, `/readyz` 200), `audit --watch` (peak after its first `audit
 //! pass` log line, and that pass's time). `--tunables` repeats every command with the
-//! image's `GLIBC_TUNABLES`. `--wait-for FILE` waits, once the cluster is populated, until
+//! image's `GLIBC_TUNABLES`, and `--tunables-also` with each of the values it lists. `--wait-for FILE` waits, once the cluster is populated, until
 //! FILE exists (populate while the binaries build). `--only` runs only the commands of
 //! those names (`gc` is `gc -A` and `gc --watch`). Under `cargo test --benches` (no `--bench`) it does nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test or bench may stop on a broken fixture
@@ -452,6 +453,15 @@ async fn run(dir: &Path, assets: &Path, helm: &Path, binaries: &[PathBuf]) {
     let services = count("--services").unwrap_or(pods);
     let per_set = pods.div_ceil(sets);
     let tunables = std::env::args().any(|a| a == "--tunables");
+    // `--tunables-also A,B`: more GLIBC_TUNABLES values to compare (`:`-joined settings
+    // each), after the image's.
+    let mut tunables_list: Vec<String> = Vec::new();
+    if tunables {
+        tunables_list.push(IMAGE_GLIBC_TUNABLES.to_owned());
+    }
+    if let Some(also) = arg("--tunables-also") {
+        tunables_list.extend(also.split(',').map(str::to_owned));
+    }
     let env = Env::start(dir, assets, helm, None).await;
     env.terminate_stateward();
     env.stop_controller_manager();
@@ -521,10 +531,7 @@ async fn run(dir: &Path, assets: &Path, helm: &Path, binaries: &[PathBuf]) {
         }
     }
     for binary in binaries {
-        for t in [None, Some(IMAGE_GLIBC_TUNABLES)] {
-            if t.is_some() && !tunables {
-                continue;
-            }
+        for t in std::iter::once(None).chain(tunables_list.iter().map(|t| Some(t.as_str()))) {
             measure(&env, dir, binary, t).await;
         }
     }
