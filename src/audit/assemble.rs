@@ -19,14 +19,14 @@ pub struct Chunk {
     pub sets: Vec<SetOutcome>,
 }
 
-/// Where a pass sends each namespace as soon as it is complete ([`pass_into`]): the
+/// Where a pass sends each namespace as soon as it is complete ([`pass_into`](super::pass_into)): the
 /// one-shot output writes it, `audit --watch` writes its reports. A pass holds the
 /// findings of one namespace at a time, not the fleet's.
 pub trait Sink {
     fn namespace(&mut self, chunk: Chunk) -> impl Future<Output = std::io::Result<()>>;
 }
 
-/// A sink that keeps every namespace: the whole report (tests, benches, [`pass`]).
+/// A sink that keeps every namespace: the whole report (tests, benches, [`pass`](super::pass)).
 impl Sink for AuditReport {
     async fn namespace(&mut self, chunk: Chunk) -> std::io::Result<()> {
         self.push(chunk);
