@@ -7,6 +7,12 @@
 //! leader), then the next one `interval` after the end of the last; leadership is looked
 //! at every second at least (every 200 ms while following). Before the first pass the
 //! loop may wait to be [`Loop::ready`] (the stores of `gc --watch` listed once).
+//!
+//! Memory: before and after every pass the allocator gives its free pages back to the
+//! kernel ([`release_free_memory`]). The stores' views are allocated among the list pages
+//! and a pass's transient sets; what those free stays resident under glibc's malloc
+//! (only the heap's top is returned by itself), so the process would hold its
+//! high-water mark between passes.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,13 +159,31 @@ where
                 None
             }
         };
+        release_free_memory();
         each.pass(&gate).await;
+        release_free_memory();
         next = Instant::now() + settings.interval;
         if shutdown.requested() {
             break;
         }
     }
     stop(elector).await
+}
+
+/// Gives the allocator's free pages back to the kernel: glibc's `malloc_trim(0)`, which
+/// returns every whole free page inside the heap, not only at its top. With it called
+/// every half second (preloaded), `gc --watch` at 10,000 pods held 23.8 MiB after its
+/// lists with the image's `GLIBC_TUNABLES` instead of 30.0, and 44.9 instead of 59.6
+/// without them (docs/gc.md, "Memory"). It walks the free lists once; called before and
+/// after each pass. Elsewhere than on glibc it does nothing.
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    // SAFETY: `malloc_trim` takes no pointer; it walks glibc's own free lists under the
+    // arenas' locks. The Rust global allocator here is glibc's malloc (no other is set).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The Lease of `--leader-elect` (none with `--leader-elect=false`), in `--lease-namespace`,
