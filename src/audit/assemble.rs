@@ -122,7 +122,7 @@ impl<'a> Assembler<'a> {
             if let Some(done) = self.current.take() {
                 ready.push(self.complete(done));
             }
-            ready.extend(self.before(&outcome.namespace));
+            ready.extend(self.waiting(Bound::Excluded(&outcome.namespace)));
             self.current = Some(Chunk {
                 namespace: outcome.namespace.clone(),
                 ..Chunk::default()
@@ -140,17 +140,14 @@ impl<'a> Assembler<'a> {
         self.current = None;
     }
 
-    /// The namespaces waiting with only Services or orphans, before `ns`.
-    fn before(&mut self, ns: &str) -> Vec<Chunk> {
+    /// The namespaces waiting with only Services or orphans, up to `end`, complete.
+    fn waiting(&mut self, end: Bound<&str>) -> Vec<Chunk> {
+        let range = (Bound::Unbounded, end);
         let mut waiting: Vec<String> = self
             .services
-            .range::<str, _>((Bound::Unbounded, Bound::Excluded(ns)))
+            .range::<str, _>(range)
             .map(|(k, _)| k.clone())
-            .chain(
-                self.orphans
-                    .range::<str, _>((Bound::Unbounded, Bound::Excluded(ns)))
-                    .map(|(k, _)| k.clone()),
-            )
+            .chain(self.orphans.range::<str, _>(range).map(|(k, _)| k.clone()))
             .collect();
         waiting.sort();
         waiting.dedup();
@@ -168,22 +165,12 @@ impl<'a> Assembler<'a> {
     /// Every namespace not sent yet, and the pass's summary (its counts of what was
     /// listed are the caller's to set).
     pub(super) fn finish(mut self) -> (Vec<Chunk>, Summary) {
-        let mut rest: Vec<Chunk> = self.current.take().into_iter().collect();
-        let mut waiting: Vec<String> = self
-            .services
-            .keys()
-            .chain(self.orphans.keys())
-            .cloned()
-            .collect();
-        waiting.sort();
-        waiting.dedup();
-        waiting.retain(|ns| rest.first().is_none_or(|c| c.namespace != *ns));
-        rest.extend(waiting.into_iter().map(|namespace| Chunk {
-            namespace,
-            ..Chunk::default()
-        }));
+        let mut rest: Vec<Chunk> = match self.current.take() {
+            Some(current) => vec![self.complete(current)],
+            None => Vec::new(),
+        };
+        rest.extend(self.waiting(Bound::Unbounded));
         rest.sort_by(|a, b| a.namespace.cmp(&b.namespace));
-        let rest = rest.into_iter().map(|chunk| self.complete(chunk)).collect();
         (rest, self.summary)
     }
 

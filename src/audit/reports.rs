@@ -307,7 +307,8 @@ fn finish(mut report: Report) -> Report {
     report
 }
 
-fn key(report: &Report) -> (String, String) {
+/// A report's (namespace, name).
+pub fn key(report: &Report) -> (String, String) {
     (
         report.metadata.namespace.clone().unwrap_or_default(),
         report.metadata.name.clone().unwrap_or_default(),

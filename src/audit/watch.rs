@@ -282,20 +282,8 @@ impl<'a> Publisher<'a> {
         metrics: &'a AuditMetrics,
         gate: &'a (dyn Fn() -> Option<&'static str> + Sync),
     ) -> Publisher<'a> {
-        let current = existing.map(|existing| {
-            existing
-                .iter()
-                .map(|r| {
-                    (
-                        (
-                            r.metadata.namespace.clone().unwrap_or_default(),
-                            r.metadata.name.clone().unwrap_or_default(),
-                        ),
-                        r,
-                    )
-                })
-                .collect()
-        });
+        let current =
+            existing.map(|existing| existing.iter().map(|r| (reports::key(r), r)).collect());
         Publisher {
             client,
             policy,
