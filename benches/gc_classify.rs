@@ -34,15 +34,17 @@ fn data() -> (Vec<ClaimView>, Vec<SetView>, Vec<PodView>) {
         // Five claims per set (two scaled away), two templates for half of them.
         for o in 0..5 {
             let template = if o % 2 == 0 { "data" } else { "wal" };
-            claims.push(ClaimView {
-                namespace: namespace.clone(),
-                name: format!("{template}-{name}-{o}").into(),
-                uid: Token::new(&format!("c-{s}-{o}")),
-                resource_version: "1".into(),
-                labels: std::sync::Arc::new(labels.clone().into()),
-                requested_bytes: Some(10 << 30),
-                ..ClaimView::default()
-            });
+            claims.push(
+                ClaimView {
+                    namespace: namespace.clone(),
+                    name: format!("{template}-{name}-{o}").into(),
+                    uid: Token::new(&format!("c-{s}-{o}")),
+                    resource_version: "1".into(),
+                    labels: std::sync::Arc::new(labels.clone().into()),
+                    ..ClaimView::default()
+                }
+                .with_requested_bytes(Some(10 << 30)),
+            );
         }
         for o in 0..2 {
             pods.push(PodView {

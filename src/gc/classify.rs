@@ -51,7 +51,7 @@ pub fn parse_claim_name<'a>(
 
 /// Claims protected whatever their name says.
 fn protected(claim: &ClaimView, pods: &Pods, set_uids: &HashSet<&Token>) -> bool {
-    claim.deleting
+    claim.deleting()
         || claim.annotations.contains_key(KEEP)
         || pods.mounts(&claim.namespace, &claim.name)
         || claim.owners.iter().any(|(kind, uid)| {
@@ -261,8 +261,8 @@ impl<'a> Classifier<'a> {
                 verified,
                 uid: claim.uid.to_string(),
                 resource_version: claim.resource_version.to_string(),
-                created: claim.created,
-                requested_bytes: claim.requested_bytes,
+                created: claim.created(),
+                requested_bytes: claim.requested_bytes(),
             };
         if let Some((set, ordinal)) = live.owner(claim) {
             let start = i64::from(set.ordinals_start);

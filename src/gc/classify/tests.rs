@@ -56,9 +56,9 @@ fn claim(name: &str, app: &str) -> ClaimView {
         uid: Token::new(&format!("uid-{name}")),
         resource_version: "7".into(),
         labels: Arc::new(labels(&[("app", app)])),
-        requested_bytes: Some(1 << 30),
         ..ClaimView::default()
     }
+    .with_requested_bytes(Some(1 << 30))
 }
 
 fn with_provenance(mut c: ClaimView, set: &str) -> ClaimView {
@@ -171,15 +171,37 @@ fn names_keep_each_name_as_it_was() {
 }
 
 #[test]
+fn short_strings_keep_their_text_inline_or_boxed() {
+    use crate::cluster::views::ShortStr;
+    let (longest_inline, too_long) = ("x".repeat(22), "y".repeat(23));
+    for text in [
+        "",
+        "db-0",
+        "data-db-00012-3",
+        &longest_inline,
+        &too_long,
+        "naïve-ü",
+    ] {
+        let short = ShortStr::new(text);
+        assert_eq!(short.as_str(), text);
+        assert_eq!(matches!(short, ShortStr::Inline(..)), text.len() <= 22);
+        // Found by its text, as the caches look names up.
+        let set: HashSet<ShortStr> = [short.clone()].into();
+        assert!(set.contains(text));
+    }
+    assert!(ShortStr::new("a") < ShortStr::new(&"b".repeat(30)));
+}
+
+#[test]
 fn views_stay_small() {
     // What `gc --watch` keeps per claim and pod of the fleet (docs/gc.md, "Memory").
     assert!(
-        std::mem::size_of::<ClaimView>() <= 152,
+        std::mem::size_of::<ClaimView>() <= 144,
         "{}",
         std::mem::size_of::<ClaimView>()
     );
     assert!(
-        std::mem::size_of::<PodView>() <= 72,
+        std::mem::size_of::<PodView>() <= 88,
         "{}",
         std::mem::size_of::<PodView>()
     );
@@ -294,8 +316,7 @@ fn labels_that_do_not_match_are_not_the_sets_claims() {
 fn protected_claims_are_never_candidates() {
     let mut keep = claim("data-web-4", "web");
     Arc::make_mut(&mut keep.annotations).insert(KEEP.into(), "true".into());
-    let mut deleting = claim("data-web-5", "web");
-    deleting.deleting = true;
+    let deleting = claim("data-web-5", "web").with_deleting(true);
     let mut owned = claim("data-web-6", "web");
     owned.owners = Box::new([("StatefulSet".into(), "uid-web".into())]);
     let mut foreign = claim("data-web-7", "web");
