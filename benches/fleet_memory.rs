@@ -24,7 +24,9 @@
 //! maxrss from `/usr/bin/time`, and the wall time), `gc --watch` and `serve --cluster
 //! required` (RSS and peak two seconds after the stores are listed: the log line `gc
 //! reconcile loop started`, `/readyz` 200), `audit --watch` (peak after its first `audit
-//! pass` log line, and that pass's time). `--tunables` repeats every command with the
+//! pass` log line, and that pass's time). Before the first binary and after the last, the
+//! time the API server takes to serve the lists to a client that keeps nothing (claims,
+//! sets, pods, Services, paged by 500): the floor of every command's time. `--tunables` repeats every command with the
 //! image's `GLIBC_TUNABLES`, and `--tunables-also` with each of the values it lists. `--wait-for FILE` waits, once the cluster is populated, until
 //! FILE exists (populate while the binaries build). `--only` runs only the commands of
 //! those names (`gc` is `gc -A` and `gc --watch`). Under `cargo test --benches` (no `--bench`) it does nothing.
@@ -303,6 +305,68 @@ fn wanted(name: &str) -> bool {
     arg("--only").is_none_or(|only| only.split(',').any(|o| o.trim() == name))
 }
 
+/// The lists the commands read, as the API server serves them to a client that keeps
+/// nothing: each paged as stateward pages it (500 objects a request), every page's body
+/// read and its JSON parsed past the items, only the `continue` token kept. What no
+/// client can go below: the floor of each command's time.
+async fn serving_floor(env: &Env) {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        metadata: Meta,
+        items: Vec<serde::de::IgnoredAny>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(rename = "continue", default)]
+        next: Option<String>,
+    }
+    let mut total = 0.0;
+    for (what, path) in [
+        ("claims", "/api/v1/persistentvolumeclaims"),
+        ("sets", "/apis/apps/v1/statefulsets"),
+        ("pods", "/api/v1/pods"),
+        ("Services", "/api/v1/services"),
+    ] {
+        let started = Instant::now();
+        let (mut pages, mut objects, mut bytes) = (0usize, 0usize, 0usize);
+        let mut next: Option<String> = None;
+        loop {
+            // A continue token is URL-safe base64.
+            let uri = match &next {
+                Some(token) => format!("{path}?limit=500&continue={token}"),
+                None => format!("{path}?limit=500"),
+            };
+            let request = hyper::Request::get(&uri).body(Vec::new()).expect("request");
+            let response = env
+                .admin
+                .send(request.map(kube::client::Body::from))
+                .await
+                .unwrap_or_else(|e| panic!("GET {uri}: {e}"));
+            assert_eq!(response.status(), 200, "GET {uri}");
+            let body = response
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_else(|e| panic!("GET {uri}: body: {e}"));
+            let page: Page = serde_json::from_slice(&body).expect("a list");
+            (pages, objects, bytes) = (pages + 1, objects + page.items.len(), bytes + body.len());
+            match page.metadata.next {
+                Some(token) if !token.is_empty() => next = Some(token),
+                _ => break,
+            }
+        }
+        let s = started.elapsed().as_secs_f64();
+        if what != "Services" {
+            total += s;
+        }
+        println!(
+            "  the API server alone: {objects} {what} in {pages} pages, {:.0} MiB of JSON, {s:.2} s",
+            bytes as f64 / 1048576.0
+        );
+    }
+    println!("  the API server alone: claims, sets and pods (what gc -A lists) {total:.2} s");
+}
+
 async fn measure(env: &Env, dir: &Path, binary: &Path, tunables: Option<&str>) {
     let kubeconfig = [
         "--kubeconfig".to_owned(),
@@ -530,11 +594,13 @@ async fn run(dir: &Path, assets: &Path, helm: &Path, binaries: &[PathBuf]) {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+    serving_floor(&env).await;
     for binary in binaries {
         for t in std::iter::once(None).chain(tunables_list.iter().map(|t| Some(t.as_str()))) {
             measure(&env, dir, binary, t).await;
         }
     }
+    serving_floor(&env).await;
 }
 
 fn main() {
