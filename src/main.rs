@@ -8,6 +8,8 @@ use clap::FromArgMatches;
 use stateward::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before any thread: list pages are returned to the kernel once decoded.
+    stateward::commands::daemon::fix_mmap_threshold();
     // Installed as `kubectl-stateward`, usage and examples say `kubectl stateward`.
     let argv0 = std::env::args_os().next();
     let name = stateward::cli::display_name(argv0.as_deref());
