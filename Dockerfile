@@ -16,7 +16,8 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/stateward /usr/local/bin/stateward
 USER 65532:65532
 # glibc's malloc: a fixed mmap threshold returns the cluster caches' list pages to the system
-# once decoded (docs/cluster.md); the chart's Deployment sets the same.
+# once decoded (docs/cluster.md); the chart's Deployment sets the same, and the binary
+# sets it itself when GLIBC_TUNABLES names no mmap_threshold (kept here to be explicit).
 ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072
 EXPOSE 8443 8080
 ENTRYPOINT ["/usr/local/bin/stateward"]
